@@ -48,7 +48,12 @@ class Embedder:
         # Never reach for a hub on the default path: the bundled model is on disk.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar on every start is noise
+        hf_logging.set_verbosity_error()
 
         device = self.device
         if device == "auto":

@@ -1,0 +1,94 @@
+"""Live sync through the real watchdog observer: creates, edits, deletes, renames and editor-style
+atomic saves all reach the index without a manual reindex."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from vault_agent.index.search import search
+from vault_agent.vault.watcher import DebouncedWatcher
+
+NOTES = {"Start.md": "# Start\n\nThe vault begins here with a note about lighthouses.\n"}
+
+
+@pytest.fixture
+def live(make_vault, open_index):
+    vault = make_vault(NOTES)
+    ix = open_index(vault, index={"debounce_seconds": 0.2})
+    ix.reconcile()
+    watcher = DebouncedWatcher(ix.files, ix.sync_paths, ix.reconcile, debounce=0.2).start()
+    ix.test_watcher = watcher
+    yield vault, ix
+    watcher.stop()
+
+
+def wait_for(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def indexed_paths(ix):
+    return set(ix.catalog.note_stats())
+
+
+def test_created_note_becomes_searchable(live):
+    vault, ix = live
+    (vault / "Kayak.md").write_text("# Kayak\n\nThe sea kayak is stored in the garage loft.\n")
+    assert wait_for(lambda: "Kayak.md" in indexed_paths(ix))
+    assert search(ix, "where is the kayak kept", 1)[0].path == "Kayak.md"
+
+
+def test_edit_replaces_old_text(live):
+    vault, ix = live
+    (vault / "Start.md").write_text("# Start\n\nNow this note is about volcanoes in Iceland.\n")
+    assert wait_for(lambda: "volcanoes" in " ".join(h.text for h in search(ix, "volcano", 3)))
+    assert all("lighthouses" not in h.text for h in search(ix, "lighthouse", 5))
+
+
+def test_delete_removes_note(live):
+    vault, ix = live
+    (vault / "Start.md").unlink()
+    assert wait_for(lambda: indexed_paths(ix) == set())
+    assert ix.catalog.all_chunk_ids() == set() and ix.vectors.count() == 0
+
+
+def test_rename_moves_note(live):
+    vault, ix = live
+    os.rename(vault / "Start.md", vault / "Lighthouses.md")
+    assert wait_for(lambda: indexed_paths(ix) == {"Lighthouses.md"})
+    assert search(ix, "lighthouse", 1)[0].path == "Lighthouses.md"
+
+
+def test_atomic_save_via_temp_file_and_rename(live):
+    vault, ix = live
+    tmp = vault / ".Start.md.tmp-1234"
+    tmp.write_text("# Start\n\nRewritten by an editor that saves atomically: now about glaciers.\n")
+    os.replace(tmp, vault / "Start.md")
+    assert wait_for(lambda: "glaciers" in search(ix, "glacier", 1)[0].text)
+    assert indexed_paths(ix) == {"Start.md"}  # the temp file was never indexed
+
+
+def test_folder_rename_moves_all_notes(live):
+    vault, ix = live
+    (vault / "Trips").mkdir()
+    (vault / "Trips" / "Norway.md").write_text("# Norway\n\nFjords and ferries in June.\n")
+    assert wait_for(lambda: "Trips/Norway.md" in indexed_paths(ix))
+    os.rename(vault / "Trips", vault / "Travel")
+    assert wait_for(lambda: indexed_paths(ix) == {"Start.md", "Travel/Norway.md"})
+
+
+def test_burst_of_edits_is_debounced(live):
+    vault, ix = live
+    note = vault / "Counter.md"
+    for i in range(20):
+        note.write_text(f"# Counter\n\nThe counter reads {i} apples.\n")
+    assert wait_for(lambda: "19 apples" in " ".join(r.text for r in ix.catalog.chunks_by_id(sorted(ix.catalog.all_chunk_ids())).values()))
+    assert ix.catalog.counts()["chunks"] == 2
+    assert ix.test_watcher.syncs <= 3  # 20 saves, a handful of index passes at most

@@ -1,0 +1,419 @@
+"""The preference log: answers the model gave, what the user thought of them (thumbs, corrections,
+A/B choices), and the DPO pairs derived from that feedback. One SQLite file.
+
+Durability: WAL + synchronous=FULL, and every write runs on ONE writer thread in its own
+BEGIN IMMEDIATE transaction; the caller blocks until COMMIT has returned, so a write that was
+acknowledged survives kill -9 (and power loss). A failed write is rolled back whole and raised
+as PreferenceLogError; the writer keeps serving. Reads use per-thread connections, which WAL
+lets run beside the writer.
+
+The rules for how feedback turns into pairs (one live thumb per response, re-deciding a
+comparison, pairs already trained on are kept) are in pairs.py. A retried call whose
+idempotency_key is already stored returns the stored row and writes nothing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import os
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+from vault_agent.errors import UserError
+from vault_agent.feedback import pairs as pairlib
+from vault_agent.feedback.migrations import migrate
+from vault_agent.feedback.pairs import new_id, normalize_question, utcnow
+
+T = TypeVar("T")
+RESPONSE_SOURCES = ("ask", "compare", "synthetic")
+CHOICES = ("A", "B", "tie")
+
+
+class PreferenceLogError(UserError):
+    """Reading or writing the preference log failed; nothing partial was saved."""
+
+
+class NotFound(UserError):
+    """No response, rating or comparison with that id."""
+
+
+def _explain(exc: BaseException, path: Path, doing: str) -> PreferenceLogError:
+    """One line that says what went wrong and what to do about it."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        msg = (f"preference log {path} is locked by another process; close other vault-agent "
+               f"instances or tools that hold it open, then retry")
+    elif "full" in text or getattr(exc, "errno", None) == 28:
+        msg = f"disk is full, could not {doing} preference log {path}; free some space, then retry"
+    elif "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+        msg = (f"preference log {path} is read-only; make the file and its folder writable, "
+               f"then retry")
+    elif "not a database" in text or "malformed" in text:
+        msg = (f"preference log {path} is damaged ({exc}); move it aside and restart to begin "
+               f"a new one")
+    else:
+        msg = f"could not {doing} preference log {path} ({exc}); nothing was saved, retry"
+    return PreferenceLogError(msg.replace("\n", " "))
+
+
+def _is_db_failure(exc: BaseException) -> bool:
+    # Integrity/programming errors are our bugs; let them surface as they are.
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)
+    )
+
+
+def _connect(path: Path, busy_timeout_ms: int, *, query_only: bool = False) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions, we issue BEGIN/COMMIT ourselves.
+    # check_same_thread=False: close() may close a connection from another thread.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=busy_timeout_ms / 1000)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = FULL")
+    if query_only:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+    cols = ", ".join(row)
+    marks = ", ".join("?" * len(row))
+    conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
+
+
+def _require(conn: sqlite3.Connection, table: str, row_id: str, what: str) -> sqlite3.Row:
+    row = conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no {what} with id {row_id!r} in the preference log; check the id")
+    return row
+
+
+def _by_key(conn: sqlite3.Connection, table: str, key: str | None) -> sqlite3.Row | None:
+    if key is None:
+        return None
+    return conn.execute(f"SELECT * FROM {table} WHERE idempotency_key = ?", (key,)).fetchone()
+
+
+def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    """Row -> dict with JSON columns decoded and their _json suffix dropped."""
+    if row is None:
+        return None
+    out = {k.removesuffix("_json"): json.loads(row[k]) if k.endswith("_json") else row[k]
+           for k in row.keys() if k != "question_key"}
+    if "undone" in out:
+        out["undone"] = bool(out["undone"])
+    return out
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+# Comparisons come back with both answers, so a client can show one without more calls.
+_COMPARISON_SELECT = """SELECT m.*, a.answer AS answer_a, b.answer AS answer_b
+    FROM comparisons m JOIN responses a ON a.id = m.response_a
+    JOIN responses b ON b.id = m.response_b"""
+
+
+def _comparison(conn: sqlite3.Connection, comparison_id: str) -> dict[str, Any] | None:
+    row = conn.execute(f"{_COMPARISON_SELECT} WHERE m.id = ?", (comparison_id,)).fetchone()
+    return dict(row) if row else None
+
+
+class _Writer:
+    """The single writer thread: runs queued fn(conn) jobs, each in its own transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self._conn, self._path = conn, path
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="preference-log-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def enqueue(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((fn, fut))
+        return fut
+
+    def stop(self) -> None:
+        self._jobs.put(None)  # jobs queued before this still run
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = self._conn
+        while (job := self._jobs.get()) is not None:
+            fn, fut = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:  # the thread must survive any one failed write
+                with contextlib.suppress(sqlite3.Error):
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                if _is_db_failure(exc):
+                    err = _explain(exc, self._path, "write")
+                    err.__cause__ = exc  # keep the sqlite error for debugging
+                    exc = err
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+        conn.close()
+
+
+class PreferenceLog:
+    """Thread-safe handle on one preference-log file. Use as a context manager or call close()."""
+
+    def __init__(self, path: str | os.PathLike, *, busy_timeout_ms: int = 5000):
+        self.path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._lock = threading.Lock()
+        self._closed = False
+        self._local = threading.local()
+        self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        conn = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(self.path, busy_timeout_ms)
+            conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
+            migrate(conn)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            if conn is not None:
+                conn.close()
+            raise _explain(exc, self.path, "open") from exc
+        self._writer = _Writer(conn, self.path)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:  # no job may slip in behind close()'s stop marker
+            if self._closed:
+                raise PreferenceLogError(f"preference log {self.path} is closed")
+            fut = self._writer.enqueue(fn)
+        return fut.result()  # returns only after COMMIT: the write is durable
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = getattr(self._local, "conn", None)
+        with self._lock:
+            if self._closed:
+                raise PreferenceLogError(f"preference log {self.path} is closed")
+            if conn is None:
+                # One read connection per thread; those of finished threads are closed here,
+                # so a server that churns threads doesn't pile up file handles.
+                for thread, old in [r for r in self._readers if not r[0].is_alive()]:
+                    self._readers.remove((thread, old))
+                    old.close()
+                conn = self._local.conn = _connect(self.path, self._busy_timeout_ms,
+                                                   query_only=True)
+                self._readers.append((threading.current_thread(), conn))
+        try:
+            conn.execute("BEGIN")  # one consistent snapshot for multi-query reads
+            try:
+                return fn(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        except Exception as exc:
+            if _is_db_failure(exc):
+                raise _explain(exc, self.path, "read") from exc
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            readers, self._readers = self._readers, []
+        self._writer.stop()
+        for _thread, conn in readers:
+            conn.close()
+
+    def __enter__(self) -> PreferenceLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- responses --------------------------------------------------------------------------
+
+    def record_response(self, *, question: str, prompt: str, messages: list[dict[str, Any]],
+                        answer: str, retrieved: list[str], citations: Any, model_id: str,
+                        adapter_version: str | None, timings: dict[str, Any],
+                        source: str = "ask") -> str:
+        if source not in RESPONSE_SOURCES:
+            raise ValueError(f"source must be one of {', '.join(RESPONSE_SOURCES)}, not {source!r}")
+        row = {
+            "id": new_id("r"), "created": utcnow(), "question": question,
+            "question_key": normalize_question(question), "prompt": prompt,
+            "messages_json": _dumps(messages), "answer": answer,
+            "retrieved_json": _dumps(retrieved), "citations_json": _dumps(citations),
+            "model_id": model_id, "adapter_version": adapter_version,
+            "timings_json": _dumps(timings), "source": source,
+        }
+        self._write(lambda conn: _insert(conn, "responses", row))
+        return row["id"]
+
+    def get_response(self, response_id: str) -> dict[str, Any] | None:
+        return self._read(lambda conn: _decode(conn.execute(
+            "SELECT * FROM responses WHERE id = ?", (response_id,)).fetchone()))
+
+    def recent_responses(self, limit: int = 50, unrated: bool = False) -> list[dict[str, Any]]:
+        """Newest first. unrated=True leaves out responses with a live rating, a correction,
+        or a place in a decided comparison."""
+        sql = """SELECT * FROM responses s WHERE :unrated = 0 OR (
+            NOT EXISTS (SELECT 1 FROM ratings r WHERE r.response_id = s.id AND r.undone = 0)
+            AND NOT EXISTS (SELECT 1 FROM corrections c WHERE c.response_id = s.id)
+            AND NOT EXISTS (SELECT 1 FROM comparisons m WHERE m.choice IS NOT NULL
+                            AND (m.response_a = s.id OR m.response_b = s.id)))
+            ORDER BY s.created DESC, s.rowid DESC LIMIT :limit"""
+        return self._read(lambda conn: [_decode(r) for r in conn.execute(
+            sql, {"unrated": int(unrated), "limit": limit})])
+
+    # -- ratings and corrections ------------------------------------------------------------
+
+    def rate(self, response_id: str, value: int, comment: str | None = None,
+             idempotency_key: str | None = None) -> dict[str, Any]:
+        if type(value) is not int or value not in (1, -1):
+            raise ValueError(f"rating value must be 1 (thumbs up) or -1 (thumbs down), not {value!r}")
+
+        def job(conn: sqlite3.Connection) -> dict[str, Any]:
+            if prior := _by_key(conn, "ratings", idempotency_key):
+                return _decode(prior)
+            _require(conn, "responses", response_id, "response")
+            rating_id = pairlib.apply_rating(conn, response_id, value, comment, idempotency_key)
+            return _decode(_require(conn, "ratings", rating_id, "rating"))
+
+        return self._write(job)
+
+    def get_rating(self, rating_id: str) -> dict[str, Any] | None:
+        return self._read(lambda conn: _decode(conn.execute(
+            "SELECT * FROM ratings WHERE id = ?", (rating_id,)).fetchone()))
+
+    def undo_rating(self, rating_id: str) -> dict[str, Any]:
+        """Mark a rating undone and delete its untrained pairs. Undoing twice is a no-op."""
+        def job(conn: sqlite3.Connection) -> dict[str, Any]:
+            if not _require(conn, "ratings", rating_id, "rating")["undone"]:
+                pairlib.undo_rating(conn, rating_id)
+            return _decode(_require(conn, "ratings", rating_id, "rating"))
+
+        return self._write(job)
+
+    def correct(self, response_id: str, text: str,
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        """Store the user's better answer; it becomes a pair (chosen=text, rejected=answer)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("a correction needs the corrected answer text")
+
+        def job(conn: sqlite3.Connection) -> dict[str, Any]:
+            if prior := _by_key(conn, "corrections", idempotency_key):
+                return _decode(prior)
+            _require(conn, "responses", response_id, "response")
+            row = {"id": new_id("cr"), "response_id": response_id, "text": text,
+                   "created": utcnow(), "idempotency_key": idempotency_key}
+            _insert(conn, "corrections", row)
+            pairlib.derive_correction_pair(conn, row["id"])
+            return _decode(_require(conn, "corrections", row["id"], "correction"))
+
+        return self._write(job)
+
+    # -- comparisons ------------------------------------------------------------------------
+
+    def create_comparison(self, question: str, prompt: str, response_a: str,
+                          response_b: str) -> dict[str, Any]:
+        if response_a == response_b:
+            raise ValueError("a comparison needs two different responses")
+
+        def job(conn: sqlite3.Connection) -> dict[str, Any]:
+            for rid in (response_a, response_b):
+                _require(conn, "responses", rid, "response")
+            row = {"id": new_id("c"), "question": question, "prompt": prompt,
+                   "response_a": response_a, "response_b": response_b, "created": utcnow()}
+            _insert(conn, "comparisons", row)
+            return _comparison(conn, row["id"])
+
+        return self._write(job)
+
+    def choose(self, comparison_id: str, choice: str,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        """Decide a comparison: 'A' or 'B' makes a pair (winner over loser), 'tie' makes none.
+        Choosing differently later replaces its untrained pair (pairs.decide_comparison)."""
+        if choice not in CHOICES:
+            raise ValueError(f"choice must be 'A', 'B' or 'tie', not {choice!r}")
+
+        def job(conn: sqlite3.Connection) -> dict[str, Any]:
+            if prior := _by_key(conn, "comparisons", idempotency_key):
+                comparison_key = prior["id"]
+            else:
+                comparison_key = comparison_id
+                _require(conn, "comparisons", comparison_id, "comparison")
+                pairlib.decide_comparison(conn, comparison_id, choice, idempotency_key)
+            return _comparison(conn, comparison_key)
+
+        return self._write(job)
+
+    def get_comparison(self, comparison_id: str) -> dict[str, Any] | None:
+        return self._read(lambda conn: _comparison(conn, comparison_id))
+
+    def pending_comparisons(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Undecided comparisons, newest first."""
+        return self._read(lambda conn: [dict(r) for r in conn.execute(
+            f"{_COMPARISON_SELECT} WHERE m.choice IS NULL "
+            "ORDER BY m.created DESC, m.rowid DESC LIMIT ?", (limit,))])
+
+    # -- pairs ------------------------------------------------------------------------------
+
+    def add_synthetic_pair(self, prompt_messages: Sequence[dict[str, str]], chosen: str,
+                           rejected: str, origin_id: str) -> str | None:
+        """Returns the pair id, or None when origin_id is already stored (or chosen == rejected)."""
+        if not prompt_messages or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str) for m in prompt_messages
+        ):
+            raise ValueError("prompt_messages must be a non-empty list of {role, content} dicts")
+        if not origin_id:
+            raise ValueError("a synthetic pair needs an origin_id (what it was generated from)")
+        prompt = pairlib.prompt_messages(prompt_messages)
+        return self._write(lambda conn: pairlib.insert_pair(
+            conn, prompt=prompt, chosen=chosen, rejected=rejected, source="synthetic",
+            origin_id=origin_id))
+
+    def pairs(self, untrained_only: bool = False) -> list[dict[str, Any]]:
+        """Oldest first; each dict has prompt (a message list), chosen, rejected, source, ..."""
+        where = "WHERE trained_in_version IS NULL" if untrained_only else ""
+        return self._read(lambda conn: [_decode(r) for r in conn.execute(
+            f"SELECT * FROM pairs {where} ORDER BY created, rowid")])
+
+    def mark_trained(self, pair_ids: Iterable[str], version: str) -> int:
+        """Record the adapter version that trained on these pairs; already-marked pairs keep
+        their first version. Returns how many were marked now."""
+        if not version:
+            raise ValueError("mark_trained needs the adapter version")
+        ids = [(version, pid) for pid in pair_ids]
+        return self._write(lambda conn: conn.executemany(
+            "UPDATE pairs SET trained_in_version = ? WHERE id = ? AND trained_in_version IS NULL",
+            ids).rowcount)
+
+    def export_pairs_jsonl(self, path: str | os.PathLike, untrained_only: bool = False) -> int:
+        """Write pairs in TRL's conversational preference format; atomic (temp file + rename)."""
+        rows = self.pairs(untrained_only=untrained_only)
+        try:
+            pairlib.write_jsonl(Path(path), (pairlib.trl_record(p) for p in rows))
+        except OSError as exc:
+            raise PreferenceLogError(
+                f"could not export pairs to {path} ({exc.strerror or exc}); "
+                f"choose a writable path with free space") from exc
+        return len(rows)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for status screens. Undone ratings are left out everywhere; rated_today counts
+        today's (UTC) ratings, corrections, and comparisons decided today."""
+        return self._read(pairlib.feedback_stats)
