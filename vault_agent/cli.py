@@ -12,7 +12,7 @@ import typer
 from .errors import UserError
 
 app = typer.Typer(help="A local, self-improving assistant for your Obsidian vault.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
 
 VaultOpt = typer.Option(None, "--vault", "-v", help="Vault folder (overrides the configured one).")
 
@@ -116,6 +116,148 @@ def show_config(vault: Optional[Path] = VaultOpt):
     console.print(f"config file: {app_dirs().config_file}", highlight=False)
     for key, value, source in explain(settings, cli_keys={"vault"} if vault else set()):
         console.print(f"{key:28} = {json.dumps(value, default=str):40} [dim]# {source}[/]", highlight=False)
+
+
+@app.command()
+def serve(
+    vault: Optional[Path] = VaultOpt,
+    port: Optional[int] = typer.Option(None, "--port", "-p", help="Port (default server.port, 8765)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a non-loopback --host."),
+):
+    """Run the daemon: live index, local model and the HTTP API on 127.0.0.1."""
+    import logging
+
+    from .config import load_settings
+    from .daemon import Daemon
+    from .paths import app_dirs
+    from .vault.files import resolve_vault
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
+    settings = load_settings(vault=vault)
+    if server:
+        settings = load_settings(vault=vault, server=settings.server.model_copy(update=server).model_dump())
+    root = resolve_vault(settings.vault)
+    daemon = Daemon(settings, root, app_dirs(), allow_remote=allow_remote).build()
+    console = _console()
+    console.print(f"vault-agent serving [bold]{root}[/] at [bold]{daemon.url}[/]", highlight=False)
+    console.print(f"model: {daemon.services.rag.backend.model_id}; API docs at {daemon.url}/docs", highlight=False)
+    console.print("token: `vault-agent token` prints it (send it as `Authorization: Bearer <token>`)")
+    console.print("Ctrl-C stops.")
+    daemon.serve()
+
+
+@app.command()
+def token():
+    """Print the daemon's API token (created on first start)."""
+    from .paths import app_dirs
+    from .server.auth import load_or_create_token
+
+    print(load_or_create_token(app_dirs().ensure().token_file))
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="Your question."),
+    vault: Optional[Path] = VaultOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the final answer as JSON."),
+):
+    """Answer from your notes: through the running daemon if there is one, else in-process."""
+    from .client import ApiClient
+    from .paths import app_dirs
+
+    client = ApiClient.discover(app_dirs())
+    events = _ask_remote(client, question) if client else _ask_local(question, vault)
+    final = None
+    for kind, data in events:
+        if kind == "token" and not as_json:
+            print(data["text"], end="", flush=True)
+        elif kind == "error":
+            raise UserError(data["error"])
+        elif kind == "final":
+            final = data
+    if final is None:
+        raise UserError("no answer came back")
+    if as_json:
+        print(json.dumps(final, indent=2))
+        return
+    print()
+    console = _console()
+    for c in final["citations"]:
+        console.print(f"  [{c['n']}] {c['link']}", style="dim", highlight=False)
+    console.print(f"  response id {final['response_id']} (rate it with the TUI: vault-agent tui)", style="dim")
+
+
+def _ask_remote(client, question):
+    try:
+        yield from client.ask_stream(question)
+    finally:
+        client.close()
+
+
+def _ask_local(question: str, vault: Optional[Path]):
+    from .feedback.store import PreferenceLog
+    from .llm.backend import LlamaBackend
+    from .paths import app_dirs
+    from .rag import RagService
+
+    indexer = open_indexer(vault)
+    indexer.reconcile()
+    with LlamaBackend(indexer.settings.llm) as backend, PreferenceLog(app_dirs().preference_db) as log:
+        rag = RagService(indexer, backend, log, indexer.settings)
+        for kind, value in rag.stream(question):
+            yield kind, ({"text": value} if kind == "token" else value.to_dict())
+    indexer.close()
+
+
+pairs_app = typer.Typer(help="Preference pairs for training.", no_args_is_help=True)
+app.add_typer(pairs_app, name="pairs")
+
+
+@pairs_app.command("export")
+def pairs_export(
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL file to write."),
+    untrained: bool = typer.Option(False, help="Only pairs no adapter has trained on yet."),
+):
+    """Write pairs in TRL's conversational preference format (prompt/chosen/rejected messages)."""
+    from .feedback.store import PreferenceLog
+    from .paths import app_dirs
+
+    with PreferenceLog(app_dirs().ensure().preference_db) as log:
+        n = log.export_pairs_jsonl(out, untrained_only=untrained)
+    print(f"wrote {n} pairs to {out}")
+
+
+@pairs_app.command("stats")
+def pairs_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Counts of ratings, corrections, comparisons and pairs."""
+    from .feedback.store import PreferenceLog
+    from .paths import app_dirs
+
+    with PreferenceLog(app_dirs().ensure().preference_db) as log:
+        st = log.stats()
+    if as_json:
+        print(json.dumps(st, indent=2))
+        return
+    console = _console()
+    console.print(f"responses:        {st['responses']}")
+    console.print(f"thumbs:           {st['ratings']['up']} up, {st['ratings']['down']} down "
+                  f"({st['unpaired_thumbs']} unpaired)")
+    console.print(f"corrections:      {st['corrections']}")
+    console.print(f"comparisons:      {st['comparisons']['decided']} decided, {st['comparisons']['pending']} pending")
+    by_source = ", ".join(f"{k} {v}" for k, v in st["pairs"].items())
+    console.print(f"pairs:            {st['pairs_total']} ({by_source})")
+    console.print(f"ready to train:   {st['pairs_untrained']}")
+    console.print(f"rated today:      {st['rated_today']}")
+
+
+@app.command()
+def tui():
+    """Rate answers in the terminal (needs a running daemon: vault-agent serve)."""
+    from tui.app import run
+
+    run()
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ class LLMSettings(BaseModel):
 
 class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Bind address; non-loopback needs --allow-remote.")
-    port: int = Field(8765, ge=1, le=65535)
+    port: int = Field(8765, ge=0, le=65535, description="TCP port; 0 picks a free one.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed besides app://obsidian.md.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Larger request bodies get 413.")
     max_question_chars: int = Field(4000, ge=10, description="Longer questions get 422.")

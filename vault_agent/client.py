@@ -1,0 +1,122 @@
+"""A small client of the daemon's HTTP API, shared by `vault-agent ask` and the TUI."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from .errors import UserError
+from .paths import AppDirs
+
+
+class ApiError(UserError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{message} (HTTP {status})")
+        self.status = status
+
+
+class DaemonDown(UserError):
+    pass
+
+
+class ApiClient:
+    def __init__(self, base_url: str, token: str, timeout: float = 120.0):
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout,
+                                 headers={"Authorization": f"Bearer {token}"})
+
+    @classmethod
+    def discover(cls, dirs: AppDirs, timeout: float = 120.0) -> "ApiClient | None":
+        """A client for the daemon this user runs, or None when none answers."""
+        try:
+            info = json.loads(dirs.daemon_file.read_text())
+            token = dirs.token_file.read_text().strip()
+        except (OSError, ValueError):
+            return None
+        client = cls(info["url"], token, timeout)
+        try:
+            client.health()
+        except DaemonDown:
+            client.close()
+            return None
+        return client
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> Any:
+        try:
+            r = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise DaemonDown(f"daemon at {self.base_url} is not answering ({type(e).__name__})") from None
+        return self._json(r)
+
+    @staticmethod
+    def _json(r: httpx.Response) -> Any:
+        try:
+            data = r.json()
+        except ValueError:
+            data = {"error": r.text[:200]}
+        if r.status_code >= 400:
+            raise ApiError(r.status_code, data.get("error", str(data)) if isinstance(data, dict) else str(data))
+        return data
+
+    def health(self) -> dict:
+        return self._call("GET", "/health")
+
+    def status(self) -> dict:
+        return self._call("GET", "/status")
+
+    def search(self, query: str, k: int = 5) -> list[dict]:
+        return self._call("POST", "/search", json={"query": query, "k": k})["hits"]
+
+    def ask(self, question: str) -> dict:
+        return self._call("POST", "/ask", json={"question": question})
+
+    def ask_stream(self, question: str) -> Iterator[tuple[str, dict]]:
+        """(event, data) pairs from /ask/stream: 'token' events, then 'final' (or 'error')."""
+        try:
+            with self.http.stream("POST", "/ask/stream", json={"question": question}) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self._json(r)
+                event = None
+                for line in r.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event:
+                        yield event, json.loads(line[6:])
+        except httpx.TransportError as e:
+            raise DaemonDown(f"daemon at {self.base_url} stopped answering ({type(e).__name__})") from None
+
+    def rate(self, response_id: str, rating: int, comment: str | None = None, key: str | None = None) -> dict:
+        body = {"response_id": response_id, "rating": rating, "comment": comment,
+                "idempotency_key": key or uuid.uuid4().hex}
+        return self._call("POST", "/feedback", json=body)
+
+    def correct(self, response_id: str, text: str, key: str | None = None) -> dict:
+        body = {"response_id": response_id, "correction": text, "idempotency_key": key or uuid.uuid4().hex}
+        return self._call("POST", "/feedback", json=body)
+
+    def undo_rating(self, rating_id: str) -> dict:
+        return self._call("POST", f"/ratings/{rating_id}/undo")
+
+    def compare(self, question: str) -> dict:
+        return self._call("POST", "/compare", json={"question": question})
+
+    def choose(self, comparison_id: str, choice: str, key: str | None = None) -> dict:
+        return self._call("POST", f"/compare/{comparison_id}/choice",
+                          json={"choice": choice, "idempotency_key": key or uuid.uuid4().hex})
+
+    def pending_comparisons(self, limit: int = 20) -> list[dict]:
+        return self._call("GET", "/compare/pending", params={"limit": limit})["comparisons"]
+
+    def responses(self, unrated: bool = False, limit: int = 50) -> list[dict]:
+        return self._call("GET", "/responses", params={"unrated": unrated, "limit": limit})["responses"]
+
+    def stats(self) -> dict:
+        return self._call("GET", "/preferences/stats")

@@ -1,0 +1,139 @@
+"""The daemon: index + live watcher + llama.cpp model + preference log + HTTP API, wired together.
+
+Start-up order matters: the watcher starts before the reconcile pass, so an edit made while we
+catch up is never missed; the HTTP server is up at once and /status shows the catch-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from .config import Settings
+from .errors import UserError
+from .paths import AppDirs
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, vault: Path, dirs: AppDirs, *, allow_remote: bool = False,
+                 embedder=None, backend=None):
+        from .server.auth import is_loopback
+
+        host = settings.server.host
+        if not is_loopback(host) and not allow_remote:
+            raise UserError(f"refusing to listen on {host}: other machines could reach your notes; "
+                            "pass --allow-remote if you really mean it")
+        self.settings = settings
+        self.vault = vault
+        self.dirs = dirs.ensure()
+        self._embedder = embedder
+        self._backend = backend
+        self.server = None
+        self.services = None
+        self._threads: list[threading.Thread] = []
+
+    def build(self):
+        from .feedback.store import PreferenceLog
+        from .index.indexer import Indexer
+        from .llm.backend import LlamaBackend
+        from .rag import RagService
+        from .server.app import Services, create_app
+        from .server.auth import is_loopback, load_or_create_token
+        from .server.gate import GenerationGate
+        from .vault.watcher import DebouncedWatcher
+
+        s = self.settings
+        indexer = Indexer(s, self.vault, self.dirs, embedder=self._embedder)
+        backend = self._backend or LlamaBackend(s.llm)
+        pref_log = PreferenceLog(self.dirs.preference_db)
+        watcher = DebouncedWatcher(indexer.files, indexer.sync_paths, indexer.reconcile,
+                                   debounce=s.index.debounce_seconds)
+        extra_hosts = set() if is_loopback(s.server.host) else {s.server.host}
+        self.services = Services(settings=s, indexer=indexer, rag=RagService(indexer, backend, pref_log, s),
+                                 log=pref_log, gate=GenerationGate(s.server.queue_size), watcher=watcher,
+                                 extra_hosts=extra_hosts)
+        self.token = load_or_create_token(self.dirs.token_file)
+        self.app = create_app(self.services, self.token)
+        return self
+
+    def _catch_up(self) -> None:
+        try:
+            report = self.services.indexer.reconcile()
+            log.info("index up to date: %d updated, %d removed, %d failed", report.indexed, report.removed, report.failed)
+            self.services.indexer.embedder.model  # load now, so the first question doesn't pay for it
+        except Exception:
+            log.exception("start-up reconcile failed; live watching continues")
+
+    def start_background(self) -> None:
+        self.services.watcher.start()
+        t = threading.Thread(target=self._catch_up, name="reconcile", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def serve(self, ready: threading.Event | None = None) -> None:
+        """Run the HTTP server in this thread until stopped (Ctrl-C or stop())."""
+        import uvicorn
+
+        config = uvicorn.Config(self.app, host=self.settings.server.host, port=self.settings.server.port,
+                                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.start_background()
+        watcher = threading.Thread(target=self._announce, args=(ready,), daemon=True)
+        watcher.start()
+        try:
+            self.server.run()
+        finally:
+            self.close()
+
+    @property
+    def url(self) -> str:
+        host = self.settings.server.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def port(self) -> int:
+        if self.server and self.server.started and self.server.servers:
+            return self.server.servers[0].sockets[0].getsockname()[1]
+        return self.settings.server.port
+
+    def _announce(self, ready: threading.Event | None) -> None:
+        while self.server is not None and not self.server.started:
+            if self.server.should_exit:
+                return
+            time.sleep(0.02)
+        info = {"url": self.url, "pid": os.getpid(), "vault": str(self.vault)}
+        path = self.dirs.daemon_file
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, path)
+        if ready is not None:
+            ready.set()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def close(self) -> None:
+        s = self.services
+        if s is None:
+            return
+        self.services = None
+        try:
+            if json.loads(self.dirs.daemon_file.read_text()).get("pid") == os.getpid():
+                self.dirs.daemon_file.unlink()
+        except (OSError, ValueError):
+            pass
+        s.watcher.stop()
+        for t in self._threads:
+            t.join(timeout=30)
+        s.log.close()
+        if self._backend is None:
+            s.rag.backend.close()
+        s.indexer.close()

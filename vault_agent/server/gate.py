@@ -1,0 +1,36 @@
+"""One generation at a time per model context, a bounded queue behind it, 503 past that."""
+
+from __future__ import annotations
+
+import threading
+
+from ..errors import UserError
+
+
+class Busy(UserError):
+    """503: the queue is full; retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 5):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GenerationGate:
+    def __init__(self, queue_size: int):
+        self.capacity = queue_size + 1  # the running generation plus those waiting
+        self._lock = threading.Lock()
+        self.inside = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            if self.inside >= self.capacity:
+                raise Busy(f"model busy: {self.inside - 1} requests already waiting; retry shortly")
+            self.inside += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.inside = max(0, self.inside - 1)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"running": min(self.inside, 1), "waiting": max(0, self.inside - 1), "capacity": self.capacity}

@@ -1,0 +1,104 @@
+"""Feedback on answers: thumbs, corrections, A-vs-B comparisons, and the queue for raters.
+
+Retried submissions carry an idempotency key (body field or `Idempotency-Key` header) and are
+recorded once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, model_validator
+
+from .routes_answers import _check_question
+
+router = APIRouter(tags=["feedback"])
+KeyHeader = Header(None, alias="Idempotency-Key", max_length=200)
+
+
+class FeedbackRequest(BaseModel):
+    response_id: str = Field(..., min_length=1, max_length=100)
+    rating: Literal[1, -1] | None = Field(None, description="+1 thumbs up, -1 thumbs down.")
+    comment: str | None = Field(None, max_length=4000)
+    correction: str | None = Field(None, min_length=1, max_length=20000, description="Your better answer.")
+    idempotency_key: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def something_to_record(self):
+        if self.rating is None and self.correction is None:
+            raise ValueError("give a rating (+1/-1), a correction, or both")
+        return self
+
+
+class CompareRequest(BaseModel):
+    question: str = Field(..., min_length=1)
+    k: int | None = Field(None, ge=1, le=20)
+
+
+class ChoiceRequest(BaseModel):
+    choice: Literal["A", "B", "tie"]
+    idempotency_key: str | None = Field(None, max_length=200)
+
+
+def _log(request: Request):
+    return request.app.state.services.log
+
+
+@router.post("/feedback")
+def feedback(body: FeedbackRequest, request: Request, idempotency_key: str | None = KeyHeader) -> dict:
+    log = _log(request)
+    key = body.idempotency_key or idempotency_key
+    if log.get_response(body.response_id) is None:
+        from ..feedback.store import NotFound
+
+        raise NotFound(f"no response with id {body.response_id!r}")
+    out: dict = {"response_id": body.response_id}
+    if body.rating is not None:
+        out["rating"] = log.rate(body.response_id, body.rating, body.comment, idempotency_key=key and f"{key}:rate")
+    if body.correction is not None:
+        out["correction"] = log.correct(body.response_id, body.correction,
+                                        idempotency_key=key and f"{key}:correct")
+    return out
+
+
+@router.post("/ratings/{rating_id}/undo")
+def undo_rating(rating_id: str, request: Request) -> dict:
+    return _log(request).undo_rating(rating_id)
+
+
+@router.post("/compare")
+async def compare(body: CompareRequest, request: Request) -> dict:
+    """Two candidate answers to one question, to choose between."""
+    s = request.app.state.services
+    question = _check_question(s, body.question)
+    s.gate.enter()
+    try:
+        a, b = await run_in_threadpool(s.rag.compare, question, body.k)
+    finally:
+        s.gate.leave()
+    prompt = s.log.get_response(a.response_id)["prompt"]
+    comparison = s.log.create_comparison(question, prompt, a.response_id, b.response_id)
+    return {"comparison_id": comparison["id"], "question": question, "a": a.to_dict(), "b": b.to_dict()}
+
+
+@router.post("/compare/{comparison_id}/choice")
+def choose(comparison_id: str, body: ChoiceRequest, request: Request,
+           idempotency_key: str | None = KeyHeader) -> dict:
+    return _log(request).choose(comparison_id, body.choice, idempotency_key=body.idempotency_key or idempotency_key)
+
+
+@router.get("/compare/pending")
+def pending_comparisons(request: Request, limit: int = Query(20, ge=1, le=200)) -> dict:
+    return {"comparisons": _log(request).pending_comparisons(limit)}
+
+
+@router.get("/preferences/stats")
+def preference_stats(request: Request) -> dict:
+    return _log(request).stats()
+
+
+@router.get("/responses")
+def responses(request: Request, unrated: bool = False, limit: int = Query(50, ge=1, le=500)) -> dict:
+    return {"responses": _log(request).recent_responses(limit, unrated=unrated)}
