@@ -78,3 +78,74 @@ def open_index(embedder):
     yield make
     for ix in opened:
         ix.close()
+
+
+class RunningDaemon:
+    """A real daemon (uvicorn on a free loopback port) serving a temp copy of a vault."""
+
+    def __init__(self, daemon, thread):
+        import httpx
+
+        self.daemon = daemon
+        self.thread = thread
+        self.url = daemon.url
+        self.token = daemon.token
+        self.vault = daemon.vault
+        self.services = daemon.services
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=120)
+
+    def stop(self):
+        self.http.close()
+        self.daemon.stop()
+        self.thread.join(timeout=60)
+
+
+def start_daemon(vault: Path, home: Path, embedder, backend=None, **overrides) -> RunningDaemon:
+    import threading
+
+    from vault_agent.config import load_settings
+    from vault_agent.daemon import Daemon
+    from vault_agent.paths import app_dirs
+
+    os.environ["VAULT_AGENT_HOME"] = str(home)
+    settings = load_settings(vault=vault, **overrides)
+    daemon = Daemon(settings, vault.resolve(), app_dirs(), embedder=embedder, backend=backend).build()
+    ready = threading.Event()
+    thread = threading.Thread(target=daemon.serve, kwargs={"ready": ready}, daemon=True)
+    thread.start()
+    assert ready.wait(60), "daemon did not start"
+    running = RunningDaemon(daemon, thread)
+    deadline = __import__("time").monotonic() + 120
+    while running.services.indexer.catalog.get_meta("last_sync") is None:  # start-up reconcile done
+        assert __import__("time").monotonic() < deadline, "start-up index did not finish"
+        __import__("time").sleep(0.05)
+    return running
+
+
+# Short answers keep the real model fast enough for a test suite on 2 cores.
+FAST_LLM = {"max_tokens": 40, "context_chunks": 3, "n_ctx": 2048}
+
+
+@pytest.fixture(scope="session")
+def llm_backend():
+    from vault_agent.config import LLMSettings
+    from vault_agent.llm.backend import LlamaBackend
+
+    backend = LlamaBackend(LLMSettings(**FAST_LLM))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, embedder, llm_backend):
+    """One real daemon per test module, on a fresh copy of the sample vault."""
+    root = tmp_path_factory.mktemp("daemon")
+    vault = root / "vault"
+    shutil.copytree(SAMPLE_VAULT, vault)
+    saved = os.environ.get("VAULT_AGENT_HOME")
+    running = start_daemon(vault, root / "home", embedder, llm_backend, llm=FAST_LLM,
+                           server={"port": 0, "queue_size": 2}, index={"debounce_seconds": 0.2})
+    yield running
+    running.stop()
+    if saved is not None:
+        os.environ["VAULT_AGENT_HOME"] = saved

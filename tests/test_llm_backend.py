@@ -128,12 +128,12 @@ def test_set_adapter_none_is_fine_without_adapter(no_adapter):
 # --- a real GGUF LoRA -------------------------------------------------------------------
 
 
-def write_lora(path, backend, *, seed=0, rank=4, alpha=8.0, arch="llama"):
+def write_lora(path, backend, *, seed=0, rank=4, alpha=8.0, arch="llama", n_embd=None):
     """A random LoRA on every attn_output (out = n_embd, in = n_embd), strong enough to change
     greedy output. numpy shapes are reversed ggml ne: lora_a [rank, in], lora_b [out, rank]."""
     gguf = pytest.importorskip("gguf")
     meta = backend._llm.metadata
-    n_embd = int(meta["llama.embedding_length"])
+    n_embd = n_embd or int(meta["llama.embedding_length"])
     n_layer = int(meta["llama.block_count"])
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), arch)
@@ -171,6 +171,8 @@ def test_real_lora_changes_output_and_none_restores_it_exactly(no_adapter, tmp_p
     backend.set_adapter(lora, "v0001")
     with pytest.raises(UserError, match="arch"):
         backend.set_adapter(write_lora(tmp_path / "wrong.gguf", backend, arch="gpt2"), "v0003")
+    with pytest.raises(UserError, match="incorrect shape"):  # made for another base model
+        backend.set_adapter(write_lora(tmp_path / "shape.gguf", backend, n_embd=64), "v0004")
     assert backend.adapter_version == "v0001"
     assert greedy(backend) == adapted
 

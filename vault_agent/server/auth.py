@@ -92,27 +92,30 @@ class GuardMiddleware:
         if length and length.isdigit() and int(length) > self.max_body:
             return await self._reply(send, *_json_response(413, f"request body over {self.max_body} bytes"))
 
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
+        # Read the whole (small, capped) body first: a chunked upload can't slip past the limit,
+        # and the app never sees a partial body.
+        body = b""
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise BodyTooLarge()
-            return message
+            if message["type"] != "http.request":
+                return  # client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body:
+                return await self._reply(send, *_json_response(413, f"request body over {self.max_body} bytes"))
+        replayed = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
-            await self._reply(send, *_json_response(413, f"request body over {self.max_body} bytes"))
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for disconnect, as servers do
+
+        await self.app(scope, replay, send)
 
     @staticmethod
     async def _reply(send, status, headers, body):
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-class BodyTooLarge(Exception):
-    pass
