@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/vault-agent index --vault $(VAULT)
-	$(VENV)/bin/vault-agent search --vault $(VAULT) "how often should I water the tomatoes?"
+	$(VENV)/bin/vault-agent serve --vault $(VAULT)
 
 test: $(STAMP)
 	$(PY) -m pytest
