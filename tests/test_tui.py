@@ -275,3 +275,20 @@ async def test_rating_during_a_restart_is_sent_once_when_the_daemon_is_back(daem
         # re-sending the same action is recorded once
         again = ApiClient(daemon.url, daemon.token).rate(seeded["resend"], 1, key=action.key)
         assert again["rating"]["id"] == rating["id"]
+
+
+@pytest.mark.asyncio
+async def test_a_daemon_that_goes_away_while_idle_is_noticed(daemon, seeded):
+    url = dead_url()
+    target = {"client": real(daemon)}
+    app = RatingApp(lambda: target["client"](), retry_seconds=0.2, idle_refresh_seconds=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.loaded and app.online, "the queue to load")
+        banner = app.query_one("#banner")
+        assert not banner.display
+        target["client"] = lambda: ApiClient(url, "token", timeout=5)
+        app.client = target["client"]()  # the daemon stops; nobody presses a key
+        await until(pilot, lambda: banner.display, "the banner")
+        assert "Waiting" not in shown_text(app)  # the loaded queue stays on screen
+        target["client"] = real(daemon)
+        await until(pilot, lambda: not banner.display and app.online, "the daemon to be back")
