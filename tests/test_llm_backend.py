@@ -51,6 +51,14 @@ def test_previous_request_does_not_leak_into_the_next(backend):
     assert backend.chat(QUESTION, max_tokens=24, temperature=0.8, seed=3) == first
 
 
+def test_prompt_longer_than_the_context_is_a_user_error(backend):
+    too_long = [{"role": "user", "content": "word " * 2000}]
+    with pytest.raises(UserError, match="llm.n_ctx"):
+        backend.chat(too_long, max_tokens=8)
+    assert not backend.generation_lock.locked()
+    assert greedy(backend, n=4)
+
+
 def test_cancel_stops_between_tokens(backend):
     cancel = threading.Event()
     pieces = []

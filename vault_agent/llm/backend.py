@@ -27,11 +27,12 @@ _CLOSE_WAIT_S = 60.0
 def _llama_cpp() -> Any:
     """Import llama_cpp on first use, after choosing how its OpenMP threads wait.
 
-    ggml's CPU backend meets at an OpenMP barrier after every op. libgomp's default is to
-    spin there, and when any other process (or our own indexer) holds a core, the spinning
-    threads starve the one doing the work: on 2 shared cores, 2 threads fell from ~125 to
-    3-8 tokens/s, while PASSIVE kept ~25-55. Only takes effect if libgomp isn't loaded yet;
-    a user's own OMP_WAIT_POLICY wins.
+    ggml's CPU backend meets at an OpenMP barrier after every op, and libgomp spins there by
+    default. When anything else holds a core (our own indexer, nightly training, another
+    app) the spinning threads starve the one doing the work. Bundled model, 2 threads on 2
+    cores: default ~110 tokens/s idle but 2-27 when busy; PASSIVE ~50 idle, 35-45 busy.
+    We take predictable over peak. Only works if libgomp isn't loaded yet; a user's own
+    OMP_WAIT_POLICY (e.g. ACTIVE on a dedicated box) wins.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import llama_cpp
@@ -199,11 +200,27 @@ class LlamaBackend:
                     piece = chunk["choices"][0]["delta"].get("content")
                     if piece:
                         yield piece
+            except ValueError as e:  # raised at the first chunk when the prompt can't fit
+                if "exceed context window" not in str(e):
+                    raise
+                raise UserError(
+                    f"the prompt is too long for the model: {e}; shorten it or raise llm.n_ctx"
+                ) from None
             finally:  # also on GeneratorExit: stop llama's generator before releasing the lock
                 chunks.close()
 
-    def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> str:
-        return "".join(self.stream_chat(messages, **kwargs))
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> str:
+        """The whole answer at once; same arguments as stream_chat."""
+        pieces = self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature, seed=seed, cancel=cancel)
+        return "".join(pieces)
 
     # --- adapter slot -----------------------------------------------------------------
 
@@ -259,8 +276,8 @@ class LlamaBackend:
 
             self._closed = True
             if self._adapter:
-                # Detach before freeing; adapters still attached to the model would be freed
-                # by the model itself, so this must happen before Llama.close().
+                # Detach, then free before Llama.close(): the model frees the adapters it
+                # still knows about, so freeing one afterwards would be a double free.
                 llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, None, 0, None)
                 llama_cpp.llama_adapter_lora_free(self._adapter)
                 self._adapter = None
