@@ -89,3 +89,12 @@ def test_parse_citations_distinct_valid_in_order():
     assert parse_citations(answer, 3) == [2, 1, 3]
     assert parse_citations("no citations", 3) == []
     assert parse_citations("[1]", 0) == []
+
+
+def test_context_header_does_not_repeat_the_title():
+    from vault_agent.llm.prompts import context_header
+
+    ctx = {"n": 1, "note": "Recipes/Sourdough.md", "heading": "Sourdough > Gerald > Storage", "text": "x"}
+    assert context_header(ctx) == "[1] Sourdough > Gerald > Storage"
+    assert context_header({**ctx, "heading": "Sourdough"}) == "[1] Sourdough"
+    assert context_header({**ctx, "heading": "Baking"}) == "[1] Sourdough > Baking"

@@ -54,6 +54,7 @@ class LLMSettings(BaseModel):
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all).")
     max_tokens: int = Field(256, ge=1, le=8192, description="Longest answer, in tokens.")
     temperature: float = Field(0.2, ge=0, le=2)
+    repeat_penalty: float = Field(1.15, ge=1.0, le=2.0, description="Discourages loops; small models need it.")
     context_chunks: int = Field(4, ge=1, le=20, description="Retrieved chunks put in the prompt.")
     seed: int = Field(0, description="Sampling seed; answers are reproducible for one adapter.")
 

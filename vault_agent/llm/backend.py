@@ -192,6 +192,7 @@ class LlamaBackend:
                 max_tokens=max_tokens or self.settings.max_tokens,
                 temperature=self.settings.temperature if temperature is None else temperature,
                 seed=self.settings.seed if seed is None else seed,
+                repeat_penalty=self.settings.repeat_penalty,
             )
             try:
                 for chunk in chunks:

@@ -33,6 +33,9 @@ def note_title(note: str) -> str:
 def context_header(ctx: dict) -> str:
     heading = (ctx.get("heading") or "").strip()
     title = note_title(ctx["note"])
+    first, _, rest = heading.partition(" > ")
+    if first.casefold() == title.casefold():  # the H1 usually repeats the file name
+        heading = rest
     return f"[{ctx['n']}] {title} > {heading}" if heading else f"[{ctx['n']}] {title}"
 
 
