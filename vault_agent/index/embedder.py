@@ -35,6 +35,7 @@ class Embedder:
         self.batch_size = settings.batch_size
         self._model = None
         self._lock = threading.Lock()
+        self._query_lock = threading.Lock()
         self.embedded_count = 0  # chunks embedded since start: a no-op restart keeps this at 0
 
     @property
@@ -68,13 +69,51 @@ class Embedder:
             ) from None
 
     def embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors for texts, in order. Batches are formed from texts of similar *token* length:
+        every batch is padded to its longest member, and sentence-transformers groups by character
+        length only, which on chunked notes cost ~20% more CPU (benchmarks/index_bench.py)."""
         if not texts:
             return []
-        vectors = self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
-        )
+        import numpy as np
+
+        model = self.model
+        order = self._longest_first(model, texts)
+        out: list = [None] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            vectors = model.encode(
+                [texts[i] for i in batch],
+                batch_size=len(batch),
+                normalize_embeddings=True,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
+            for i, vector in zip(batch, vectors):
+                out[i] = vector
         self.embedded_count += len(texts)
-        return vectors.tolist()
+        return np.stack(out).tolist()
+
+    @staticmethod
+    def _longest_first(model, texts: list[str]) -> list[int]:
+        try:
+            ids = model.tokenizer(texts, truncation=True, max_length=getattr(model, "max_seq_length", None))["input_ids"]
+            lengths = [len(x) for x in ids]
+        except Exception:  # a model without a HF tokenizer: character length is the next best guess
+            lengths = [len(t) for t in texts]
+        return sorted(range(len(texts)), key=lambda i: -lengths[i])
 
     def embed_query(self, text: str) -> list[float]:
-        return self.model.encode([text], normalize_embeddings=True, show_progress_bar=False)[0].tolist()
+        """One short text: on CPU a single intra-op thread is faster (the ops are too small to split)
+        and, unlike a thread team, never stalls when other work (e.g. indexing) holds the cores."""
+        model = self.model
+        if model.device.type != "cpu":
+            return model.encode([text], normalize_embeddings=True, show_progress_bar=False)[0].tolist()
+        import torch
+
+        with self._query_lock:  # queries one at a time, so each restores this thread's own setting
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return model.encode([text], normalize_embeddings=True, show_progress_bar=False)[0].tolist()
+            finally:
+                torch.set_num_threads(threads)

@@ -22,7 +22,10 @@ from .catalog import Catalog, ChunkRow, now_iso
 from .embedder import Embedder
 from .vectors import VectorStore
 
-FLUSH_CHUNKS = 512  # embed and store in groups this large: big enough to batch well, small to bound memory
+# Embed and store in groups this large. The embedder batches texts of similar length from each group,
+# so a bigger group pads less: 512 spent ~18% of the embedding on padding, 2048 ~5%. Still bounded:
+# ~2 MB of text and ~25 MB of vectors in flight.
+FLUSH_CHUNKS = 2048
 Progress = Callable[[int, int], None]  # (notes done, notes total)
 
 
