@@ -86,12 +86,6 @@ class Catalog:
             ).fetchall()
         return {r[0]: ChunkRow(*r) for r in rows}
 
-    def note_titles(self, paths: list[str]) -> dict[str, str]:
-        marks = ",".join("?" * len(paths))
-        with self.lock:
-            rows = self.db.execute(f"SELECT path, title FROM notes WHERE path IN ({marks})", paths).fetchall()
-        return dict(rows)
-
     def keyword_search(self, query: str, n: int) -> list[str]:
         """Chunk ids ranked by BM25 (title and heading weigh more than body)."""
         words = [w for w in re.findall(r"\w+", query.lower()) if w not in STOPWORDS and len(w) > 1]
