@@ -137,7 +137,7 @@ def bare_loop(db: Path, seconds: float, max_writes: int | None, response_ids: li
         k += 1
     wall = time.perf_counter() - start
     conn.close()
-    return {"writes": len(lat), "wall_s": round(wall, 2), "writes_per_s": round(len(lat) / wall, 1),
+    return {"threads": 1, "writes": len(lat), "wall_s": round(wall, 2), "writes_per_s": round(len(lat) / wall, 1),
             "latency": summary_ms(lat)}
 
 
@@ -181,6 +181,7 @@ def main() -> None:
     daemon = DaemonProcess(vault, home)
     try:
         daemon.start(monitor=monitor)
+
         def http_write(http, k: int) -> None:
             rid, value = rating_for(ids, k)
             r = http.post("/feedback", json={"response_id": rid, "rating": value},
@@ -241,6 +242,7 @@ def main() -> None:
     bare_run["rows_after"] = table_counts(bare_db)
 
     peak = daemon_mem["peak_rss_mb"]
+    noisy = [p for p in ("http", "log", "bare") if noise.get(p, {}).get("other_cores_mean", 0) >= 0.2]
     http_vs_bare = round(http_run["writes_per_s"] / bare_run["writes_per_s"], 3)
     results = {
         "setup": {
@@ -255,6 +257,9 @@ def main() -> None:
             "other_busy_processes": sorted(set(noise_before + noise_during)),
             "other_cpu_load_by_phase": noise,
         },
+        "note": "http and log latencies are per write under 4 concurrent clients (they queue for the one writer "
+                "thread); the bare loop is one thread. cpu_ms_per_write of the bench process includes the 1 Hz "
+                "noise monitor.",
         "http_feedback": http_run,
         "preference_log_rate_in_process": log_run,
         "bare_sqlite_insert_loop": bare_run,
@@ -265,9 +270,10 @@ def main() -> None:
             "p50_ms_added_by_http": round(http_run["latency"]["p50_ms"] - log_run["latency"]["p50_ms"], 2),
         },
         "memory": {"daemon": daemon_mem, "bench_process_peak_rss_mb": peak_rss_mb()},
-        "noisy": max(noise.get(p, {}).get("other_cores_mean", 0) for p in ("http", "log", "bare")) >= 0.2,
+        "noisy_phases": noisy,
         "targets": {
-            "daemon_peak_rss_mb<1536": {"value": peak, "result": "PASS" if peak is not None and peak < 1536 else "FAIL"},
+            "measured_on_a_quiet_machine": not noisy,
+            "daemon_peak_rss_mb<1536": {"value": peak, "result": "PASS" if peak and peak < 1536 else "FAIL"},
         },
     }
     if args.keep:

@@ -176,10 +176,10 @@ class DaemonProcess:
         import httpx
 
         self.home.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([str(CLI), "serve", "--vault", str(self.vault), "--port", str(self.port)],
-                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        with self.log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([str(CLI), "serve", "--vault", str(self.vault), "--port", str(self.port)],
+                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
         if monitor is not None:
             monitor.ours.add(self.proc.pid)
         deadline = time.monotonic() + timeout
@@ -227,7 +227,8 @@ class DaemonProcess:
 
     def peak_rss_mb(self) -> dict:
         hwm, rss = proc_status_kb(self.proc.pid, "VmHWM"), proc_status_kb(self.proc.pid, "VmRSS")
-        return {"peak_rss_mb": round(hwm / 1024, 1) if hwm else None, "rss_now_mb": round(rss / 1024, 1) if rss else None}
+        return {"peak_rss_mb": round(hwm / 1024, 1) if hwm else None,
+                "rss_now_mb": round(rss / 1024, 1) if rss else None}
 
     def stop(self, timeout: float = 60.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -458,6 +459,22 @@ def comparison(ours: list[dict], raw: list[dict]) -> dict:
     }
 
 
+def spin_figures(spin: dict | None, raw: list[list[dict]], ours_best: list[dict]) -> dict | None:
+    """The raw run with libgomp's default wait policy, beside the in-process raw run and ours."""
+    if spin is None or "error" in spin:
+        return spin
+    best = best_runs(spin["passes"])
+    same = sum(a["text"] == b["text"] for x, y in zip(spin["passes"], raw) for a, b in zip(x, y))
+    return {
+        **raw_figures(best), "OMP_WAIT_POLICY": spin["info"]["OMP_WAIT_POLICY"],
+        "requests_per_s_by_pass": [round(len(best) / w, 3) for w in spin["walls"]],
+        "identical_answers_vs_raw": f"{same}/{sum(len(x) for x in raw)}",
+        "ours_tokens_per_s_ratio_vs_this": round(decode_rate(ours_best) / decode_rate(best), 3),
+        "note": "raw llama-cpp-python as a plain script runs it (libgomp threads spin at barriers); the daemon "
+                "sets OMP_WAIT_POLICY=PASSIVE on purpose (see LlamaBackend._llama_cpp)",
+    }
+
+
 def load_settings_for_report():
     from vault_agent.config import load_settings
 
@@ -561,7 +578,7 @@ def main() -> None:
     cmp = comparison(seq, raw)
     ratio, added_p50 = cmp["tokens_per_s_ratio_ours_over_raw"], cmp["added_first_token_ms_p50"]
     peak = daemon_mem["peak_rss_mb"]
-    timed_phases = [p for p in noise if p.startswith(("ours_", "raw"))]
+    noisy = [p for p in noise if p.startswith(("ours_", "raw")) and noise[p]["other_cores_mean"] >= 0.2]
     results = {
         "setup": {
             "questions": len(questions), "passes": args.passes, "context_chunks": s.context_chunks,
@@ -586,15 +603,7 @@ def main() -> None:
             "comparison": comparison([r for runs in seq_passes for r in runs],
                                      [r for runs in raw_passes_ for r in runs]),
         },
-        "raw_llama_cpp_libgomp_default_wait": spin if spin is None or "error" in spin else {
-            **raw_figures(best_runs(spin["passes"])), "OMP_WAIT_POLICY": spin["info"]["OMP_WAIT_POLICY"],
-            "requests_per_s_by_pass": [round(len(questions) / w, 3) for w in spin["walls"]],
-            "identical_answers_vs_raw": f"{sum(a['text'] == b['text'] for x, y in zip(spin['passes'], raw_passes_) for a, b in zip(x, y))}"
-                                        f"/{len(questions) * args.passes}",
-            "ours_tokens_per_s_ratio_vs_this": round(decode_rate(seq) / decode_rate(best_runs(spin["passes"])), 3),
-            "note": "raw llama-cpp-python as a plain script runs it (libgomp threads spin at barriers); the daemon "
-                    "sets OMP_WAIT_POLICY=PASSIVE on purpose (see LlamaBackend._llama_cpp)",
-        },
+        "raw_llama_cpp_libgomp_default_wait": spin_figures(spin, raw_passes_, seq),
         "concurrent": {
             "clients": args.clients,
             "completed": len(conc["runs"]),
@@ -608,11 +617,12 @@ def main() -> None:
             "note": "the daemon runs one generation at a time (generation_lock + GenerationGate); ~1x is expected",
         },
         "memory": {"daemon": daemon_mem, "bench_process_peak_rss_mb_raw_llama": peak_rss_mb()},
-        "noisy_phases": [p for p in timed_phases if noise[p]["other_cores_mean"] >= 0.2],
+        "noisy_phases": noisy,
         "targets": {
+            "measured_on_a_quiet_machine": not noisy,
             "tokens_per_s_ratio>=0.9": {"value": ratio, "result": "PASS" if ratio >= 0.9 else "FAIL"},
             "added_first_token_ms<100": {"value": added_p50, "result": "PASS" if added_p50 < 100 else "FAIL"},
-            "daemon_peak_rss_mb<1536": {"value": peak, "result": "PASS" if peak is not None and peak < 1536 else "FAIL"},
+            "daemon_peak_rss_mb<1536": {"value": peak, "result": "PASS" if peak and peak < 1536 else "FAIL"},
         },
     }
     if args.keep:
