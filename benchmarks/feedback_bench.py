@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mb, summary_ms, write_result  # noqa: E402
-from serve_bench import (DaemonProcess, NoiseMonitor, busy_processes, copy_sample_vault, cpu_busy,  # noqa: E402
-                         daemon_env, proc_cpu_seconds, wait_quiet)
+from _daemon import (DaemonProcess, NoiseMonitor, busy_processes, copy_sample_vault, cpu_busy,  # noqa: E402
+                     daemon_env, proc_cpu_seconds, wait_quiet)
 
 HERE = Path(__file__).resolve().parent
 QUESTIONS = HERE / "data" / "sample_vault_questions.jsonl"
