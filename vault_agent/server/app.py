@@ -32,6 +32,7 @@ class Services:
     watcher: Any = None
     started_at: float = field(default_factory=time.time)
     extra_hosts: set[str] = field(default_factory=set)
+    scheduler: Any = None  # the nightly retrain (train/schedule.py), when the daemon runs one
 
 
 def _error_status(exc: UserError) -> int:
@@ -83,9 +84,10 @@ def create_app(services: Services, token: str) -> FastAPI:
     from .routes_answers import router as answers
     from .routes_feedback import router as feedback
     from .routes_status import router as status
+    from .routes_train import router as train
 
     auth = [Depends(token_dependency(token))]
-    for router in (status, answers, feedback):
+    for router in (status, answers, feedback, train):
         app.include_router(router, dependencies=auth)
 
     app.add_middleware(
