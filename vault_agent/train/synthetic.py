@@ -214,7 +214,9 @@ def catalog_chunks(catalog) -> list[SourceChunk]:
 
 
 def done_origins(log) -> set[str]:
-    return {p["origin_id"] for p in log.pairs() if p["source"] == "synthetic"}
+    """Origins already paired; only the origin column is read, so one damaged row can't stop a run."""
+    return log._read(lambda conn: {r[0] for r in conn.execute(
+        "SELECT origin_id FROM pairs WHERE source = 'synthetic'")})
 
 
 def generate_pairs(chunks: list[SourceChunk], log, generate: Generate, retrieve: Retrieve, *, limit: int,
