@@ -168,6 +168,12 @@ def dpo_config(plan: TrainingPlan, output_dir: str, **overrides):
     """TRL DPOConfig: precision, checkpointing and optimizer from the plan, never TRL's defaults."""
     from trl import DPOConfig
 
+    return DPOConfig(**dpo_config_kwargs(plan, output_dir, **overrides))
+
+
+def dpo_config_kwargs(plan: TrainingPlan, output_dir: str, **overrides) -> dict[str, Any]:
+    """The DPOConfig arguments (separate so the CUDA ones can be checked where DPOConfig would
+    refuse bf16 for lack of a GPU)."""
     args = dict(
         output_dir=output_dir, bf16=plan.bf16, fp16=False, gradient_checkpointing=plan.gradient_checkpointing,
         optim=plan.optim, precompute_ref_log_probs=plan.precompute_ref_log_probs, use_cpu=plan.device == "cpu",
@@ -178,7 +184,7 @@ def dpo_config(plan: TrainingPlan, output_dir: str, **overrides):
     if plan.gradient_checkpointing:
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     args.update(overrides)
-    return DPOConfig(**args)
+    return args
 
 
 def load_model(plan: TrainingPlan, location: str):
@@ -193,11 +199,9 @@ def load_model(plan: TrainingPlan, location: str):
     model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(location)
     prepare_tokenizer(tokenizer)
-    if plan.quantization is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    # No peft.prepare_model_for_kbit_training: it upcasts embeddings and norms to fp32 (~1 GB more
+    # for a 7B model); TRL's trainer already enables input grads for checkpointing and keeps the
+    # adapter in bf16 for QLoRA.
     model.config.use_cache = False
     return model, tokenizer
 
@@ -214,9 +218,14 @@ def make_trainer(plan: TrainingPlan, model, tokenizer, records: list[dict], outp
     from datasets import Dataset
     from trl import DPOTrainer
 
-    return DPOTrainer(model=model, args=dpo_config(plan, output_dir, **overrides),
-                      train_dataset=Dataset.from_list(records), processing_class=tokenizer,
-                      peft_config=lora_config(plan), callbacks=callbacks or [])
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer = DPOTrainer(model=model, args=dpo_config(plan, output_dir, **overrides),
+                         train_dataset=Dataset.from_list(records), processing_class=tokenizer,
+                         peft_config=lora_config(plan), callbacks=callbacks or [])
+    for noisy in (PrinterCallback, ProgressCallback):  # they print to stdout; `--json` owns it, we show progress
+        trainer.remove_callback(noisy)
+    return trainer
 
 
 # --- held-out preference metric --------------------------------------------------------------
@@ -233,6 +242,16 @@ def _token_split(tokenizer, prompt: list[dict], answer: str, max_length: int) ->
     a_ids = a_ids[: max(1, max_length // 2)]
     p_ids = p_ids[-max(1, max_length - len(a_ids)):]
     return p_ids + a_ids, len(p_ids)
+
+
+def fits_length(tokenizer, pair, max_length: int) -> bool:
+    """Whether prompt + each answer fits max_length tokens. TRL truncates from the end, which would
+    cut the answers that carry the preference, so longer pairs are left out (and counted)."""
+    for answer in (pair.chosen, pair.rejected):
+        text = tokenizer.apply_chat_template(pair.prompt + [{"role": "assistant", "content": answer}], tokenize=False)
+        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length:
+            return False
+    return True
 
 
 def completion_logprobs(model, tokenizer, pairs, max_length: int) -> list[tuple[float, int, float, int]]:

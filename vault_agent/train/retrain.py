@@ -8,6 +8,7 @@ new; the next run trains them again, which is harmless.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ class TrainingFailed(UserError):
     pass
 
 
-def _trainer_callbacks(progress: Progress | None, history: list[dict]):
+def _trainer_callbacks(progress: Progress | None, history: list[dict], runlog: logging.Logger):
     from transformers import TrainerCallback
 
     class Watch(TrainerCallback):
@@ -40,10 +41,13 @@ def _trainer_callbacks(progress: Progress | None, history: list[dict]):
             logs = dict(logs or {})
             logs["step"] = state.global_step
             history.append(logs)
-            loss = logs.get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                raise TrainingFailed(f"training diverged (loss {loss} at step {state.global_step}); no version was "
-                                     "written; lower train.learning_rate and retry")
+            runlog.info("step %d/%d %s", state.global_step, state.max_steps, json.dumps(logs, default=str))
+            # TRL masks a NaN loss to 0.0, so the log-probs and gradient norm are checked too.
+            bad = [k for k in ("loss", "grad_norm", "logps/chosen", "logps/rejected")
+                   if isinstance(logs.get(k), (int, float)) and not math.isfinite(float(logs[k]))]
+            if bad:
+                raise TrainingFailed(f"training diverged ({bad[0]} = {logs[bad[0]]} at step {state.global_step}); "
+                                     "no version was written; lower train.learning_rate and retry")
             if progress:
                 progress(state.global_step, state.max_steps, logs)
 
@@ -142,7 +146,7 @@ def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, p
            overrides: dict) -> dict[str, Any]:
     import torch
 
-    from .dpo import completion_logprobs, load_model, make_trainer, preference_metrics, reward_metrics
+    from .dpo import completion_logprobs, fits_length, load_model, make_trainer, preference_metrics, reward_metrics
 
     torch.manual_seed(settings.train.seed)
     records = tset.train_records()
@@ -150,18 +154,30 @@ def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, p
     history: list[dict] = []
     with registry.staging(dirs) as (version, tmp):
         handler = logging.FileHandler(tmp / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        runlog = logging.getLogger(f"vault_agent.train.run.{version}")
+        runlog.setLevel(logging.INFO)
+        runlog.addHandler(handler)
         try:
-            log.info("training %s on %d pairs (%d rows), %d held out; plan %s", version, len(tset.train),
+            runlog.info("training %s on %d pairs (%d rows), %d held out; plan %s", version, len(tset.train),
                      len(records), len(tset.heldout), json.dumps(plan.to_dict(), default=str))
             model, tokenizer = load_model(plan, location)
+            fitting = [p for p in tset.train if fits_length(tokenizer, p, max_len)]
+            too_long = len(tset.train) - len(fitting)
+            if too_long:
+                runlog.info("%d pairs longer than train.max_length=%d left out", too_long, max_len)
+                tset = dataclasses.replace(tset, train=fitting)
+                ds.require_enough(tset, settings.train)
+                records = tset.train_records()
             before = completion_logprobs(model, tokenizer, tset.heldout, max_len)
             trainer = make_trainer(plan, model, tokenizer, records, str(tmp / "trainer"),
-                                   _trainer_callbacks(progress, history) + list(callbacks or []), **overrides)
+                                   _trainer_callbacks(progress, history, runlog) + list(callbacks or []), **overrides)
             result = trainer.train()
             if not math.isfinite(result.training_loss):
                 raise TrainingFailed(f"training diverged (mean loss {result.training_loss}); no version was written")
+            if not all(torch.isfinite(p).all() for p in trainer.model.parameters() if p.requires_grad):
+                raise TrainingFailed("training diverged (non-finite adapter weights); no version was written; "
+                                     "lower train.learning_rate and retry")
             after = completion_logprobs(trainer.model, tokenizer, tset.heldout, max_len)
             trainer.model.save_pretrained(tmp / "adapter")
             tokenizer.save_pretrained(tmp / "adapter")
@@ -173,23 +189,28 @@ def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, p
                        "margin_before": b["margin"], "margin_after": a["margin"],
                        **reward_metrics(before, after, settings.train.beta)}
             losses = [h["loss"] for h in history if "loss" in h]
-            metrics = {"version": version, "steps": result.global_step, "train_loss": result.training_loss,
+            metrics = {"version": version, "steps": result.global_step, "too_long_left_out": too_long, "train_loss": result.training_loss,
                        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                        "heldout": heldout, "history": history}
             plot_note = _plot(history, tmp / "training.png")
             if plot_note:
                 metrics["plot"] = plot_note
+            runlog.info("done: %d steps, held-out %s", result.global_step, json.dumps(heldout))
             registry.write_json(tmp / "metrics.json", metrics)
             registry.write_json(tmp / "pairs.json", {"train": [p.id for p in tset.train],
                                                      "heldout": [p.id for p in tset.heldout],
                                                      "corrupt_skipped": tset.skipped})
             registry.write_json(tmp / "config.json", {"plan": plan.to_dict(), "train": settings.train.model_dump(),
                                                       "base_location": location})
+        except BaseException as exc:
+            runlog.error("failed: %s: %s", type(exc).__name__, exc)  # the log goes with the temp dir
+            raise
         finally:
-            logging.getLogger().removeHandler(handler)
+            runlog.removeHandler(handler)
             handler.close()
     _mark_trained(dirs, [p.id for p in tset.train], version)
     return {"version": version, "path": str(registry.adapters_dir(dirs) / version), "steps": result.global_step,
+            "too_long_left_out": too_long,
             "train_loss": result.training_loss, "heldout": heldout}
 
 
