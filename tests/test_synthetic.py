@@ -20,8 +20,8 @@ def test_chunk_rules_skip_tiny_link_only_code_only_and_boilerplate():
     assert skip_reason("Short note.") == "tiny"
     assert skip_reason("See [[Garden]] and [[Composting]] and [[Vegetable Garden#Tomatoes]] and [[Home]] "
                        "and [[Inbox]] and [[Reading List 2026]] for more.") == "link_only"
-    assert skip_reason("```python\nimport os\nfor name in os.listdir('.'):\n    print(name)\n"
-                       "    print(name.upper())\n```") == "code_only"
+    assert skip_reason("```python\nimport os\nfor name in sorted(os.listdir('.')):\n    print(name)\n"
+                       "    print(name.upper(), len(name))\n    print(os.path.getsize(name))\n```") == "code_only"
     assert skip_reason("---\ntags: daily\ncreated: 2026-03-14\n---\n- [ ] \n- [ ] \n- [ ] \n- [ ] \n- [ ] \n"
                        "- [ ] \n- [ ] \n- [ ] \n- [ ] \n- [ ] \n- [ ] \n- [ ] \n") == "boilerplate"
     assert skip_reason(PROSE) is None
@@ -72,7 +72,8 @@ def indexed(make_vault, open_index):
         "Garden/Tomatoes.md": f"# Tomatoes\n\n## Watering\n\n{PROSE}\n",
         "Garden/Compost.md": "# Compost\n\nThe compost heap is turned every two weeks with a fork, and "
                              "kitchen scraps go in the green bin, never meat or dairy, to keep rats away from it.\n",
-        "Links.md": "# Links\n\n[[Garden]] [[Compost]] [[Tomatoes]] [[Home]] [[Inbox]] [[Reading]]\n",
+        "Links.md": "# Links\n\n[[Garden]] [[Compost]] [[Tomatoes]] [[Home]] [[Inbox]] [[Reading List 2026]] "
+                    "[[Project Heron]] [[Running Log]] [[Sleep and Recovery]] [[The Overstory]]\n",
     })
     ix = open_index(vault)
     ix.reconcile()
