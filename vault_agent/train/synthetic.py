@@ -220,7 +220,7 @@ def done_origins(log) -> set[str]:
 
 
 def generate_pairs(chunks: list[SourceChunk], log, generate: Generate, retrieve: Retrieve, *, limit: int,
-                   seed: int = 0, context_chunks: int = 3, fit=None,
+                   seed: int = 0, context_chunks: int = 3, fit=None, answer_tokens: int = ANSWER_TOKENS,
                    progress: Callable[[Summary, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> Summary:
     """Sample usable chunks not yet done, draft a pair for each, store the kept ones. A failure
@@ -248,7 +248,8 @@ def generate_pairs(chunks: list[SourceChunk], log, generate: Generate, retrieve:
             break
         summary.chunks_seen += 1
         try:
-            draft, reason, from_model = draft_pair(chunk, generate, retrieve, context_chunks=context_chunks, fit=fit)
+            draft, reason, from_model = draft_pair(chunk, generate, retrieve, context_chunks=context_chunks, fit=fit,
+                                                     answer_tokens=answer_tokens)
         except Exception as exc:  # noqa: BLE001 - one chunk's failure is reported, the batch goes on
             summary.dropped["error"] += 1
             summary.errors.append(f"{chunk.path} ({chunk.heading or 'top'}): {type(exc).__name__}: {exc}")
