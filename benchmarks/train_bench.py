@@ -231,7 +231,7 @@ def cpu_run(args) -> dict:
 
 def cuda_run(args) -> dict:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
     from vault_agent.train.dpo import ModelDims, load_model, make_plan
 
@@ -245,8 +245,8 @@ def cuda_run(args) -> dict:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         t0 = time.perf_counter()
         torch.manual_seed(0)
-        with torch.device("cuda"):  # random init on the GPU is fast; weights are saved once in bf16
-            model = LlamaForCausalLM(config).to(torch.bfloat16)
+        with torch.device("cuda"):  # random init on the GPU, directly in bf16; saved once
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
         model.save_pretrained(tmp, safe_serialization=True)
         del model
         torch.cuda.empty_cache()
