@@ -184,6 +184,10 @@ def ask(
         return
     print()
     console = _console()
+    from .index.state import syncing_note
+
+    if note := syncing_note(final.get("index_state")):
+        console.print(f"  {note}", style="yellow", highlight=False)
     for c in final["citations"]:
         console.print(f"  [{c['n']}] {c['link']}", style="dim", highlight=False)
     console.print(f"  response id {final['response_id']} (rate it with the TUI: vault-agent tui)", style="dim")
