@@ -12,11 +12,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: install run test
+# The Obsidian plugin's dev dependencies (npm registry, pinned by package-lock.json), once.
+PLUGIN := plugin_bridge
+PLUGIN_STAMP := $(PLUGIN)/node_modules/.ci-stamp
+$(PLUGIN_STAMP): $(PLUGIN)/package-lock.json
+	cd $(PLUGIN) && npm ci --no-audit --no-fund
+	touch $(PLUGIN_STAMP)
+
+.PHONY: install run test plugin
 install: $(STAMP)
+
+# Builds plugin_bridge/main.js; then `vault-agent plugin install --vault PATH` puts it in a vault.
+plugin: $(PLUGIN_STAMP)
+	cd $(PLUGIN) && npm run build
 
 run: $(STAMP)
 	$(VENV)/bin/vault-agent serve --vault $(VAULT)
 
-test: $(STAMP)
+test: $(STAMP) $(PLUGIN_STAMP)
+	# The plugin: tsc --noEmit, the production build (main.js), vitest.
+	cd $(PLUGIN) && npm run check
 	$(PY) -m pytest
