@@ -19,6 +19,12 @@ $(PLUGIN_STAMP): $(PLUGIN)/package-lock.json
 	cd $(PLUGIN) && npm ci --no-audit --no-fund
 	touch $(PLUGIN_STAMP)
 
+# The plugin's rendering check drives Debian's chromium: installed when missing (CI runs as root).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@[ "$$(id -u)" = 0 ] || { echo "chromium is missing: sudo apt-get install chromium (the plugin's rendering test needs it)"; exit 1; }
+	apt-get update -q && apt-get install -y -q --no-install-recommends chromium
+
 .PHONY: install run test plugin
 install: $(STAMP)
 
@@ -29,7 +35,7 @@ plugin: $(PLUGIN_STAMP)
 run: $(STAMP)
 	$(VENV)/bin/vault-agent serve --vault $(VAULT)
 
-test: $(STAMP) $(PLUGIN_STAMP)
+test: $(STAMP) $(PLUGIN_STAMP) $(CHROMIUM)
 	# The plugin: tsc --noEmit, the production build (main.js), vitest.
 	cd $(PLUGIN) && npm run check
 	$(PY) -m pytest

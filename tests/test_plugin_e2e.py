@@ -115,3 +115,62 @@ def test_plugin_install_copies_the_real_build(tmp_path, plugin_build):
     assert (dest / "main.js").read_bytes() == (plugin_build / "main.js").read_bytes()
     assert json.loads((dest / "manifest.json").read_text())["id"] == dest.name == "vault-agent"
     assert "VaultAgentPlugin" in (dest / "main.js").read_text() or "vault-agent-ask" in (dest / "main.js").read_text()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = PLUGIN / "test-output"  # kept after the run, to look at
+
+
+@pytest.fixture
+def harness_server():
+    """plugin_bridge/ served on a loopback port (the harness page, the bundle, styles.css)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(PLUGIN))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_view_renders_a_streamed_answer_with_citations_and_ratings_in_chromium(
+        tmp_path, embedder, llm_backend, plugin_build, harness_server):
+    from urllib.parse import urlencode
+
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is needed for the rendering check (`make test` installs it as root)")
+    vault = tmp_path / "vault"
+    shutil.copytree(SAMPLE_VAULT, vault)
+    # The page's origin stands in for app://obsidian.md, so the daemon grants it CORS the same way.
+    running = start_daemon(vault, tmp_path / "home", embedder, llm_backend, llm=FAST_LLM,
+                           server={"port": 0, "cors_origins": [harness_server]})
+    try:
+        page = f"{harness_server}/e2e/harness.html?" + urlencode(
+            {"url": running.url, "token": running.token, "q": QUESTION})
+        r = subprocess.run(["node", "e2e/render-check.mjs", page, str(SCREENSHOTS)], cwd=PLUGIN,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        seen = json.loads(r.stdout.strip().splitlines()[-1])
+        assert seen["done"]["ok"], seen
+        assert seen["streaming_text"], "no partial answer was on screen while it streamed"
+        final = running.services.log.get_response(seen["done"]["response_id"])
+        assert seen["answer_text"].strip() == final["answer"].strip()
+        assert seen["citations"] and all(seen["citations"])
+        assert seen["buttons"][:3] == ["Good answer", "Bad answer", "Write a better answer"]
+        assert seen["stop_disabled"] is True
+        assert seen["delivered"] == [{"response_id": seen["done"]["response_id"], "rating": 1}]
+        assert seen["thumb_active"] is True
+        assert seen["opened"] == [seen["first_citation_href"]]  # opens that note at that heading
+        assert running.services.log.stats()["ratings"]["up"] == 1
+        assert seen["console_errors"] == []
+        assert (SCREENSHOTS / "view-answer.png").stat().st_size > 5000
+    finally:
+        running.stop()

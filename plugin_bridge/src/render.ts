@@ -8,9 +8,12 @@ export function linkText(citation: Citation): string {
 	return m ? m[1] : citation.path.replace(/\.md$/i, "") + (citation.heading ? `#${citation.heading}` : "");
 }
 
+/** "Note › Section › Subsection": the heading path without a repeat of the note's own title. */
 export function citationLabel(citation: Citation): string {
 	const note = citation.path.replace(/\.md$/i, "").split("/").pop() ?? citation.path;
-	return citation.heading ? `${note} › ${citation.heading}` : note;
+	const parts = (citation.heading ?? "").split(" > ").map((p) => p.trim()).filter(Boolean);
+	if (parts[0] === note) parts.shift();
+	return [note, ...parts].join(" › ");
 }
 
 export interface CitationHandlers {

@@ -9,7 +9,7 @@ import { RateQueueModal } from "../src/modals";
 import { AskView } from "../src/view";
 
 const citations: Citation[] = [
-	{ n: 1, path: "Garden/Tomatoes.md", heading: "Watering", link: "[[Garden/Tomatoes#Watering]]", uri: "obsidian://open?vault=v&file=Garden%2FTomatoes.md", snippet: "Water deeply twice a week.", explicit: true },
+	{ n: 1, path: "Garden/Tomatoes.md", heading: "Tomatoes > Watering", link: "[[Garden/Tomatoes#Watering]]", uri: "obsidian://open?vault=v&file=Garden%2FTomatoes.md", snippet: "Water deeply twice a week.", explicit: true },
 	{ n: 2, path: "Garden/Soil.md", heading: null, link: "[[Garden/Soil]]", uri: "obsidian://open?vault=v&file=Garden%2FSoil.md", snippet: "Loam.", explicit: true },
 ];
 const answer: Answer = { response_id: "resp-1", question: "q", answer: "Water twice a week [1], in loam [2].", citations };
