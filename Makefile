@@ -23,7 +23,7 @@ $(PLUGIN_STAMP): $(PLUGIN)/package-lock.json
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	@[ "$$(id -u)" = 0 ] || { echo "chromium is missing: sudo apt-get install chromium (the plugin's rendering test needs it)"; exit 1; }
-	apt-get update -q && apt-get install -y -q --no-install-recommends chromium
+	apt-get update -q && apt-get install -y -q chromium
 
 .PHONY: install run test plugin
 install: $(STAMP)
