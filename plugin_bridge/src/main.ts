@@ -22,6 +22,17 @@ const obsidianRequest: RequestFn = async (req) => {
 	return { status: r.status, headers: r.headers, text: r.text };
 };
 
+/** data.json as saved (or hand-edited): unknown or malformed fields fall back to the defaults. */
+export function readData(saved: unknown): PluginData {
+	const d = (saved && typeof saved === "object" ? saved : {}) as Partial<Record<keyof PluginData, unknown>>;
+	return {
+		...(d as object),
+		daemonUrl: typeof d.daemonUrl === "string" && d.daemonUrl.trim() ? d.daemonUrl.trim() : DEFAULT_DATA.daemonUrl,
+		token: typeof d.token === "string" ? d.token.trim() : "",
+		outbox: Array.isArray(d.outbox) ? d.outbox.filter((i): i is OutboxItem => !!i && typeof i.key === "string" && typeof i.path === "string") : [],
+	};
+}
+
 export default class VaultAgentPlugin extends Plugin implements PluginHost, SettingsHost {
 	data: PluginData = { ...DEFAULT_DATA, outbox: [] };
 	client!: VaultAgentClient;
@@ -29,7 +40,7 @@ export default class VaultAgentPlugin extends Plugin implements PluginHost, Sett
 	private statusEl!: HTMLElement;
 
 	async onload(): Promise<void> {
-		this.data = { ...DEFAULT_DATA, outbox: [], ...((await this.loadData()) ?? {}) };
+		this.data = readData(await this.loadData());
 		this.client = new VaultAgentClient(() => ({ url: this.data.daemonUrl, token: this.data.token }), {
 			request: obsidianRequest,
 			// Streaming needs fetch; the daemon grants CORS to app://obsidian.md.

@@ -119,7 +119,14 @@ export class Scope {
 }
 
 export class App {
-	workspace: any = {};
+	layoutReady: (() => void)[] = [];
+	workspace: any = {
+		onLayoutReady: (cb: () => void) => void this.layoutReady.push(cb),
+		getLeavesOfType: () => [],
+		getActiveFile: () => null,
+		getActiveViewOfType: () => null,
+		openLinkText: async () => undefined,
+	};
 }
 
 export class WorkspaceLeaf {
@@ -243,8 +250,39 @@ export class Setting {
 }
 
 export class Plugin extends Component {
+	saved: unknown = null;
+	commands: any[] = [];
+	views = new Map<string, (leaf: WorkspaceLeaf) => any>();
+	statusBar: HTMLElement[] = [];
+	settingTabs: any[] = [];
 	constructor(public app: App, public manifest: any) {
 		super();
+	}
+	async loadData() {
+		return this.saved === null ? null : JSON.parse(JSON.stringify(this.saved));
+	}
+	async saveData(data: unknown) {
+		this.saved = JSON.parse(JSON.stringify(data));
+	}
+	addCommand(c: any) {
+		this.commands.push(c);
+		return c;
+	}
+	registerView(type: string, make: (leaf: WorkspaceLeaf) => any) {
+		this.views.set(type, make);
+	}
+	addRibbonIcon(icon: string, title: string, cb: () => void) {
+		const el = (globalThis as any).createDiv({ attr: { "aria-label": title, "data-icon": icon } });
+		el.addEventListener("click", cb);
+		return el;
+	}
+	addSettingTab(tab: any) {
+		this.settingTabs.push(tab);
+	}
+	addStatusBarItem() {
+		const el = (globalThis as any).createDiv();
+		this.statusBar.push(el);
+		return el;
 	}
 }
 
