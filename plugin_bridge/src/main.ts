@@ -45,6 +45,7 @@ export default class VaultAgentPlugin extends Plugin implements PluginHost, Sett
 			request: obsidianRequest,
 			// Streaming needs fetch; the daemon grants CORS to app://obsidian.md.
 			fetch: (url, init) => fetch(url, init),
+			onWait: (seconds, error) => new Notice(`vault-agent: ${error.detail}; trying again in ${seconds} s`),
 		});
 		this.outbox = new Outbox(this.data.outbox, (item) => this.client.deliver(item), async (items) => {
 			this.data.outbox = [...items];

@@ -49,9 +49,11 @@ describe("JSON calls", () => {
 
 	it("wait as long as a 503's Retry-After says, then retry", async () => {
 		const request = scripted([json(503, { error: "model busy" }, { "Retry-After": "3" }), json(200, { response_id: "r1" })]);
-		const { client, slept } = makeClient(request);
+		const waits: number[] = [];
+		const { client, slept } = makeClient(request, { onWait: (s) => void waits.push(s) });
 		await expect(client.ask("q")).resolves.toMatchObject({ response_id: "r1" });
 		expect(slept).toEqual([3000]);
+		expect(waits).toEqual([3]);
 	});
 
 	it("report a 503 whose Retry-After is too long instead of freezing", async () => {

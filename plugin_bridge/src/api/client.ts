@@ -30,6 +30,8 @@ export interface ClientOptions {
 	/** Longest Retry-After honoured; a longer one is reported instead of waited for. */
 	maxRetryWaitS?: number;
 	sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+	/** Told before each wait for a busy daemon (a 503), so the user knows why nothing happens. */
+	onWait?: (seconds: number, error: HttpError) => void;
 }
 
 interface CallOptions {
@@ -86,7 +88,7 @@ export interface ConnectionReport {
 }
 
 export class VaultAgentClient {
-	private readonly o: Required<Omit<ClientOptions, "headers">> & { headers: Record<string, string> };
+	private readonly o: Required<Omit<ClientOptions, "headers" | "onWait">> & Pick<ClientOptions, "onWait"> & { headers: Record<string, string> };
 
 	constructor(private readonly connection: () => Connection, options: ClientOptions) {
 		this.o = {
@@ -150,6 +152,7 @@ export class VaultAgentClient {
 		if (error.status !== 503 || attempt >= this.o.retries) return false;
 		const wait = error.retryAfterS ?? 2;
 		if (wait > this.o.maxRetryWaitS) return false;
+		this.o.onWait?.(wait, error);
 		await this.o.sleep(wait * 1000, signal);
 		return true;
 	}
