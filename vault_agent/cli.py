@@ -217,6 +217,8 @@ def _ask_local(question: str, vault: Optional[Path]):
 
 pairs_app = typer.Typer(help="Preference pairs for training.", no_args_is_help=True)
 app.add_typer(pairs_app, name="pairs")
+from .plugin_install import plugin_app  # noqa: E402  (light: typer only)
+app.add_typer(plugin_app, name="plugin")
 
 
 @pairs_app.command("export")
