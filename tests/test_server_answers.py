@@ -41,6 +41,10 @@ def test_answer_cites_the_note_it_came_from(daemon):
     stored = daemon.services.log.get_response(body["response_id"])
     assert stored["answer"] == body["answer"] and stored["model_id"] == body["model"]
     assert stored["retrieved"] and stored["timings"]["generation_ms"] > 0
+    # made with the whole vault indexed, and the log keeps that with the answer
+    total = len(daemon.services.indexer.files.scan()[0])
+    assert body["index_state"] == {"state": "ready", "notes_indexed": total, "notes_total": total}
+    assert stored["timings"]["index_state"] == body["index_state"]
 
 
 def test_stream_yields_tokens_then_one_final_event(daemon):

@@ -9,6 +9,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown, Static, TextArea
 
+from vault_agent.index.state import syncing_note
+
 from .model import Item
 
 EMPTY_TEXT = ("Nothing to rate. Ask something with `vault-agent ask` or in Obsidian.\n"
@@ -32,9 +34,12 @@ def citations_text(response: dict | None) -> Text:
     if response is None:
         return Text("cited notes: (not available)", style="dim")
     cites = response.get("citations") or []
+    out = Text()
+    if note := syncing_note((response.get("timings") or {}).get("index_state")):
+        out.append(note + "\n", style="yellow")
     if not cites:
-        return Text("cited notes: none", style="dim")
-    out = Text("cited notes:\n", style="bold")
+        return out.append("cited notes: none", style="dim")
+    out.append("cited notes:\n", style="bold")
     for c in cites:
         link = c.get("link") or f"[[{c.get('path', '?')}]]"
         out.append(f"  [{c.get('n', '?')}] ", style="dim")

@@ -184,6 +184,10 @@ def ask(
         return
     print()
     console = _console()
+    from .index.state import syncing_note
+
+    if note := syncing_note(final.get("index_state")):
+        console.print(f"  {note}", style="yellow", highlight=False)
     for c in final["citations"]:
         console.print(f"  [{c['n']}] {c['link']}", style="dim", highlight=False)
     console.print(f"  response id {final['response_id']} (rate it with the TUI: vault-agent tui)", style="dim")
@@ -213,6 +217,8 @@ def _ask_local(question: str, vault: Optional[Path]):
 
 pairs_app = typer.Typer(help="Preference pairs for training.", no_args_is_help=True)
 app.add_typer(pairs_app, name="pairs")
+from .plugin_install import plugin_app  # noqa: E402  (light: typer only)
+app.add_typer(plugin_app, name="plugin")
 
 
 @pairs_app.command("export")

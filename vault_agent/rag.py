@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .index.search import Hit, search
+from .llm.backend import ModelStamp
 from .llm.prompts import build_rag_messages, context_budget, fit_contexts, parse_citations
 
 
@@ -22,6 +23,7 @@ class Prepared:
     contexts: list[dict]
     messages: list[dict]
     retrieval_ms: float
+    index_state: dict = field(default_factory=dict)  # syncing/ready, notes indexed/total, at retrieval
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Answer:
     model: str
     adapter_version: str | None
     timings: dict = field(default_factory=dict)
+    index_state: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -43,6 +46,7 @@ class Answer:
             "model": self.model,
             "adapter_version": self.adapter_version,
             "timings": self.timings,
+            "index_state": self.index_state,
         }
 
 
@@ -59,6 +63,7 @@ class RagService:
 
     def prepare(self, question: str, k: int | None = None) -> Prepared:
         start = time.perf_counter()
+        index_state = self.indexer.index_state()  # before searching: what the hits could draw on
         hits = search(self.indexer, question, k or self.settings.llm.context_chunks)
         contexts = [
             {"n": n, "note": h.path, "heading": h.heading, "text": h.text, "hit": h} for n, h in enumerate(hits, 1)
@@ -67,7 +72,7 @@ class RagService:
         budget = context_budget(self.backend.n_ctx, llm.max_tokens, question, self.backend.count_tokens)
         contexts = fit_contexts(contexts, budget, self.backend.count_tokens)
         messages = build_rag_messages(question, contexts)
-        return Prepared(question, hits, contexts, messages, (time.perf_counter() - start) * 1000)
+        return Prepared(question, hits, contexts, messages, (time.perf_counter() - start) * 1000, index_state)
 
     def stream(
         self, question: str, cancel: threading.Event | None = None, k: int | None = None, **generation
@@ -81,7 +86,8 @@ class RagService:
         started = time.perf_counter()
         first_token_ms = None
         pieces: list[str] = []
-        for piece in self.backend.stream_chat(prep.messages, cancel=cancel, **generation):
+        stamp = ModelStamp()  # filled under the generation lock: the adapter may swap between requests
+        for piece in self.backend.stream_chat(prep.messages, cancel=cancel, stamp=stamp, **generation):
             if first_token_ms is None:
                 first_token_ms = (time.perf_counter() - started) * 1000
             pieces.append(piece)
@@ -96,7 +102,7 @@ class RagService:
             "generation_ms": round(generation_ms, 1),
             "tokens": self.backend.count_tokens(text) if text else 0,
         }
-        yield "final", self._record(prep, text, timings, source)
+        yield "final", self._record(prep, text, timings, source, stamp)
 
     def ask(self, question: str, k: int | None = None) -> Answer:
         return _final(self.stream(question, k=k))
@@ -132,7 +138,7 @@ class RagService:
             })
         return out
 
-    def _record(self, prep: Prepared, text: str, timings: dict, source: str) -> Answer:
+    def _record(self, prep: Prepared, text: str, timings: dict, source: str, stamp: ModelStamp) -> Answer:
         citations = self.citations(prep, text)
         response_id = self.log.record_response(
             question=prep.question,
@@ -141,13 +147,14 @@ class RagService:
             answer=text,
             retrieved=[c["hit"].chunk_id for c in prep.contexts],
             citations=citations,
-            model_id=self.backend.model_id,
-            adapter_version=self.backend.adapter_version,
-            timings=timings,
+            model_id=stamp.model_id,
+            adapter_version=stamp.adapter_version,
+            # the log keeps the index state with the timings: both describe how the answer was made
+            timings={**timings, "index_state": prep.index_state},
             source=source,
         )
-        return Answer(response_id, prep.question, text, citations, self.backend.model_id,
-                      self.backend.adapter_version, timings)
+        return Answer(response_id, prep.question, text, citations, stamp.model_id, stamp.adapter_version,
+                      timings, prep.index_state)
 
 
 def _final(events: Iterator[tuple[str, object]]) -> Answer:

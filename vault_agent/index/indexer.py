@@ -71,6 +71,7 @@ class Indexer:
         self.embedder = embedder or Embedder(s)
         self.vectors = VectorStore(self.directory / "chroma", self.embedder.label)
         self.lock = threading.RLock()  # one sync at a time; searches don't take it
+        self._scan_total: int | None = None  # notes found by the reconcile now running, else None
         self._reset_if_settings_changed()
 
     def close(self) -> None:
@@ -86,9 +87,16 @@ class Indexer:
     # --- syncing ---------------------------------------------------------------------------
     def reconcile(self, progress: Progress | None = None, force: bool = False) -> SyncReport:
         """Bring the index in line with the whole vault (start-up, `vault-agent index`)."""
+        try:
+            return self._reconcile(progress, force)
+        finally:
+            self._scan_total = None
+
+    def _reconcile(self, progress: Progress | None, force: bool) -> SyncReport:
         start = time.perf_counter()
         with self.lock:
             found, scan_errors = self.files.scan()
+            self._scan_total = len(found) + len(scan_errors)
             known = self.catalog.note_stats()
             gone = [p for p in known if p not in found]
             changed = [
@@ -216,6 +224,18 @@ class Indexer:
         return {m["content_hash"]: list(e) for m, e in zip(got["metadatas"], got["embeddings"])}
 
     # --- reporting ---------------------------------------------------------------------------
+    def index_state(self) -> dict:
+        """What an answer is made with: `syncing` until the first full pass is done and while a
+        reconcile runs, else `ready`; notes indexed / total so far. Cheap enough for every answer."""
+        indexed = self.catalog.counts()["notes"]
+        scanning = self._scan_total
+        if scanning is not None:
+            total = max(scanning, indexed)
+        else:
+            total = indexed + len(self.catalog.failures())
+        syncing = scanning is not None or self.catalog.get_meta("last_sync") is None
+        return {"state": "syncing" if syncing else "ready", "notes_indexed": indexed, "notes_total": total}
+
     def status(self) -> dict:
         counts = self.catalog.counts()
         failures = self.catalog.failures()

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,19 @@ def _reason(lines: list[str]) -> str:
     return "; ".join(parts) or "llama.cpp gave no reason"
 
 
+@dataclass
+class ModelStamp:
+    """Which model and adapter produced a generation. Filled under the generation lock, before
+    the first token, so an adapter swap between requests can never mislabel an answer."""
+
+    model_id: str | None = None
+    adapter_version: str | None = None
+
+    def take(self, backend: Any) -> None:
+        self.model_id = backend.model_id
+        self.adapter_version = backend.adapter_version
+
+
 class LlamaBackend:
     """Owns one `llama_cpp.Llama` and the LoRA adapter applied to its context.
 
@@ -172,11 +186,15 @@ class LlamaBackend:
         temperature: float | None = None,
         seed: int | None = None,
         cancel: threading.Event | None = None,
+        stamp: ModelStamp | None = None,
     ) -> Iterator[str]:
         """Yield the answer piece by piece. The lock is taken at the first next() and held
-        until the generator ends, is cancelled, or is closed (a client disconnect)."""
+        until the generator ends, is cancelled, or is closed (a client disconnect). `stamp`,
+        if given, records the model and adapter this generation runs on."""
         with self.generation_lock:
             llm = self._open()
+            if stamp is not None:
+                stamp.take(self)
             # llama-cpp-python reuses the KV cache for the longest common token prefix with
             # the previous request (the rest is dropped, so nothing leaks). On the CPU backend
             # logits came out bit-identical to a fresh eval at every split point tried, so
@@ -218,9 +236,11 @@ class LlamaBackend:
         temperature: float | None = None,
         seed: int | None = None,
         cancel: threading.Event | None = None,
+        stamp: ModelStamp | None = None,
     ) -> str:
         """The whole answer at once; same arguments as stream_chat."""
-        pieces = self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature, seed=seed, cancel=cancel)
+        pieces = self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                  cancel=cancel, stamp=stamp)
         return "".join(pieces)
 
     # --- adapter slot -----------------------------------------------------------------

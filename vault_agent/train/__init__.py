@@ -1,0 +1,1 @@
+"""Training: synthetic pairs, DPO, GGUF LoRA export."""

@@ -1,0 +1,300 @@
+// A small stand-in for the `obsidian` module: just what the plugin uses, with Obsidian's DOM
+// helpers (createEl, empty, setText...) installed on HTMLElement the way the app does.
+/* eslint-disable @typescript-eslint/no-explicit-any */
+
+type ElInfo = { cls?: string | string[]; text?: string; attr?: Record<string, string>; href?: string; type?: string } | string;
+
+function applyInfo(el: HTMLElement, info?: ElInfo): void {
+	if (info === undefined) return;
+	if (typeof info === "string") return void el.addClass(info);
+	if (info.cls) for (const c of ([] as string[]).concat(info.cls)) c.split(" ").filter(Boolean).forEach((x) => el.classList.add(x));
+	if (info.text !== undefined) el.textContent = info.text;
+	if (info.href !== undefined) el.setAttribute("href", info.href);
+	if (info.type !== undefined) el.setAttribute("type", info.type);
+	for (const [k, v] of Object.entries(info.attr ?? {})) el.setAttribute(k, v);
+}
+
+export function installDomHelpers(win: any = globalThis): void {
+	const proto = win.HTMLElement?.prototype;
+	if (!proto || proto.createEl) return;
+	const doc = win.document;
+	proto.createEl = function (tag: string, info?: ElInfo, cb?: (el: HTMLElement) => void) {
+		const el = doc.createElement(tag);
+		applyInfo(el, info);
+		this.appendChild(el);
+		cb?.(el);
+		return el;
+	};
+	proto.createDiv = function (info?: ElInfo, cb?: any) {
+		return this.createEl("div", info, cb);
+	};
+	proto.createSpan = function (info?: ElInfo, cb?: any) {
+		return this.createEl("span", info, cb);
+	};
+	proto.empty = function () {
+		while (this.firstChild) this.removeChild(this.firstChild);
+	};
+	proto.setText = function (text: string) {
+		this.textContent = text;
+	};
+	proto.appendText = function (text: string) {
+		this.appendChild(doc.createTextNode(text));
+	};
+	proto.addClass = function (...cls: string[]) {
+		this.classList.add(...cls);
+	};
+	proto.removeClass = function (...cls: string[]) {
+		this.classList.remove(...cls);
+	};
+	proto.toggleClass = function (cls: string, on: boolean) {
+		this.classList.toggle(cls, on);
+	};
+	proto.hasClass = function (cls: string) {
+		return this.classList.contains(cls);
+	};
+	proto.setAttr = function (k: string, v: string) {
+		this.setAttribute(k, v);
+	};
+	proto.hide = function () {
+		this.style.display = "none";
+	};
+	proto.show = function () {
+		this.style.display = "";
+	};
+	proto.isShown = function () {
+		return this.style.display !== "none";
+	};
+	win.createEl = (tag: string, info?: ElInfo) => {
+		const el = doc.createElement(tag);
+		applyInfo(el, info);
+		return el;
+	};
+	win.createDiv = (info?: ElInfo) => win.createEl("div", info);
+	if (!proto.scrollIntoView) proto.scrollIntoView = function () {};
+}
+
+installDomHelpers();
+
+export class Notice {
+	static messages: string[] = [];
+	constructor(public message: string) {
+		Notice.messages.push(message);
+	}
+	setMessage(m: string) {
+		this.message = m;
+		return this;
+	}
+	hide() {}
+}
+
+class Component {
+	private cleanups: (() => void)[] = [];
+	registerDomEvent(el: EventTarget, type: string, cb: (ev: any) => void) {
+		el.addEventListener(type, cb);
+		this.cleanups.push(() => el.removeEventListener(type, cb));
+	}
+	registerEvent() {}
+	registerInterval(id: number) {
+		this.cleanups.push(() => clearInterval(id));
+		return id;
+	}
+	register(cb: () => void) {
+		this.cleanups.push(cb);
+	}
+	unloadComponent() {
+		this.cleanups.splice(0).forEach((c) => c());
+	}
+}
+
+export class Scope {
+	keys = new Map<string, (ev?: any) => any>();
+	register(_mods: string[] | null, key: string, fn: (ev?: any) => any) {
+		this.keys.set(key, fn);
+		return { key };
+	}
+	/** Test helper: press a key as the app's keymap would. */
+	press(key: string) {
+		return this.keys.get(key)?.({ key });
+	}
+}
+
+export class App {
+	layoutReady: (() => void)[] = [];
+	workspace: any = {
+		onLayoutReady: (cb: () => void) => void this.layoutReady.push(cb),
+		getLeavesOfType: () => [],
+		getActiveFile: () => null,
+		getActiveViewOfType: () => null,
+		openLinkText: async () => undefined,
+	};
+}
+
+export class WorkspaceLeaf {
+	view: any = null;
+}
+
+export class View extends Component {
+	containerEl: HTMLElement;
+	app: App;
+	constructor(public leaf: WorkspaceLeaf) {
+		super();
+		this.app = new App();
+		this.containerEl = (globalThis as any).createDiv();
+		this.containerEl.createDiv();
+		this.containerEl.createDiv({ cls: "view-content" });
+	}
+}
+
+export class ItemView extends View {
+	get contentEl(): HTMLElement {
+		return this.containerEl.children[1] as HTMLElement;
+	}
+}
+
+export class MarkdownView extends ItemView {
+	editor = { getSelection: () => "" };
+}
+
+export class Modal {
+	static opened: Modal[] = [];
+	contentEl: HTMLElement = (globalThis as any).createDiv();
+	titleEl: HTMLElement = (globalThis as any).createDiv();
+	scope = new Scope();
+	constructor(public app: App) {}
+	setTitle(t: string) {
+		this.titleEl.setText(t);
+		return this;
+	}
+	open() {
+		Modal.opened.push(this);
+		return (this as any).onOpen?.();
+	}
+	close() {
+		Modal.opened = Modal.opened.filter((m) => m !== this);
+		(this as any).onClose?.();
+	}
+}
+
+class ButtonComponent {
+	buttonEl: HTMLButtonElement;
+	constructor(parent: HTMLElement) {
+		this.buttonEl = parent.createEl("button");
+	}
+	setButtonText(t: string) {
+		this.buttonEl.setText(t);
+		return this;
+	}
+	setCta() {
+		this.buttonEl.addClass("mod-cta");
+		return this;
+	}
+	setDisabled(d: boolean) {
+		this.buttonEl.disabled = d;
+		return this;
+	}
+	onClick(cb: () => any) {
+		this.buttonEl.addEventListener("click", cb);
+		return this;
+	}
+}
+
+class TextComponent {
+	inputEl: HTMLInputElement;
+	constructor(parent: HTMLElement) {
+		this.inputEl = parent.createEl("input", { type: "text" });
+	}
+	setPlaceholder(p: string) {
+		this.inputEl.placeholder = p;
+		return this;
+	}
+	setValue(v: string) {
+		this.inputEl.value = v;
+		return this;
+	}
+	getValue() {
+		return this.inputEl.value;
+	}
+	onChange(cb: (v: string) => any) {
+		this.inputEl.addEventListener("input", () => cb(this.inputEl.value));
+		return this;
+	}
+}
+
+export class Setting {
+	settingEl: HTMLElement;
+	nameEl: HTMLElement;
+	descEl: HTMLElement;
+	controlEl: HTMLElement;
+	constructor(container: HTMLElement) {
+		this.settingEl = container.createDiv({ cls: "setting-item" });
+		this.nameEl = this.settingEl.createDiv({ cls: "setting-item-name" });
+		this.descEl = this.settingEl.createDiv({ cls: "setting-item-description" });
+		this.controlEl = this.settingEl.createDiv({ cls: "setting-item-control" });
+	}
+	setName(n: string) {
+		this.nameEl.setText(n);
+		return this;
+	}
+	setDesc(d: string) {
+		this.descEl.setText(d);
+		return this;
+	}
+	addText(cb: (t: TextComponent) => any) {
+		cb(new TextComponent(this.controlEl));
+		return this;
+	}
+	addButton(cb: (b: ButtonComponent) => any) {
+		cb(new ButtonComponent(this.controlEl));
+		return this;
+	}
+}
+
+export class Plugin extends Component {
+	saved: unknown = null;
+	commands: any[] = [];
+	views = new Map<string, (leaf: WorkspaceLeaf) => any>();
+	statusBar: HTMLElement[] = [];
+	settingTabs: any[] = [];
+	constructor(public app: App, public manifest: any) {
+		super();
+	}
+	async loadData() {
+		return this.saved === null ? null : JSON.parse(JSON.stringify(this.saved));
+	}
+	async saveData(data: unknown) {
+		this.saved = JSON.parse(JSON.stringify(data));
+	}
+	addCommand(c: any) {
+		this.commands.push(c);
+		return c;
+	}
+	registerView(type: string, make: (leaf: WorkspaceLeaf) => any) {
+		this.views.set(type, make);
+	}
+	addRibbonIcon(icon: string, title: string, cb: () => void) {
+		const el = (globalThis as any).createDiv({ attr: { "aria-label": title, "data-icon": icon } });
+		el.addEventListener("click", cb);
+		return el;
+	}
+	addSettingTab(tab: any) {
+		this.settingTabs.push(tab);
+	}
+	addStatusBarItem() {
+		const el = (globalThis as any).createDiv();
+		this.statusBar.push(el);
+		return el;
+	}
+}
+
+export class PluginSettingTab {
+	containerEl: HTMLElement = (globalThis as any).createDiv();
+	constructor(public app: App, public plugin: Plugin) {}
+}
+
+export function setIcon(el: HTMLElement, icon: string): void {
+	el.setAttr("data-icon", icon);
+}
+
+export function requestUrl(): never {
+	throw new Error("requestUrl is not available in tests: inject a request function");
+}

@@ -1,0 +1,175 @@
+"""PEFT adapter -> GGUF LoRA, checked the only way that catches a wrong layout: llama.cpp with the
+exported adapter must move the bundled model's log-probs the way transformers + PEFT moves the same
+base (dequantized from the same GGUF). The bases differ by quantization noise, so we compare each
+engine's *shift* (adapted minus base) over many positions, with an adapter strong enough to dominate
+that noise, and show the check fails when the llama q/k row permutation is left out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vault_agent.errors import UserError
+
+PROMPT = ("The starter is fed flour and water in equal weights every morning, then left on the counter "
+          "until it doubles. Bake the loaf at 250 C in a dutch oven for twenty minutes with the lid on.")
+TOP = 20  # compare shifts on each position's top-20 base tokens: where the probability mass is
+
+
+@pytest.fixture(scope="module")
+def bundled_gguf():
+    from vault_agent.llm.backend import resolve_model_path
+
+    return resolve_model_path("bundled")
+
+
+@pytest.fixture(scope="module")
+def hf_base(bundled_gguf):
+    """The bundled GGUF as a float32 transformers model (what training starts from)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(bundled_gguf.parent), gguf_file=bundled_gguf.name,
+                                                 dtype=torch.float32)
+    return model.eval()
+
+
+def strong_adapter(hf_base, out_dir, targets, seed=0, scale=0.02):
+    """A LoRA adapter with random A and B (PEFT starts B at zero) that shifts log-probs by far
+    more than the quantization noise between the two engines."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(hf_base, LoraConfig(r=8, lora_alpha=16, target_modules=targets, lora_dropout=0.0))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    model.save_pretrained(str(out_dir))
+    return model
+
+
+def hf_logprobs(model, ids):
+    import torch
+
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    return torch.log_softmax(logits.float(), -1).numpy()
+
+
+def llama_logprobs(gguf_path, ids, lora=None):
+    import ctypes
+
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=256, logits_all=True, n_threads=2, verbose=False)
+    adapter = None
+    try:
+        if lora is not None:  # the same low-level calls LlamaBackend.set_adapter makes
+            adapter = llama_cpp.llama_adapter_lora_init(llm._model.model, str(lora).encode())
+            assert adapter, "llama.cpp refused the exported adapter"
+            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+            assert llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, arr, 1, (ctypes.c_float * 1)(1.0)) == 0
+        llm.eval(ids)
+        scores = np.array(llm.scores[: len(ids)], dtype=np.float64)
+    finally:
+        if adapter:
+            llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+            llama_cpp.llama_adapter_lora_free(adapter)
+        llm.close()
+    scores -= scores.max(-1, keepdims=True)
+    return scores - np.log(np.exp(scores).sum(-1, keepdims=True))
+
+
+def shift_correlation(hf_b, hf_a, cpp_b, cpp_a):
+    top = np.argsort(-hf_b, axis=-1)[:, :TOP]
+    take = lambda x: np.take_along_axis(x, top, -1).ravel()  # noqa: E731
+    return float(np.corrcoef(take(hf_a) - take(hf_b), take(cpp_a) - take(cpp_b))[0, 1])
+
+
+@pytest.mark.slow
+def test_exported_adapter_moves_llama_cpp_like_peft_and_the_qk_permutation_matters(
+        hf_base, bundled_gguf, tmp_path):
+    from vault_agent.train.export import export_gguf_lora
+
+    import llama_cpp
+
+    vocab_llm = llama_cpp.Llama(model_path=str(bundled_gguf), n_ctx=256, vocab_only=True, verbose=False)
+    ids = vocab_llm.tokenize(PROMPT.encode(), add_bos=False)
+    vocab_llm.close()
+    assert len(ids) > 30
+
+    # q/k only: exactly the weights whose layout differs between the engines
+    peft_model = strong_adapter(hf_base, tmp_path / "adapter", ["q_proj", "k_proj"], scale=0.15)
+    hf_a = hf_logprobs(peft_model, ids)
+    with peft_model.disable_adapter():
+        hf_b = hf_logprobs(peft_model, ids)
+    peft_model.unload()  # give the fixture its plain base back
+
+    right = export_gguf_lora(tmp_path / "adapter", bundled_gguf, tmp_path / "right.gguf")
+    wrong = export_gguf_lora(tmp_path / "adapter", bundled_gguf, tmp_path / "wrong.gguf", permute_qk=False)
+    assert right["tensors"] == 2 * 30 and right["alpha"] == 16.0
+
+    cpp_b = llama_logprobs(bundled_gguf, ids)
+    corr_right = shift_correlation(hf_b, hf_a, cpp_b, llama_logprobs(bundled_gguf, ids, tmp_path / "right.gguf"))
+    corr_wrong = shift_correlation(hf_b, hf_a, cpp_b, llama_logprobs(bundled_gguf, ids, tmp_path / "wrong.gguf"))
+    top = np.argsort(-hf_b, axis=-1)[:, :TOP]
+    shift = np.abs(np.take_along_axis(hf_a - hf_b, top, -1)).mean()
+    print(f"mean |shift| {shift:.2f} nats; shift correlation {corr_right:.3f} permuted, {corr_wrong:.3f} not")
+    assert shift > 0.5, "the test adapter is too weak to tell the layouts apart"
+    assert corr_right > 0.85
+    assert corr_wrong < corr_right - 0.3
+
+
+@pytest.mark.slow
+def test_adapter_on_every_linear_layer_changes_llama_cpp_the_way_it_changes_peft(hf_base, bundled_gguf, tmp_path):
+    from vault_agent.train.export import export_gguf_lora
+
+    import llama_cpp
+
+    vocab_llm = llama_cpp.Llama(model_path=str(bundled_gguf), n_ctx=256, vocab_only=True, verbose=False)
+    ids = vocab_llm.tokenize(PROMPT.encode(), add_bos=False)
+    vocab_llm.close()
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft_model = strong_adapter(hf_base, tmp_path / "adapter", targets, seed=1, scale=0.05)
+    hf_a = hf_logprobs(peft_model, ids)
+    with peft_model.disable_adapter():
+        hf_b = hf_logprobs(peft_model, ids)
+    peft_model.unload()
+    info = export_gguf_lora(tmp_path / "adapter", bundled_gguf, tmp_path / "all.gguf")
+    assert info["tensors"] == 7 * 30
+    cpp_b = llama_logprobs(bundled_gguf, ids)
+    corr = shift_correlation(hf_b, hf_a, cpp_b, llama_logprobs(bundled_gguf, ids, tmp_path / "all.gguf"))
+    assert corr > 0.85
+
+
+def test_adapter_that_trains_the_output_head_is_refused(tiny_llama, tmp_path, bundled_gguf):
+    from peft import LoraConfig, get_peft_model
+
+    from vault_agent.train.export import export_gguf_lora
+
+    model, _ = tiny_llama
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "lm_head"])).save_pretrained(str(tmp_path / "a"))
+    with pytest.raises(UserError, match="output head"):
+        export_gguf_lora(tmp_path / "a", bundled_gguf, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_adapter_trained_on_another_model_is_refused(tiny_llama, tmp_path, bundled_gguf):
+    from peft import LoraConfig, get_peft_model
+
+    from vault_agent.train.export import export_gguf_lora
+
+    model, _ = tiny_llama  # 64 wide: the bundled model is 576 wide
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(str(tmp_path / "a"))
+    with pytest.raises(UserError, match="trained on another model"):
+        export_gguf_lora(tmp_path / "a", bundled_gguf, tmp_path / "out.gguf")
+    assert not list(tmp_path.glob("out.gguf*"))
+
+
+def test_folder_without_an_adapter_gets_a_clear_error(tmp_path, bundled_gguf):
+    from vault_agent.train.export import export_gguf_lora
+
+    with pytest.raises(UserError, match="not a PEFT adapter"):
+        export_gguf_lora(tmp_path, bundled_gguf, tmp_path / "out.gguf")
