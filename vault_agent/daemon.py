@@ -58,6 +58,12 @@ class Daemon:
         self.services = Services(settings=s, indexer=indexer, rag=RagService(indexer, backend, pref_log, s),
                                  log=pref_log, gate=GenerationGate(s.server.queue_size), watcher=watcher,
                                  extra_hosts=extra_hosts)
+        from .train.active import apply_at_startup
+
+        # the saved adapter choice; a missing or broken one falls back to the previous good version
+        self.services.adapter_warning = apply_at_startup(self.dirs, backend)
+        if self.services.adapter_warning:
+            log.warning("%s", self.services.adapter_warning)
         self.token = load_or_create_token(self.dirs.token_file)
         self.app = create_app(self.services, self.token)
         return self

@@ -32,6 +32,7 @@ class Services:
     watcher: Any = None
     started_at: float = field(default_factory=time.time)
     extra_hosts: set[str] = field(default_factory=set)
+    adapter_warning: str | None = None  # why the saved adapter is not the one served (start-up fallback)
 
 
 def _error_status(exc: UserError) -> int:
@@ -39,7 +40,9 @@ def _error_status(exc: UserError) -> int:
 
     if isinstance(exc, AuthError):
         return 401
-    if isinstance(exc, NotFound):
+    from ..train.active import UnknownVersion
+
+    if isinstance(exc, (NotFound, UnknownVersion)):
         return 404
     if isinstance(exc, Busy):
         return 503
@@ -82,10 +85,11 @@ def create_app(services: Services, token: str) -> FastAPI:
 
     from .routes_answers import router as answers
     from .routes_feedback import router as feedback
+    from .routes_adapters import router as adapters
     from .routes_status import router as status
 
     auth = [Depends(token_dependency(token))]
-    for router in (status, answers, feedback):
+    for router in (status, answers, feedback, adapters):
         app.include_router(router, dependencies=auth)
 
     app.add_middleware(
