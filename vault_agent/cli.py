@@ -260,6 +260,11 @@ def pairs_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     console.print(f"rated today:      {st['rated_today']}")
 
 
+from .cli_train import register as _register_training  # noqa: E402  (pairs generate, retrain)
+
+_register_training(app, pairs_app)
+
+
 @app.command()
 def tui():
     """Rate answers in the terminal (needs a running daemon: vault-agent serve)."""

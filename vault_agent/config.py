@@ -68,6 +68,39 @@ class ServerSettings(BaseModel):
     queue_size: int = Field(4, ge=1, le=256, description="Generations waiting for the model before 503.")
 
 
+class TrainSettings(BaseModel):
+    """LoRA DPO training (`vault-agent retrain`, nightly). Precision comes from the hardware, not from here."""
+
+    base_model: str = Field(
+        "serving", description="'serving' materialises the served GGUF as an HF model; else an HF checkpoint path/id."
+    )
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Modules that get LoRA: 'all-linear' or a list such as [\"q_proj\", \"v_proj\"]."
+    )
+    beta: float = Field(0.1, gt=0, le=10, description="DPO beta: how far the adapter may move from the base.")
+    loss_type: str = Field("sigmoid", description="TRL DPO loss: sigmoid, ipo, hinge, robust, ...")
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate.")
+    epochs: float = Field(2.0, gt=0, le=100, description="Passes over the training pairs.")
+    batch_size: int = Field(4, ge=1, le=1024, description="Pairs per optimizer step (micro-batch x accumulation).")
+    max_length: int = Field(1024, ge=64, le=32768, description="Longest prompt + answer in tokens; longer is truncated.")
+    min_pairs: int = Field(8, ge=1, description="Fewer usable training pairs than this: stop and say so.")
+    min_new_pairs: int = Field(8, ge=1, description="Nightly / --if-due runs only when this many untrained pairs exist.")
+    heldout_fraction: float = Field(0.15, ge=0, lt=1, description="Share of pairs kept out of training for metrics.")
+    source_weights: dict[str, float] = Field(
+        default_factory=lambda: {"comparison": 3.0, "correction": 3.0, "rating": 2.0, "synthetic": 1.0},
+        description="How often a pair of each source is shown per epoch (user signals above synthetic).",
+    )
+    nightly_at: str = Field(
+        "03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local time (HH:MM) of the nightly retrain."
+    )
+    nightly: bool = Field(True, description="Let the running daemon retrain nightly.")
+    synthetic_chunks: int = Field(200, ge=1, description="Chunks `pairs generate` samples by default.")
+    seed: int = Field(0, description="Seed for sampling, splits and training.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore")
 
@@ -76,6 +109,7 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -64,6 +64,9 @@ class Daemon:
         self.services.adapter_warning = apply_at_startup(self.dirs, backend)
         if self.services.adapter_warning:
             log.warning("%s", self.services.adapter_warning)
+        from .train.schedule import NightlyScheduler
+
+        self.services.scheduler = NightlyScheduler(self.dirs, self.vault, s.train)
         self.token = load_or_create_token(self.dirs.token_file)
         self.app = create_app(self.services, self.token)
         return self
@@ -78,6 +81,7 @@ class Daemon:
 
     def start_background(self) -> None:
         self.services.watcher.start()
+        self.services.scheduler.start()
         t = threading.Thread(target=self._catch_up, name="reconcile", daemon=True)
         t.start()
         self._threads.append(t)
@@ -137,6 +141,9 @@ class Daemon:
         except (OSError, ValueError):
             pass
         s.watcher.stop()
+        s.scheduler.stop()
+        if (job := getattr(self.app.state, "pair_job", None)) is not None:
+            job.stop()  # before the log and model close under it
         for t in self._threads:
             t.join(timeout=30)
         s.log.close()

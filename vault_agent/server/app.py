@@ -33,6 +33,7 @@ class Services:
     started_at: float = field(default_factory=time.time)
     extra_hosts: set[str] = field(default_factory=set)
     adapter_warning: str | None = None  # why the saved adapter is not the one served (start-up fallback)
+    scheduler: Any = None  # the nightly retrain (train/schedule.py), when the daemon runs one
 
 
 def _error_status(exc: UserError) -> int:
@@ -87,9 +88,10 @@ def create_app(services: Services, token: str) -> FastAPI:
     from .routes_feedback import router as feedback
     from .routes_adapters import router as adapters
     from .routes_status import router as status
+    from .routes_train import router as train
 
     auth = [Depends(token_dependency(token))]
-    for router in (status, answers, feedback, adapters):
+    for router in (status, answers, feedback, adapters, train):
         app.include_router(router, dependencies=auth)
 
     app.add_middleware(

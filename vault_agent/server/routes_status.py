@@ -31,5 +31,16 @@ def status(request: Request) -> dict:
         "adapter": backend.adapter_version if backend else None,
         "adapter_warning": s.adapter_warning,
         "queue": s.gate.snapshot(),
+        "training": _training(s),
         "uptime_s": round(time.time() - s.started_at, 1),
     }
+
+
+def _training(s) -> dict | None:
+    """Last and next nightly retrain; never fails /status."""
+    from .routes_train import training_status
+
+    try:
+        return training_status(s)
+    except Exception as exc:  # noqa: BLE001
+        return {"error": str(exc)}

@@ -1,0 +1,70 @@
+"""The real path: pairs generated from the sample vault by the bundled model, one real retrain of
+the bundled model on them, and pair generation through the running daemon."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from vault_agent.feedback.store import PreferenceLog
+
+
+@pytest.mark.slow
+def test_real_pairs_and_retrain_raise_the_heldout_preference(sample_vault_copy, agent_home, open_index, llm_backend,
+                                                             monkeypatch):
+    from vault_agent.config import load_settings
+    from vault_agent.paths import app_dirs
+    from vault_agent.train import synthetic
+    from vault_agent.train.retrain import retrain
+
+    ix = open_index(sample_vault_copy)
+    ix.reconcile()
+    dirs = app_dirs().ensure()
+    gen = lambda m, n: llm_backend.chat(m, max_tokens=n, temperature=0.2, seed=0)  # noqa: E731
+    with PreferenceLog(dirs.preference_db) as log:
+        # one context chunk keeps the prompts short: prompt length dominates CPU training cost
+        summary = synthetic.generate_pairs(synthetic.catalog_chunks(ix.catalog), log, gen,
+                                           synthetic.indexer_retriever(ix, 1), limit=10, context_chunks=1,
+                                           answer_tokens=80, fit=synthetic.context_fitter(llm_backend, 80))
+        kept = log.pairs()
+    assert summary.kept == len(kept) >= 6, summary.to_dict()
+    assert summary.chunks_seen == 10 and summary.kept + sum(
+        summary.dropped[r] for r in synthetic.PAIR_RULES) == summary.chunks_seen
+    assert len({p["origin_id"].split(":")[0] for p in kept}) == len(kept)  # one pair per chunk
+
+    for key, value in {"MIN_PAIRS": "3", "BATCH_SIZE": "2", "MAX_LENGTH": "320", "LEARNING_RATE": "0.0003",
+                       "EPOCHS": "1", "HELDOUT_FRACTION": "0.3"}.items():
+        monkeypatch.setenv(f"VAULT_AGENT_TRAIN__{key}", value)
+    result = retrain(load_settings(), dirs)
+    h = result["heldout"]
+    assert result["version"] == "v0001" and h["pairs"] >= 1 and result["steps"] >= 2
+    assert h["margin_after"] > h["margin_before"], h
+    assert (dirs.data / "train-base").is_dir()  # the served GGUF, materialised once and cached
+
+
+@pytest.mark.slow
+def test_pairs_generate_through_the_daemon_and_status_shows_the_schedule(daemon):
+    started = daemon.http.post("/pairs/generate", json={"limit": 2})
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 240
+    # a user's question is answered while pairs are being generated
+    answer = daemon.http.post("/ask", json={"question": "How often do I water the tomatoes?"})
+    assert answer.status_code == 200
+    while True:
+        state = daemon.http.get("/pairs/generate").json()
+        if not state["running"]:
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    assert state["error"] is None and state["summary"]["chunks_seen"] == 2
+    stored = [p for p in daemon.services.log.pairs() if p["source"] == "synthetic"]
+    assert len(stored) == state["summary"]["kept"]
+    status = daemon.http.get("/status").json()
+    training = status["training"]
+    assert training["nightly_at"] == "03:00" and training["next_run"].endswith("03:00")
+    assert training["running"] is False and training["versions"] == []
+    bad = daemon.http.post("/pairs/generate", json={"limit": 0})
+    assert bad.status_code == 422 and "error" in bad.json()
+    assert json.loads(json.dumps(state))  # plain JSON all the way

@@ -1,0 +1,185 @@
+"""`vault-agent pairs generate` and `vault-agent retrain` (registered from cli.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import UserError
+
+VaultOpt = typer.Option(None, "--vault", "-v", help="Vault folder (overrides the configured one).")
+
+
+def register(app: typer.Typer, pairs_app: typer.Typer) -> None:
+    pairs_app.command("generate")(pairs_generate)
+    app.command("retrain")(retrain_command)
+
+
+def _bar(label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), transient=True)
+
+
+def pairs_generate(
+    vault: Optional[Path] = VaultOpt,
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Chunks to try (default train.synthetic_chunks)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Synthetic pairs: the model's answer with vault context (chosen) vs without (rejected)."""
+    from .client import ApiClient
+    from .config import load_settings
+    from .paths import app_dirs
+
+    settings = load_settings(vault=vault)
+    limit = limit or settings.train.synthetic_chunks
+    client = ApiClient.discover(app_dirs())
+    with _bar("pairs") as bar:
+        task = bar.add_task("pairs", total=None, info="")
+
+        def show(summary: dict, total: int) -> None:
+            bar.update(task, completed=summary["chunks_seen"], total=total or None,
+                       info=f"kept {summary['kept']} / dropped {summary['dropped_total']}")
+
+        summary = _generate_remote(client, limit, show) if client else _generate_local(settings, vault, limit, show)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    dropped = ", ".join(f"{k} {v}" for k, v in summary["dropped"].items() if v) or "none"
+    console.print(f"kept {summary['kept']} pairs from {summary['chunks_seen']} chunks in {summary['seconds']}s "
+                  f"({summary['already_done']} chunks already had a pair)", highlight=False)
+    console.print(f"dropped: {dropped}", highlight=False)
+    console.print(f"questions from headings (model's question unusable): {summary['questions_from_heading']}",
+                  highlight=False)
+    for err in summary["errors"]:
+        console.print(f"[yellow]error[/] {err}", highlight=False)
+
+
+def _generate_remote(client, limit: int, show) -> dict:
+    """Through the running daemon, which owns the model: start the job, poll its progress."""
+    try:
+        state = client._call("POST", "/pairs/generate", json={"limit": limit})
+        while True:
+            if state.get("summary"):
+                show(state["summary"], state.get("total", 0))
+            if not state.get("running"):
+                break
+            time.sleep(0.5)
+            state = client._call("GET", "/pairs/generate")
+    finally:
+        client.close()
+    if state.get("error"):
+        raise UserError(f"pair generation failed in the daemon: {state['error']}")
+    return state["summary"]
+
+
+def _generate_local(settings, vault: Optional[Path], limit: int, show) -> dict:
+    from .feedback.store import PreferenceLog
+    from .index.indexer import Indexer
+    from .llm.backend import LlamaBackend
+    from .paths import app_dirs
+    from .train import synthetic
+    from .vault.files import resolve_vault
+
+    dirs = app_dirs().ensure()
+    indexer = Indexer(settings, resolve_vault(settings.vault), dirs)
+    try:
+        indexer.reconcile()
+        with LlamaBackend(settings.llm) as backend, PreferenceLog(dirs.preference_db) as log:
+            llm = settings.llm
+
+            def generate(messages: list[dict], max_tokens: int) -> str:
+                return backend.chat(messages, max_tokens=max_tokens, temperature=llm.temperature, seed=llm.seed)
+
+            summary = synthetic.generate_pairs(
+                synthetic.catalog_chunks(indexer.catalog), log, generate,
+                synthetic.indexer_retriever(indexer, llm.context_chunks), limit=limit, seed=settings.train.seed,
+                context_chunks=llm.context_chunks, fit=synthetic.context_fitter(backend, synthetic.ANSWER_TOKENS),
+                progress=lambda s, total: show(s.to_dict(), total))
+    finally:
+        indexer.close()
+    return summary.to_dict()
+
+
+def retrain_command(
+    vault: Optional[Path] = VaultOpt,
+    if_due: bool = typer.Option(False, "--if-due", help="Only when train.min_new_pairs new pairs exist (timers)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the dataset, model, quantization and memory estimate."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Train a new LoRA adapter version on the preference log (DPO)."""
+    from .config import load_settings
+    from .paths import app_dirs
+    from .train.retrain import retrain
+
+    settings = load_settings(vault=vault)
+    if as_json or dry_run:
+        result = retrain(settings, app_dirs(), if_due=if_due, dry_run=dry_run)
+    else:
+        with _bar("training") as bar:
+            task = bar.add_task("train", total=None, info="loading")
+
+            def show(step: int, total: int, logs: dict) -> None:
+                loss = logs.get("loss")
+                bar.update(task, completed=step, total=total or None,
+                           info=f"loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+
+            result = retrain(settings, app_dirs(), if_due=if_due, progress=show)
+    if as_json:
+        print(json.dumps(_json_summary(result), indent=2, default=str))
+        return
+    _print_summary(result)
+
+
+def _json_summary(r: dict) -> dict:
+    out = {"version": r.get("version"), "pairs": r["pairs"], "heldout": r.get("heldout"),
+           "seconds": r.get("seconds"), "corrupt_pairs": r.get("corrupt_pairs", [])}
+    for key in ("due", "reason", "dry_run", "plan", "path", "steps", "train_loss"):
+        if key in r:
+            out[key] = r[key]
+    return out
+
+
+def _print_summary(r: dict) -> None:
+    from rich.console import Console
+
+    c = Console(highlight=False)
+    p = r["pairs"]
+    src = ", ".join(f"{k} {v}" for k, v in p["by_source"].items())
+    c.print(f"pairs: {p['train']} train ({src}), {p['heldout']} held out, {p['duplicates_dropped']} duplicates "
+            f"dropped, {p['corrupt_skipped']} corrupt skipped")
+    for line in r.get("corrupt_pairs", []):
+        c.print(f"[yellow]skipped[/] pair {line}")
+    if r.get("due") is False:
+        c.print(f"not due: {r['reason']}")
+        return
+    plan = r.get("plan")
+    if plan:
+        q = plan["quantization"]
+        c.print(f"base: {plan['base'].get('location')} ({plan['base'].get('source')}); device {plan['device']}, "
+                f"{'4-bit ' + q['bnb_4bit_quant_type'] if q else plan['dtype']} weights, bf16 {plan['bf16']}, "
+                f"gradient checkpointing {plan['gradient_checkpointing']}, optimizer {plan['optim']}")
+        c.print(f"LoRA r={plan['lora']['r']} alpha={plan['lora']['lora_alpha']} on {plan['lora']['target_modules']}; "
+                f"DPO beta={plan['dpo']['beta']} ({plan['dpo']['loss_type']}), lr {plan['dpo']['learning_rate']}, "
+                f"{plan['dpo']['num_train_epochs']} epochs, max length {plan['dpo']['max_length']}")
+        if plan.get("memory"):
+            m = plan["memory"]
+            c.print(f"memory estimate: {m['total_gib']} GiB (weights {m['weights_gib']}, activations "
+                    f"{m['activations_gib']}, logits {m['logits_gib']})")
+    if r.get("dry_run"):
+        c.print("dry run: nothing was trained")
+        return
+    h = r["heldout"]
+    c.print(f"[bold]{r['version']}[/] written to {r['path']} in {r['seconds']}s ({r['steps']} steps, "
+            f"mean loss {r['train_loss']:.4f})")
+    c.print(f"held-out ({h['pairs']} pairs): accuracy {h['accuracy_before']} -> {h['accuracy_after']}, "
+            f"margin {h['margin_before']} -> {h['margin_after']} (mean per-token log-prob, chosen minus rejected)")
+    c.print("the active adapter is unchanged")

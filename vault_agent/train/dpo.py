@@ -1,0 +1,296 @@
+"""LoRA DPO with TRL: the load/training plan, the configs built from it, and the run.
+
+`make_plan` decides everything from the settings and the hardware without loading a model, so
+`retrain --dry-run` can print it and the CUDA path can be checked on a machine without a GPU.
+The same plan builds the configs that `vault-agent retrain` and benchmarks/train_bench.py use.
+
+Precision comes from the hardware (DESIGN.md): TRL's DPOConfig defaults to bf16 and gradient
+checkpointing, which on a CPU without native bf16 made a step ~14x slower. So:
+- CUDA: QLoRA. nf4 base (bitsandbytes, double quantization), bf16 compute, gradient
+  checkpointing, paged 8-bit AdamW, reference log-probs computed once before training.
+- CPU: LoRA in fp32, no checkpointing, plain AdamW.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+GIB = 2**30
+
+
+@dataclass
+class ModelDims:
+    """Enough of a model's shape to estimate memory without loading it."""
+
+    params: int
+    layers: int
+    hidden: int
+    intermediate: int
+    vocab: int
+    heads: int = 0
+    kv_heads: int = 0
+
+    @classmethod
+    def from_config(cls, config) -> "ModelDims":
+        h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+        heads = config.num_attention_heads
+        kv = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or h // heads
+        per_layer = h * heads * head_dim * 2 + h * kv * head_dim * 2 + 3 * h * i + 2 * h
+        embed = config.vocab_size * h * (1 if getattr(config, "tie_word_embeddings", False) else 2)
+        return cls(n * per_layer + embed + h, n, h, i, config.vocab_size, heads, kv)
+
+
+@dataclass
+class TrainingPlan:
+    device: str  # "cuda" or "cpu"
+    base: dict[str, Any]  # source and location of the training base
+    quantization: dict[str, Any] | None  # BitsAndBytesConfig kwargs, None for full precision
+    dtype: str  # weights of the non-quantized parts
+    bf16: bool
+    gradient_checkpointing: bool
+    optim: str
+    precompute_ref_log_probs: bool
+    lora: dict[str, Any]
+    dpo: dict[str, Any]
+    dims: dict[str, Any] | None = None
+    memory: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def detect_device() -> str:
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | None = None,
+              dims: ModelDims | None = None, seq_len: int | None = None) -> TrainingPlan:
+    """Everything a run would load and use; `settings` is a TrainSettings."""
+    device = device or detect_device()
+    cuda = device == "cuda"
+    micro = min(settings.batch_size, 2) if cuda else settings.batch_size
+    plan = TrainingPlan(
+        device=device,
+        base=base or {},
+        quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+                      "bnb_4bit_compute_dtype": "bfloat16"} if cuda else None,
+        dtype="bfloat16" if cuda else "float32",
+        bf16=cuda,
+        gradient_checkpointing=cuda,
+        optim="paged_adamw_8bit" if cuda else "adamw_torch",
+        precompute_ref_log_probs=cuda,
+        lora={"r": settings.lora_r, "lora_alpha": settings.lora_alpha, "lora_dropout": settings.lora_dropout,
+              "target_modules": settings.target_modules, "bias": "none", "task_type": "CAUSAL_LM"},
+        dpo={"beta": settings.beta, "loss_type": settings.loss_type, "learning_rate": settings.learning_rate,
+             "num_train_epochs": settings.epochs, "per_device_train_batch_size": micro,
+             "gradient_accumulation_steps": max(1, math.ceil(settings.batch_size / micro)),
+             "max_length": settings.max_length, "seed": settings.seed},
+    )
+    if dims is not None:
+        plan.dims = asdict(dims)
+        plan.memory = estimate_memory(plan, dims, seq_len or settings.max_length)
+    return plan
+
+
+def estimate_memory(plan: TrainingPlan, dims: ModelDims, seq_len: int) -> dict[str, Any]:
+    """A rough peak-memory estimate in GiB (weights + LoRA state + activations + logits).
+    It errs high: the figure to compare with what the card or machine has."""
+    quant = plan.quantization is not None
+    embed = dims.vocab * dims.hidden * 2  # embeddings and lm_head stay unquantized in bnb
+    body = max(dims.params - embed, 0)
+    wbytes = 2 if plan.dtype == "bfloat16" else 4
+    weights = (body * 0.53 + embed * wbytes) if quant else dims.params * wbytes  # nf4 + double-quant scales
+    # LoRA on the 7 linear layers of each block: r * (in + out) each.
+    lora_params = dims.layers * plan.lora["r"] * (4 * dims.hidden * 2 + 3 * (dims.hidden + dims.intermediate))
+    optimizer = lora_params * (4 + 4 + (2 if "8bit" in plan.optim else 8))  # fp32 weights, grads, Adam state
+    seqs = 2 * plan.dpo["per_device_train_batch_size"]  # chosen and rejected go through together
+    act_bytes = 2 if plan.bf16 else 4
+    per_token_layer = dims.hidden * 34 + dims.intermediate * 10  # attention + MLP activations kept for backward
+    if plan.gradient_checkpointing:
+        activations = seqs * seq_len * (dims.layers * dims.hidden + per_token_layer) * act_bytes
+    else:
+        activations = seqs * seq_len * dims.layers * per_token_layer * act_bytes
+    logits = seqs * seq_len * dims.vocab * 4 * 3  # fp32 logits, log-softmax and its gradient
+    total = (weights + optimizer + activations + logits) * 1.15  # allocator fragmentation, CUDA context
+    return {"weights_gib": round(weights / GIB, 2), "lora_params": int(lora_params),
+            "optimizer_gib": round(optimizer / GIB, 3), "activations_gib": round(activations / GIB, 2),
+            "logits_gib": round(logits / GIB, 2), "total_gib": round(total / GIB, 2), "seq_len": seq_len}
+
+
+def dims_from_gguf(path) -> ModelDims:
+    """Model shape from a GGUF's metadata (memory-mapped: nothing is dequantized)."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path), "r")
+
+    def field_value(key: str, default=None):
+        f = reader.fields.get(key)
+        if f is None:
+            return default
+        return f.parts[f.data[0]].tolist()[0] if len(f.data) == 1 else len(f.data)
+
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    params = int(sum(int(np.prod(t.shape)) for t in reader.tensors))
+    hidden = field_value(f"{arch}.embedding_length")
+    return ModelDims(params, field_value(f"{arch}.block_count"), hidden, field_value(f"{arch}.feed_forward_length"),
+                     field_value("tokenizer.ggml.tokens"), field_value(f"{arch}.attention.head_count", 0),
+                     field_value(f"{arch}.attention.head_count_kv", 0))
+
+
+# --- configs built from a plan --------------------------------------------------------------
+
+def lora_config(plan: TrainingPlan):
+    from peft import LoraConfig
+
+    return LoraConfig(**plan.lora)
+
+
+def bnb_config(plan: TrainingPlan):
+    if plan.quantization is None:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    q = dict(plan.quantization)
+    q["bnb_4bit_compute_dtype"] = getattr(torch, q["bnb_4bit_compute_dtype"])
+    return BitsAndBytesConfig(**q)
+
+
+def dpo_config(plan: TrainingPlan, output_dir: str, **overrides):
+    """TRL DPOConfig: precision, checkpointing and optimizer from the plan, never TRL's defaults."""
+    from trl import DPOConfig
+
+    return DPOConfig(**dpo_config_kwargs(plan, output_dir, **overrides))
+
+
+def dpo_config_kwargs(plan: TrainingPlan, output_dir: str, **overrides) -> dict[str, Any]:
+    """The DPOConfig arguments (separate so the CUDA ones can be checked where DPOConfig would
+    refuse bf16 for lack of a GPU)."""
+    args = dict(
+        output_dir=output_dir, bf16=plan.bf16, fp16=False, gradient_checkpointing=plan.gradient_checkpointing,
+        optim=plan.optim, precompute_ref_log_probs=plan.precompute_ref_log_probs, use_cpu=plan.device == "cpu",
+        report_to=[], save_strategy="no", logging_steps=1, lr_scheduler_type="constant_with_warmup",
+        warmup_steps=0, disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False,
+        **plan.dpo,
+    )
+    if plan.gradient_checkpointing:
+        args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    args.update(overrides)
+    return args
+
+
+def load_model(plan: TrainingPlan, location: str):
+    """(model, tokenizer) for the plan: nf4 on CUDA, fp32 on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype)}
+    if plan.quantization is not None:
+        kwargs["quantization_config"] = bnb_config(plan)
+        kwargs["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    prepare_tokenizer(tokenizer)
+    # No peft.prepare_model_for_kbit_training: it upcasts embeddings and norms to fp32 (~1 GB more
+    # for a 7B model); TRL's trainer already enables input grads for checkpointing and keeps the
+    # adapter in bf16 for QLoRA.
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def make_trainer(plan: TrainingPlan, model, tokenizer, records: list[dict], output_dir: str,
+                 callbacks: list | None = None, **overrides):
+    """A DPOTrainer with the plan's LoRA adapter on `model` (the reference is the base with the
+    adapter disabled: no second copy in memory)."""
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer = DPOTrainer(model=model, args=dpo_config(plan, output_dir, **overrides),
+                         train_dataset=Dataset.from_list(records), processing_class=tokenizer,
+                         peft_config=lora_config(plan), callbacks=callbacks or [])
+    for noisy in (PrinterCallback, ProgressCallback):  # they print to stdout; `--json` owns it, we show progress
+        trainer.remove_callback(noisy)
+    return trainer
+
+
+# --- held-out preference metric --------------------------------------------------------------
+
+def _token_split(tokenizer, prompt: list[dict], answer: str, max_length: int) -> tuple[list[int], int]:
+    """Token ids of prompt+answer through the chat template, and where the answer starts.
+    The prompt is cut from the left when the whole doesn't fit (as TRL does)."""
+    p_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=False)
+    if not full.startswith(p_text):
+        full = p_text + answer + (tokenizer.eos_token or "")
+    p_ids = tokenizer(p_text, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(full[len(p_text):], add_special_tokens=False)["input_ids"]
+    a_ids = a_ids[: max(1, max_length // 2)]
+    p_ids = p_ids[-max(1, max_length - len(a_ids)):]
+    return p_ids + a_ids, len(p_ids)
+
+
+def fits_length(tokenizer, pair, max_length: int) -> bool:
+    """Whether prompt + each answer fits max_length tokens. TRL truncates from the end, which would
+    cut the answers that carry the preference, so longer pairs are left out (and counted)."""
+    for answer in (pair.chosen, pair.rejected):
+        text = tokenizer.apply_chat_template(pair.prompt + [{"role": "assistant", "content": answer}], tokenize=False)
+        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length:
+            return False
+    return True
+
+
+def completion_logprobs(model, tokenizer, pairs, max_length: int) -> list[tuple[float, int, float, int]]:
+    """Per pair: (sum log p of chosen, its tokens, sum log p of rejected, its tokens)."""
+    import torch
+
+    out = []
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for p in pairs:
+            row = []
+            for answer in (p.chosen, p.rejected):
+                ids, start = _token_split(tokenizer, p.prompt, answer, max_length)
+                x = torch.tensor([ids], device=device)
+                logits = model(input_ids=x).logits[0, :-1].float()
+                logp = torch.log_softmax(logits, -1).gather(1, x[0, 1:, None])[:, 0]
+                part = logp[start - 1:]
+                row += [float(part.sum()), int(part.numel())]
+            out.append(tuple(row))
+    if was_training:
+        model.train()
+    return out
+
+
+def preference_metrics(scores: list[tuple[float, int, float, int]]) -> dict[str, float | None]:
+    """Length-normalised preference: accuracy = share of pairs whose chosen answer has the higher
+    mean per-token log-prob; margin = mean of (chosen - rejected) mean per-token log-prob."""
+    if not scores:
+        return {"accuracy": None, "margin": None}
+    diffs = [sc / max(nc, 1) - sr / max(nr, 1) for sc, nc, sr, nr in scores]
+    return {"accuracy": round(sum(d > 0 for d in diffs) / len(diffs), 4), "margin": round(sum(diffs) / len(diffs), 4)}
+
+
+def reward_metrics(before, after, beta: float) -> dict[str, float | None]:
+    """DPO's implicit reward on held-out pairs after training: beta * (policy - reference) log-ratio."""
+    if not before:
+        return {"reward_accuracy": None, "reward_margin": None}
+    margins = [beta * ((a[0] - b[0]) - (a[2] - b[2])) for a, b in zip(after, before)]
+    return {"reward_accuracy": round(sum(m > 0 for m in margins) / len(margins), 4),
+            "reward_margin": round(sum(margins) / len(margins), 4)}

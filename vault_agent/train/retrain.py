@@ -1,0 +1,221 @@
+"""`vault-agent retrain`: log -> dataset -> plan -> LoRA DPO -> a new adapter version.
+
+Order matters for the "no half state" rule: everything is written into the version's temp
+directory, the directory is renamed into place, and only then are the pairs marked trained.
+A crash between the rename and the marking leaves a complete version whose pairs still look
+new; the next run trains them again, which is harmless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..paths import AppDirs
+from . import dataset as ds
+from . import registry
+from .schedule import TrainingLock
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int, dict], None]  # (step, total steps, latest logs)
+
+
+class TrainingFailed(UserError):
+    pass
+
+
+def _trainer_callbacks(progress: Progress | None, history: list[dict], runlog: logging.Logger):
+    from transformers import TrainerCallback
+
+    class Watch(TrainerCallback):
+        """Keeps every log line, reports progress, and stops on a non-finite loss."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = dict(logs or {})
+            logs["step"] = state.global_step
+            history.append(logs)
+            runlog.info("step %d/%d %s", state.global_step, state.max_steps, json.dumps(logs, default=str))
+            # TRL masks a NaN loss to 0.0, so the log-probs and gradient norm are checked too.
+            bad = [k for k in ("loss", "grad_norm", "logps/chosen", "logps/rejected")
+                   if isinstance(logs.get(k), (int, float)) and not math.isfinite(float(logs[k]))]
+            if bad:
+                raise TrainingFailed(f"training diverged ({bad[0]} = {logs[bad[0]]} at step {state.global_step}); "
+                                     "no version was written; lower train.learning_rate and retry")
+            if progress:
+                progress(state.global_step, state.max_steps, logs)
+
+    return [Watch()]
+
+
+def plan_for(settings, dirs: AppDirs, device: str | None = None):
+    """The plan with the base resolved and a memory estimate (nothing is loaded)."""
+    from .base import resolve_base
+    from .dpo import ModelDims, dims_from_gguf, make_plan
+
+    base = resolve_base(settings.train, settings.llm, dirs)
+    dims = None
+    try:
+        if base.ready:
+            from transformers import AutoConfig
+
+            dims = ModelDims.from_config(AutoConfig.from_pretrained(base.location))
+        elif base.gguf is not None:
+            dims = dims_from_gguf(base.gguf)
+    except Exception as exc:  # noqa: BLE001 - the estimate is advisory; the run itself will say what's wrong
+        log.warning("no memory estimate: %s", exc)
+    return make_plan(settings.train, device=device,
+                     base={"source": base.source, "location": base.location,
+                           "gguf": str(base.gguf) if base.gguf else None}, dims=dims), base
+
+
+def _plot(history: list[dict], path: Path) -> str | None:
+    """loss and reward margin per step as PNG; None (and a note) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (pip install matplotlib)"
+    rows = [h for h in history if "loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([h["step"] for h in rows], [h["loss"] for h in rows], label="loss")
+    margins = [h for h in rows if "rewards/margins" in h]
+    if margins:
+        ax.plot([h["step"] for h in margins], [h["rewards/margins"] for h in margins], label="reward margin")
+    ax.set_xlabel("step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return None
+
+
+def load_training_set(settings, dirs: AppDirs) -> ds.TrainingSet:
+    pairs, skipped = ds.read_pairs(dirs.preference_db)
+    return ds.build(pairs, settings.train, skipped)
+
+
+def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = False, device: str | None = None,
+            progress: Progress | None = None, callbacks: list | None = None,
+            trainer_overrides: dict | None = None) -> dict[str, Any]:
+    """Train one version. Returns the summary (`--json`). Raises UserError subclasses for what a
+    user can fix (too few pairs, another run holding the lock, divergence)."""
+    dirs.ensure()
+    with TrainingLock(dirs):
+        started = time.perf_counter()
+        registry.remove_leftovers(dirs)
+        tset = load_training_set(settings, dirs)
+        summary: dict[str, Any] = {"version": None, "pairs": tset.summary(), "corrupt_pairs": tset.skipped}
+        if if_due and ds.new_pairs(tset) < settings.train.min_new_pairs:
+            summary.update(due=False, reason=f"{ds.new_pairs(tset)} new pairs, train.min_new_pairs is "
+                                             f"{settings.train.min_new_pairs}", seconds=0.0)
+            return summary
+        ds.require_enough(tset, settings.train)
+        plan, base = plan_for(settings, dirs, device)
+        summary["plan"] = plan.to_dict()
+        if dry_run:
+            summary.update(dry_run=True, seconds=round(time.perf_counter() - started, 2))
+            return summary
+        if plan.device == "cuda":
+            _require_bitsandbytes()
+        from .base import materialise
+
+        location = materialise(base)
+        summary.update(_train(plan, location, tset, dirs, settings, progress, callbacks, trainer_overrides or {}))
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        return summary
+
+
+def _require_bitsandbytes() -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("a CUDA GPU was found but bitsandbytes is not installed; pip install 'vault-agent[cuda]' "
+                        "for 4-bit QLoRA") from None
+
+
+def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, progress, callbacks,
+           overrides: dict) -> dict[str, Any]:
+    import torch
+
+    from .dpo import completion_logprobs, fits_length, load_model, make_trainer, preference_metrics, reward_metrics
+
+    torch.manual_seed(settings.train.seed)
+    records = tset.train_records()
+    max_len = settings.train.max_length
+    history: list[dict] = []
+    with registry.staging(dirs) as (version, tmp):
+        handler = logging.FileHandler(tmp / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        runlog = logging.getLogger(f"vault_agent.train.run.{version}")
+        runlog.setLevel(logging.INFO)
+        runlog.addHandler(handler)
+        try:
+            runlog.info("training %s on %d pairs (%d rows), %d held out; plan %s", version, len(tset.train),
+                     len(records), len(tset.heldout), json.dumps(plan.to_dict(), default=str))
+            model, tokenizer = load_model(plan, location)
+            fitting = [p for p in tset.train if fits_length(tokenizer, p, max_len)]
+            too_long = len(tset.train) - len(fitting)
+            if too_long:
+                runlog.info("%d pairs longer than train.max_length=%d left out", too_long, max_len)
+                tset = dataclasses.replace(tset, train=fitting)
+                ds.require_enough(tset, settings.train)
+                records = tset.train_records()
+            before = completion_logprobs(model, tokenizer, tset.heldout, max_len)
+            trainer = make_trainer(plan, model, tokenizer, records, str(tmp / "trainer"),
+                                   _trainer_callbacks(progress, history, runlog) + list(callbacks or []), **overrides)
+            result = trainer.train()
+            if not math.isfinite(result.training_loss):
+                raise TrainingFailed(f"training diverged (mean loss {result.training_loss}); no version was written")
+            if not all(torch.isfinite(p).all() for p in trainer.model.parameters() if p.requires_grad):
+                raise TrainingFailed("training diverged (non-finite adapter weights); no version was written; "
+                                     "lower train.learning_rate and retry")
+            after = completion_logprobs(trainer.model, tokenizer, tset.heldout, max_len)
+            trainer.model.save_pretrained(tmp / "adapter")
+            tokenizer.save_pretrained(tmp / "adapter")
+            import shutil
+
+            shutil.rmtree(tmp / "trainer", ignore_errors=True)
+            b, a = preference_metrics(before), preference_metrics(after)
+            heldout = {"pairs": len(tset.heldout), "accuracy_before": b["accuracy"], "accuracy_after": a["accuracy"],
+                       "margin_before": b["margin"], "margin_after": a["margin"],
+                       **reward_metrics(before, after, settings.train.beta)}
+            losses = [h["loss"] for h in history if "loss" in h]
+            metrics = {"version": version, "steps": result.global_step, "too_long_left_out": too_long, "train_loss": result.training_loss,
+                       "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+                       "heldout": heldout, "history": history}
+            plot_note = _plot(history, tmp / "training.png")
+            if plot_note:
+                metrics["plot"] = plot_note
+            runlog.info("done: %d steps, held-out %s", result.global_step, json.dumps(heldout))
+            registry.write_json(tmp / "metrics.json", metrics)
+            registry.write_json(tmp / "pairs.json", {"train": [p.id for p in tset.train],
+                                                     "heldout": [p.id for p in tset.heldout],
+                                                     "corrupt_skipped": tset.skipped})
+            registry.write_json(tmp / "config.json", {"plan": plan.to_dict(), "train": settings.train.model_dump(),
+                                                      "base_location": location})
+        except BaseException as exc:
+            runlog.error("failed: %s: %s", type(exc).__name__, exc)  # the log goes with the temp dir
+            raise
+        finally:
+            runlog.removeHandler(handler)
+            handler.close()
+    _mark_trained(dirs, [p.id for p in tset.train], version)
+    return {"version": version, "path": str(registry.adapters_dir(dirs) / version), "steps": result.global_step,
+            "too_long_left_out": too_long,
+            "train_loss": result.training_loss, "heldout": heldout}
+
+
+def _mark_trained(dirs: AppDirs, ids: list[str], version: str) -> None:
+    from ..feedback.store import PreferenceLog
+
+    with PreferenceLog(dirs.preference_db) as plog:
+        plog.mark_trained(ids, version)

@@ -1,0 +1,164 @@
+"""One retrain at a time, and the nightly run.
+
+The lock is an flock on <state>/train.lock, shared by the CLI, `--if-due` from a system timer and
+the daemon's nightly run; the kernel releases it when the holder dies, so a crashed run never
+blocks the next. The daemon never trains in its own process: it starts `vault-agent retrain
+--if-due --json` as a child, so a training crash or OOM kill leaves serving untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..paths import AppDirs
+
+log = logging.getLogger(__name__)
+
+
+class TrainingBusy(UserError):
+    pass
+
+
+def lock_path(dirs: AppDirs) -> Path:
+    return dirs.state / "train.lock"
+
+
+def last_run_path(dirs: AppDirs) -> Path:
+    return dirs.state / "train-last.json"
+
+
+class TrainingLock:
+    """Exclusive, non-blocking; the second holder gets TrainingBusy with who holds it."""
+
+    def __init__(self, dirs: AppDirs):
+        self.path = lock_path(dirs)
+        self._fd: int | None = None
+
+    def __enter__(self) -> "TrainingLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise TrainingBusy(f"another retrain is already running ({holder}); wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, started {datetime.now().isoformat(timespec='seconds')}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+
+def is_locked(dirs: AppDirs) -> bool:
+    try:
+        with TrainingLock(dirs):
+            return False
+    except TrainingBusy:
+        return True
+
+
+def next_run(nightly_at: str, now: datetime | None = None) -> datetime:
+    """The next local time HH:MM strictly after `now`."""
+    now = now or datetime.now()
+    hour, minute = (int(x) for x in nightly_at.split(":"))
+    at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return at if at > now else at + timedelta(days=1)
+
+
+def record_last_run(dirs: AppDirs, info: dict[str, Any]) -> None:
+    path = last_run_path(dirs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, default=str))
+    os.replace(tmp, path)
+
+
+def last_run(dirs: AppDirs) -> dict[str, Any] | None:
+    try:
+        return json.loads(last_run_path(dirs).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def retrain_command(vault: Path | None) -> list[str]:
+    cmd = [sys.executable, "-m", "vault_agent.cli", "retrain", "--if-due", "--json"]
+    return cmd + (["--vault", str(vault)] if vault else [])
+
+
+def run_child(dirs: AppDirs, vault: Path | None, timeout: float | None = None) -> dict[str, Any]:
+    """Run one `retrain --if-due` in a child process and record how it ended."""
+    started = datetime.now()
+    env = {**os.environ}
+    try:
+        proc = subprocess.run(retrain_command(vault), capture_output=True, text=True, env=env, timeout=timeout,
+                              cwd=os.getcwd())
+        result: dict[str, Any] = {"returncode": proc.returncode}
+        try:
+            result["result"] = json.loads(proc.stdout) if proc.stdout.strip() else None
+        except ValueError:
+            result["result"] = None
+        if proc.returncode != 0:
+            result["error"] = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    except subprocess.TimeoutExpired:
+        result = {"returncode": None, "error": f"retrain ran past {timeout}s and was stopped"}
+    except OSError as exc:
+        result = {"returncode": None, "error": f"could not start retrain: {exc}"}
+    info = {"started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now().isoformat(timespec="seconds"), **result}
+    record_last_run(dirs, info)
+    return info
+
+
+class NightlyScheduler:
+    """A daemon thread: sleep until train.nightly_at (local time), run a child retrain --if-due."""
+
+    def __init__(self, dirs: AppDirs, vault: Path | None, train_settings):
+        self.dirs, self.vault, self.settings = dirs, vault, train_settings
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.running = False
+
+    def start(self) -> None:
+        if not self.settings.nightly:
+            return
+        self._thread = threading.Thread(target=self._loop, name="nightly-retrain", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        return {"nightly": self.settings.nightly, "nightly_at": self.settings.nightly_at,
+                "next_run": next_run(self.settings.nightly_at).isoformat(timespec="minutes")
+                if self.settings.nightly else None,
+                "running": self.running or is_locked(self.dirs), "last_run": last_run(self.dirs)}
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            wait = (next_run(self.settings.nightly_at) - datetime.now()).total_seconds()
+            if self._stop.wait(max(wait, 1.0)):
+                return
+            self.running = True
+            try:
+                info = run_child(self.dirs, self.vault)
+                log.info("nightly retrain: %s", info.get("error") or info.get("result"))
+            except Exception:  # noqa: BLE001 - the daemon keeps serving whatever happens here
+                log.exception("nightly retrain could not run")
+            finally:
+                self.running = False
