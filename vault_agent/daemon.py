@@ -57,7 +57,7 @@ class Daemon:
         extra_hosts = set() if is_loopback(s.server.host) else {s.server.host}
         self.services = Services(settings=s, indexer=indexer, rag=RagService(indexer, backend, pref_log, s),
                                  log=pref_log, gate=GenerationGate(s.server.queue_size), watcher=watcher,
-                                 extra_hosts=extra_hosts)
+                                 extra_hosts=extra_hosts, dirs=self.dirs)
         from .train.active import apply_at_startup
 
         # the saved adapter choice; a missing or broken one falls back to the previous good version

@@ -32,6 +32,7 @@ class Services:
     watcher: Any = None
     started_at: float = field(default_factory=time.time)
     extra_hosts: set[str] = field(default_factory=set)
+    dirs: Any = None  # the daemon's AppDirs (adapters, training state); None: the environment's
     adapter_warning: str | None = None  # why the saved adapter is not the one served (start-up fallback)
     scheduler: Any = None  # the nightly retrain (train/schedule.py), when the daemon runs one
 

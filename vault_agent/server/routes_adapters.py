@@ -14,10 +14,10 @@ router = APIRouter(tags=["adapters"])
 _switching = threading.Lock()  # one switch at a time: the backend swap and active.json change together
 
 
-def _dirs():
+def _dirs(services):
     from ..paths import app_dirs
 
-    return app_dirs()
+    return services.dirs or app_dirs()
 
 
 def switch(services, target) -> dict:
@@ -25,7 +25,7 @@ def switch(services, target) -> dict:
     stays active and nothing is saved."""
     from ..train import active
 
-    dirs = _dirs()
+    dirs = _dirs(services)
     with _switching:
         state, _ = active.read_state(dirs)
         new = target(state)
@@ -42,7 +42,7 @@ def list_adapters(request: Request) -> dict:
     from ..train import active
 
     s = request.app.state.services
-    out = active.listing(_dirs())
+    out = active.listing(_dirs(s))
     out["serving"] = s.rag.backend.adapter_version
     out["warning"] = getattr(s, "adapter_warning", None) or out["warning"]
     return out
@@ -61,8 +61,9 @@ def rollback(request: Request) -> dict:
     """Go back to the version served before the active one (or to no adapter)."""
     from ..train import active
 
-    dirs = _dirs()
-    return switch(request.app.state.services, lambda state: active.after_rollback(state, dirs))
+    s = request.app.state.services
+    dirs = _dirs(s)
+    return switch(s, lambda state: active.after_rollback(state, dirs))
 
 
 @router.post("/adapters/off")

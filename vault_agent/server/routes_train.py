@@ -46,7 +46,7 @@ def training_status(s) -> dict:
     from ..train import registry
     from ..train.schedule import NightlyScheduler
 
-    dirs = app_dirs()
+    dirs = s.dirs or app_dirs()
     sched = getattr(s, "scheduler", None) or NightlyScheduler(dirs, None, s.settings.train)
     out = sched.status()
     out["versions"] = registry.versions(dirs)
