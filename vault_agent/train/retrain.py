@@ -130,6 +130,10 @@ def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = Fa
 
         location = materialise(base)
         summary.update(_train(plan, location, tset, dirs, settings, progress, callbacks, trainer_overrides or {}))
+        if settings.train.promote:  # export -> gate (llama.cpp, held-out pairs) -> hot-swap if it wins
+            from .promote import promote_version
+
+            summary["gate"] = promote_version(settings, dirs, summary["version"], tset.heldout, settings.vault)
         summary["seconds"] = round(time.perf_counter() - started, 1)
         return summary
 
