@@ -8,46 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import strong_adapter
 
 from vault_agent.errors import UserError
 
 PROMPT = ("The starter is fed flour and water in equal weights every morning, then left on the counter "
           "until it doubles. Bake the loaf at 250 C in a dutch oven for twenty minutes with the lid on.")
 TOP = 20  # compare shifts on each position's top-20 base tokens: where the probability mass is
-
-
-@pytest.fixture(scope="module")
-def bundled_gguf():
-    from vault_agent.llm.backend import resolve_model_path
-
-    return resolve_model_path("bundled")
-
-
-@pytest.fixture(scope="module")
-def hf_base(bundled_gguf):
-    """The bundled GGUF as a float32 transformers model (what training starts from)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(bundled_gguf.parent), gguf_file=bundled_gguf.name,
-                                                 dtype=torch.float32)
-    return model.eval()
-
-
-def strong_adapter(hf_base, out_dir, targets, seed=0, scale=0.02):
-    """A LoRA adapter with random A and B (PEFT starts B at zero) that shifts log-probs by far
-    more than the quantization noise between the two engines."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    model = get_peft_model(hf_base, LoraConfig(r=8, lora_alpha=16, target_modules=targets, lora_dropout=0.0))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    model.save_pretrained(str(out_dir))
-    return model
 
 
 def hf_logprobs(model, ids):

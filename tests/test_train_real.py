@@ -43,6 +43,17 @@ def test_real_pairs_and_retrain_raise_the_heldout_preference(sample_vault_copy, 
     assert h["margin_after"] > h["margin_before"], h
     assert (dirs.data / "train-base").is_dir()  # the served GGUF, materialised once and cached
 
+    # then the chain: GGUF export, the llama.cpp gate against the (empty) active slot, activation if it won
+    from vault_agent.train import active
+
+    gate = result["gate"]
+    vdir = dirs.data / "adapters" / "v0001"
+    assert gate["exported"] and (vdir / active.GGUF_NAME).is_file()
+    verdict = json.loads((vdir / "gate.json").read_text())
+    assert verdict["candidate"]["adapter"] == "v0001" and verdict["active"]["adapter"] is None
+    assert verdict["candidate"]["pairs"] >= 1
+    assert (active.read_state(dirs)[0].active == "v0001") == gate["promoted"] == verdict["promote"]
+
 
 @pytest.mark.slow
 def test_pairs_generate_through_the_daemon_and_status_shows_the_schedule(daemon):

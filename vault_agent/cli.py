@@ -219,6 +219,8 @@ pairs_app = typer.Typer(help="Preference pairs for training.", no_args_is_help=T
 app.add_typer(pairs_app, name="pairs")
 from .plugin_install import plugin_app  # noqa: E402  (light: typer only)
 app.add_typer(plugin_app, name="plugin")
+from .cli_adapters import adapters_app  # noqa: E402  (light: typer only)
+app.add_typer(adapters_app, name="adapters")
 
 
 @pairs_app.command("export")

@@ -120,3 +120,16 @@ class ApiClient:
 
     def stats(self) -> dict:
         return self._call("GET", "/preferences/stats")
+
+    # generic calls, for routes without a helper above (adapters, training)
+    def get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, params=params or None)
+
+    def post(self, path: str, body: dict | None = None) -> Any:
+        return self._call("POST", path, json=body or {})
+
+    def __enter__(self) -> "ApiClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

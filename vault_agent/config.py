@@ -99,6 +99,10 @@ class TrainSettings(BaseModel):
     nightly: bool = Field(True, description="Let the running daemon retrain nightly.")
     synthetic_chunks: int = Field(200, ge=1, description="Chunks `pairs generate` samples by default.")
     seed: int = Field(0, description="Seed for sampling, splits and training.")
+    max_perplexity_rise_pct: float = Field(
+        10.0, ge=0, description="The gate refuses a new adapter that raises perplexity on held-out notes by more."
+    )
+    promote: bool = Field(True, description="After training, export, gate and activate a winning adapter.")
 
 
 class Settings(BaseSettings):

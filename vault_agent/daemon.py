@@ -57,7 +57,13 @@ class Daemon:
         extra_hosts = set() if is_loopback(s.server.host) else {s.server.host}
         self.services = Services(settings=s, indexer=indexer, rag=RagService(indexer, backend, pref_log, s),
                                  log=pref_log, gate=GenerationGate(s.server.queue_size), watcher=watcher,
-                                 extra_hosts=extra_hosts)
+                                 extra_hosts=extra_hosts, dirs=self.dirs)
+        from .train.active import apply_at_startup
+
+        # the saved adapter choice; a missing or broken one falls back to the previous good version
+        self.services.adapter_warning = apply_at_startup(self.dirs, backend)
+        if self.services.adapter_warning:
+            log.warning("%s", self.services.adapter_warning)
         from .train.schedule import NightlyScheduler
 
         self.services.scheduler = NightlyScheduler(self.dirs, self.vault, s.train)

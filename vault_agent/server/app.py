@@ -32,6 +32,8 @@ class Services:
     watcher: Any = None
     started_at: float = field(default_factory=time.time)
     extra_hosts: set[str] = field(default_factory=set)
+    dirs: Any = None  # the daemon's AppDirs (adapters, training state); None: the environment's
+    adapter_warning: str | None = None  # why the saved adapter is not the one served (start-up fallback)
     scheduler: Any = None  # the nightly retrain (train/schedule.py), when the daemon runs one
 
 
@@ -40,7 +42,9 @@ def _error_status(exc: UserError) -> int:
 
     if isinstance(exc, AuthError):
         return 401
-    if isinstance(exc, NotFound):
+    from ..train.active import UnknownVersion
+
+    if isinstance(exc, (NotFound, UnknownVersion)):
         return 404
     if isinstance(exc, Busy):
         return 503
@@ -83,11 +87,12 @@ def create_app(services: Services, token: str) -> FastAPI:
 
     from .routes_answers import router as answers
     from .routes_feedback import router as feedback
+    from .routes_adapters import router as adapters
     from .routes_status import router as status
     from .routes_train import router as train
 
     auth = [Depends(token_dependency(token))]
-    for router in (status, answers, feedback, train):
+    for router in (status, answers, feedback, adapters, train):
         app.include_router(router, dependencies=auth)
 
     app.add_middleware(

@@ -29,6 +29,7 @@ def status(request: Request) -> dict:
         },
         "model": backend.model_id if backend else None,
         "adapter": backend.adapter_version if backend else None,
+        "adapter_warning": s.adapter_warning,
         "queue": s.gate.snapshot(),
         "training": _training(s),
         "uptime_s": round(time.time() - s.started_at, 1),

@@ -46,7 +46,8 @@ def training_status(s) -> dict:
     from ..train import registry
     from ..train.schedule import NightlyScheduler
 
-    sched = getattr(s, "scheduler", None) or NightlyScheduler(app_dirs(), None, s.settings.train)
+    dirs = s.dirs or app_dirs()
+    sched = getattr(s, "scheduler", None) or NightlyScheduler(dirs, None, s.settings.train)
     out = sched.status()
     out["versions"] = registry.versions(sched.dirs)
     return out

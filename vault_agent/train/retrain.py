@@ -140,6 +140,10 @@ def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = Fa
                 raise
             raise UserError(f"could not write the new version under {registry.adapters_dir(dirs)} "
                             f"({exc.strerror or exc}); no version was written; free disk space and retry") from None
+        if settings.train.promote:  # export -> gate (llama.cpp, held-out pairs) -> hot-swap if it wins
+            from .promote import promote_version
+
+            summary["gate"] = promote_version(settings, dirs, summary["version"], tset.heldout, settings.vault)
         summary["seconds"] = round(time.perf_counter() - started, 1)
         return summary
 

@@ -1,0 +1,144 @@
+"""Adapters in the running model: list, activate (hot-swap between requests), rollback, off, and the
+start-up fallback when the saved adapter is broken. Real GGUF LoRA files exported from PEFT adapters,
+loaded by the real llama.cpp model inside a real daemon."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from conftest import strong_adapter
+
+from vault_agent.paths import AppDirs
+from vault_agent.train import active, registry
+
+QUESTION = "What do I feed my sourdough starter?"
+
+
+def make_version(dirs: AppDirs, version: str, gguf_source=None, metrics=None):
+    vdir = registry.adapters_dir(dirs) / version
+    vdir.mkdir(parents=True)
+    (vdir / "metrics.json").write_text(json.dumps(metrics or {"pairs": {"train": 12}}))
+    if gguf_source is not None:
+        (vdir / active.GGUF_NAME).write_bytes(gguf_source.read_bytes())
+    return vdir
+
+
+def test_activate_rollback_and_off_walk_the_history(tmp_path):
+    dirs = AppDirs(tmp_path / "c", tmp_path / "d", tmp_path / "s")
+    fake = tmp_path / "x.gguf"
+    fake.write_bytes(b"gguf")
+    for v in ("v0001", "v0002", "v0003"):
+        make_version(dirs, v, fake)
+    state = active.ActiveState()
+    for v in ("v0001", "v0002", "v0003"):
+        state = active.after_activate(state, v)
+    assert state.to_dict() == {"active": "v0003", "history": ["v0001", "v0002"]}
+    state = active.after_rollback(state, dirs)
+    assert state.active == "v0002"
+    state = active.after_rollback(state, dirs)
+    assert state.active == "v0001"
+    assert active.after_rollback(state, dirs).active is None  # then the plain base
+    # a version whose GGUF is gone is skipped by rollback
+    (registry.adapters_dir(dirs) / "v0002" / active.GGUF_NAME).unlink()
+    state = active.after_activate(active.after_activate(active.after_activate(active.ActiveState(), "v0001"),
+                                                        "v0002"), "v0003")
+    assert active.after_rollback(state, dirs).active == "v0001"
+    off = active.after_activate(state, None)
+    assert off.active is None and off.history[-1] == "v0003"
+
+
+def test_unknown_or_unservable_version_is_refused_with_a_clear_message(tmp_path):
+    dirs = AppDirs(tmp_path / "c", tmp_path / "d", tmp_path / "s")
+    make_version(dirs, "v0001")  # trained, but no GGUF
+    with pytest.raises(active.UnknownVersion, match="no adapter version 'v0009'"):
+        active.require_servable(dirs, "v0009")
+    with pytest.raises(active.UnknownVersion, match="has no adapter.gguf"):
+        active.require_servable(dirs, "v0001")
+
+
+@pytest.fixture(scope="module")
+def adapter_files(hf_base, bundled_gguf, tmp_path_factory):
+    """Two real GGUF LoRA adapters for the bundled model, strong enough to change its answers."""
+    from vault_agent.train.export import export_gguf_lora
+
+    root = tmp_path_factory.mktemp("adapters")
+    out = {}
+    for n, seed in (("a", 1), ("b", 2)):
+        strong_adapter(hf_base, root / n, ["q_proj", "v_proj"], seed=seed, scale=0.05).unload()
+        export_gguf_lora(root / n, bundled_gguf, root / f"{n}.gguf")
+        out[n] = root / f"{n}.gguf"
+    return out
+
+
+@pytest.mark.slow
+def test_hot_swap_changes_answers_without_restart_and_in_flight_answers_keep_their_adapter(daemon, adapter_files):
+    dirs = daemon.daemon.dirs
+    make_version(dirs, "v0001", adapter_files["a"])
+    make_version(dirs, "v0002", adapter_files["b"])
+    http = daemon.http
+    try:
+        listed = http.get("/adapters").json()
+        assert [r["version"] for r in listed["versions"]] == ["v0001", "v0002"]
+        assert listed["active"] is None and listed["serving"] is None
+
+        base = http.post("/ask", json={"question": QUESTION}).json()
+        assert base["adapter_version"] is None
+
+        # a stream in flight when the swap is asked for finishes on the adapter it started with
+        events, swapped = [], {}
+        with http.stream("POST", "/ask/stream", json={"question": QUESTION}) as r:
+            lines = r.iter_lines()
+            for line in lines:
+                if line.startswith("event: token"):
+                    break
+            t = threading.Thread(target=lambda: swapped.update(http.post("/adapters/v0001/activate").json()))
+            t.start()
+            for line in lines:
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+        t.join(60)
+        assert events[-1]["adapter_version"] is None  # the in-flight answer: old adapter, labelled so
+        assert swapped["active"] == "v0001" and swapped["swap_ms"] < 2000
+
+        adapted = http.post("/ask", json={"question": QUESTION}).json()
+        assert adapted["adapter_version"] == "v0001"
+        assert adapted["answer"] != base["answer"]  # the adapter really changed what the model says
+        stored = daemon.services.log.get_response(adapted["response_id"])
+        assert stored["adapter_version"] == "v0001"
+        assert http.get("/status").json()["adapter"] == "v0001"
+
+        assert http.post("/adapters/v0002/activate").json()["previous"] == "v0001"
+        assert http.post("/adapters/rollback").json()["active"] == "v0001"
+        assert http.post("/adapters/off").json()["active"] is None
+        again = http.post("/ask", json={"question": QUESTION}).json()
+        assert again["adapter_version"] is None and again["answer"] == base["answer"]  # base restored exactly
+
+        r = http.post("/adapters/v0042/activate")
+        assert r.status_code == 404 and "v0042" in r.json()["error"]
+        assert http.get("/status").json()["adapter"] is None  # a refused switch changes nothing
+    finally:
+        daemon.services.rag.backend.set_adapter(None, None)  # the model is shared with other tests
+
+
+@pytest.mark.slow
+def test_broken_active_adapter_at_start_falls_back_to_the_previous_good_one(llm_backend, adapter_files, tmp_path):
+    dirs = AppDirs(tmp_path / "c", tmp_path / "d", tmp_path / "s")
+    make_version(dirs, "v0001", adapter_files["a"])
+    broken = make_version(dirs, "v0002")
+    (broken / active.GGUF_NAME).write_bytes(b"this is not a GGUF file")
+    active.write_state(dirs, active.ActiveState("v0002", ["v0001"]))
+    try:
+        warning = active.apply_at_startup(dirs, llm_backend)
+        assert llm_backend.adapter_version == "v0001"
+        assert "v0002" in warning and "serving v0001 instead" in warning
+        assert active.read_state(dirs)[0].active == "v0001"  # saved, so the next start is quiet
+        assert active.apply_at_startup(dirs, llm_backend) is None
+
+        active_file = active.active_file(dirs)
+        active_file.write_text("{not json")
+        warning = active.apply_at_startup(dirs, llm_backend)
+        assert "unreadable" in warning
+    finally:
+        llm_backend.set_adapter(None, None)

@@ -1,0 +1,97 @@
+"""`vault-agent adapters list | activate VERSION | rollback | off`: through the running daemon (it
+swaps at once), else by saving the choice for the next start."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+adapters_app = typer.Typer(help="Adapter versions: list, activate, rollback, off.", no_args_is_help=True)
+
+
+def _client():
+    from .client import ApiClient
+    from .paths import app_dirs
+
+    return ApiClient.discover(app_dirs())
+
+
+def _offline(target) -> dict:
+    from .paths import app_dirs
+    from .train import active
+
+    dirs = app_dirs()
+    state, _ = active.read_state(dirs)
+    new = target(state, dirs)
+    if new.active:
+        active.require_servable(dirs, new.active)
+    active.write_state(dirs, new)
+    return {"active": new.active, "previous": state.active, "swap_ms": None}
+
+
+def _switch(route: str, target) -> None:
+    client = _client()
+    if client is not None:
+        with client:
+            result = client.post(route)
+        how = f"the daemon swapped in {result['swap_ms']} ms"
+    else:
+        result = _offline(target)
+        how = "no daemon runs: used from its next start"
+    now = result["active"] or "no adapter (the base model)"
+    print(f"serving {now} (was {result['previous'] or 'no adapter'}); {how}")
+
+
+@adapters_app.command("list")
+def list_versions(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Versions, their pairs and gate figures, and which one is active."""
+    from .paths import app_dirs
+    from .train import active
+
+    client = _client()
+    if client is not None:
+        with client:
+            data = client.get("/adapters")
+    else:
+        data = active.listing(app_dirs())
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    if not data["versions"]:
+        print("no adapter versions yet: run vault-agent retrain")
+    for row in data["versions"]:
+        gate = row.get("gate") or {}
+        held = row.get("heldout") or {}
+        acc = gate.get("accuracy", held.get("accuracy_after"))
+        figures = f"held-out accuracy {acc:.2f}" if isinstance(acc, (int, float)) else "not gated"
+        verdict = {True: "promoted", False: "refused", None: ""}[gate.get("promote")]
+        mark = "*" if row["active"] else " "
+        print(f"{mark} {row['version']}  {row.get('created') or '':<20}  {row.get('pairs') or '?':>5} pairs  "
+              f"{figures}  {verdict}{'' if row['servable'] else '  (no GGUF: cannot be served)'}")
+    if data.get("warning"):
+        print(f"warning: {data['warning']}")
+
+
+@adapters_app.command("activate")
+def activate_version(version: str = typer.Argument(..., help="A version such as v0003.")):
+    """Serve this version."""
+    from .train import active
+
+    _switch(f"/adapters/{version}/activate", lambda state, dirs: active.after_activate(state, version))
+
+
+@adapters_app.command("rollback")
+def rollback():
+    """Go back to the version served before the active one (or to none)."""
+    from .train import active
+
+    _switch("/adapters/rollback", lambda state, dirs: active.after_rollback(state, dirs))
+
+
+@adapters_app.command("off")
+def off():
+    """Serve the plain base model."""
+    from .train import active
+
+    _switch("/adapters/off", lambda state, dirs: active.after_activate(state, None))

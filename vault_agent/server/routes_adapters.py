@@ -1,0 +1,74 @@
+"""GET /adapters and the controls that change what the running model serves: activate, rollback, off.
+
+A switch loads the new adapter into the running llama.cpp context between generations (the
+backend's generation lock): no restart, no model reload; the KV cache is reset by the backend.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from fastapi import APIRouter, Request
+
+router = APIRouter(tags=["adapters"])
+_switching = threading.Lock()  # one switch at a time: the backend swap and active.json change together
+
+
+def _dirs(services):
+    from ..paths import app_dirs
+
+    return services.dirs or app_dirs()
+
+
+def switch(services, target) -> dict:
+    """Serve `target(state)` (an ActiveState) now and remember it. On a failed load the old adapter
+    stays active and nothing is saved."""
+    from ..train import active
+
+    dirs = _dirs(services)
+    with _switching:
+        state, _ = active.read_state(dirs)
+        new = target(state)
+        path = active.require_servable(dirs, new.active) if new.active else None
+        swap_ms = services.rag.backend.set_adapter(path, new.active)
+        active.write_state(dirs, new)
+        services.adapter_warning = None
+    return {"active": new.active, "previous": state.active, "swap_ms": round(swap_ms, 2)}
+
+
+@router.get("/adapters")
+def list_adapters(request: Request) -> dict:
+    """Adapter versions with their training and gate figures; which one is active and served."""
+    from ..train import active
+
+    s = request.app.state.services
+    out = active.listing(_dirs(s))
+    out["serving"] = s.rag.backend.adapter_version
+    out["warning"] = getattr(s, "adapter_warning", None) or out["warning"]
+    return out
+
+
+@router.post("/adapters/{version}/activate")
+def activate(version: str, request: Request) -> dict:
+    """Serve this version from the next request on (in-flight answers finish on the old one)."""
+    from ..train import active
+
+    return switch(request.app.state.services, lambda state: active.after_activate(state, version))
+
+
+@router.post("/adapters/rollback")
+def rollback(request: Request) -> dict:
+    """Go back to the version served before the active one (or to no adapter)."""
+    from ..train import active
+
+    s = request.app.state.services
+    dirs = _dirs(s)
+    return switch(s, lambda state: active.after_rollback(state, dirs))
+
+
+@router.post("/adapters/off")
+def off(request: Request) -> dict:
+    """Serve the plain base model."""
+    from ..train import active
+
+    return switch(request.app.state.services, lambda state: active.after_activate(state, None))

@@ -1,0 +1,90 @@
+"""After training: export the new version to GGUF, gate it against the active adapter with llama.cpp,
+and if it wins, make it active (hot-swapped into the running daemon, or saved for the next start).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..paths import AppDirs
+from . import active, gate, registry
+from .export import export_gguf_lora
+
+log = logging.getLogger(__name__)
+GATE_CHUNKS = 8  # held-out vault chunks for the perplexity guard
+MIN_CHUNK_CHARS = 200
+
+
+def heldout_chunks(settings, vault: Path | None, n: int = GATE_CHUNKS) -> list[str]:
+    """A stable sample of the vault's chunks (by hash of path and heading, so every version is
+    judged on the same text), read straight from the notes: no index needed."""
+    from ..vault.files import VaultFiles
+    from ..vault.notes import parse_note
+
+    if vault is None:
+        return []
+    files = VaultFiles(vault, settings.index.ignore, int(settings.index.max_note_mb * 2**20))
+    found, _ = files.scan()
+    scored = []
+    for rel in found:
+        try:
+            text, _warning = files.read(rel)
+        except Exception:  # noqa: BLE001 - an unreadable note is just not sampled
+            continue
+        for chunk in parse_note(rel, text, settings.index.chunk_chars).chunks:
+            if len(chunk.text) >= MIN_CHUNK_CHARS:
+                key = hashlib.sha256(f"{rel}#{chunk.heading_path}".encode()).hexdigest()
+                scored.append((key, chunk.text))
+    return [text for _, text in sorted(scored)[:n]]
+
+
+def promote_version(settings, dirs: AppDirs, version: str, heldout: list, vault: Path | None) -> dict[str, Any]:
+    """Export, gate, maybe activate. Never raises for a refused or unservable candidate: the
+    verdict says why, and the version stays listed (activatable by hand once fixed)."""
+    from ..llm.backend import resolve_model_path
+
+    vdir = registry.adapters_dir(dirs) / version
+    base_gguf = resolve_model_path(settings.llm.model_path)
+    try:
+        export = export_gguf_lora(vdir / "adapter", base_gguf, vdir / active.GGUF_NAME)
+    except UserError as e:
+        return {"promoted": False, "exported": False, "reasons": [f"not servable by llama.cpp: {e}"]}
+
+    state, _ = active.read_state(dirs)
+    current = state.active if state.active and active.gguf_path(dirs, state.active).is_file() else None
+    pairs = [p.record() for p in heldout]
+    texts = heldout_chunks(settings, vault)
+    n_ctx = settings.llm.n_ctx
+    candidate = gate.score(base_gguf, vdir / active.GGUF_NAME, pairs, texts, n_ctx, label=version)
+    incumbent = gate.score(base_gguf, active.gguf_path(dirs, current) if current else None, pairs, texts, n_ctx,
+                           label=current)
+    verdict = gate.decide(candidate, incumbent, settings.train.max_perplexity_rise_pct)
+    verdict.extra["export"] = export
+    gate.write_verdict(vdir, verdict)
+    result = {"promoted": verdict.promote, "exported": True, "reasons": verdict.reasons,
+              "candidate": verdict.to_dict()["candidate"], "active_before": verdict.to_dict()["active"]}
+    if verdict.promote:
+        result["activation"] = _activate(dirs, version)
+    return result
+
+
+def _activate(dirs: AppDirs, version: str) -> str:
+    """Tell the running daemon to swap now; with none running, save the choice for its next start."""
+    from ..client import ApiClient
+
+    client = ApiClient.discover(dirs)
+    if client is not None:
+        with client:
+            try:
+                swap = client.post(f"/adapters/{version}/activate")
+                return f"swapped into the running daemon in {swap['swap_ms']} ms"
+            except UserError as e:  # the daemon keeps its adapter; the version stays activatable
+                log.warning("the daemon refused %s: %s", version, e)
+                return f"the running daemon refused it: {e}"
+    state, _ = active.read_state(dirs)
+    active.write_state(dirs, active.after_activate(state, version))
+    return "active from the daemon's next start"
