@@ -60,6 +60,7 @@ class RatingApp(App[None]):
         self.handled: set[str] = set()  # ids acted on in this session
         self.undo_stack: list[Action] = []
         self.outbox: deque[Action] = deque()
+        self.actions: list[Action] = []  # every action submitted this session, in order
         self.banner_text = ""
         self._lock = threading.Lock()
         self._loading = self._reload_wanted = self._draining = False
@@ -224,6 +225,7 @@ class RatingApp(App[None]):
     # -- the outbox -------------------------------------------------------------------------
 
     def _submit(self, action: Action, advance: bool = True) -> None:
+        self.actions.append(action)
         with self._lock:
             self.outbox.append(action)
         if advance and self.queue and self.queue[0] is action.item:

@@ -15,7 +15,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,13 @@ _WORDS = ("water", "tomatoes", "daily", "starter", "flour", "notes", "garden", "
 
 
 class FakeBackend:
-    """Deterministic fake of LlamaBackend. `token_delay_s` spaces out streamed pieces (for tests
-    that watch a stream flow); `fail_next` is raised by the next generation (fault injection)."""
+    """Deterministic fake of LlamaBackend. Knobs for tests: `token_delay_s` spaces out streamed
+    pieces (a number, or a function of the messages); `fail_next` is raised by the next
+    generation (fault injection); `one_answer` makes every seed give the same text; `parallel`
+    lets generations interleave. `generations` counts generations run."""
 
-    def __init__(self, *, n_ctx: int = 2048, max_tokens: int = 24, token_delay_s: float = 0.0,
+    def __init__(self, *, n_ctx: int = 2048, max_tokens: int = 24,
+                 token_delay_s: float | Callable[[list[dict[str, str]]], float] = 0.0,
                  model_id: str = "fake-model.gguf") -> None:
         self.model_id = model_id
         self.adapter_version: str | None = None
@@ -38,6 +41,8 @@ class FakeBackend:
         self.max_tokens = max_tokens
         self.token_delay_s = token_delay_s
         self.fail_next: BaseException | None = None
+        self.one_answer = False  # True: every seed gives the same text (a model that has collapsed)
+        self.parallel = False  # True: generations interleave (like a server with several slots)
         self.generations = 0  # finished or cancelled generations, for tests to wait on
         self.last_args: dict[str, Any] = {}
         self._n_ctx = n_ctx
@@ -62,7 +67,7 @@ class FakeBackend:
         """The pieces stream_chat would yield for these arguments."""
         args = self.generation_args(max_tokens=max_tokens, temperature=temperature, seed=seed)
         # Greedy decoding ignores the seed, as llama.cpp does at temperature 0.
-        salt = args["seed"] if args["temperature"] > 0 else 0
+        salt = args["seed"] if args["temperature"] > 0 and not self.one_answer else 0
         digest = hashlib.sha256(json.dumps([messages, salt]).encode()).digest()
         has_context = any(m.get("role") == "user" and "\n[1] " in m.get("content", "") for m in messages)
         pieces = ["From", " your", " notes", " [1]:"] if has_context else ["I", " don't", " know:"]
@@ -72,23 +77,29 @@ class FakeBackend:
     def stream_chat(self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
                     temperature: float | None = None, seed: int | None = None,
                     cancel: threading.Event | None = None, stamp: Any = None) -> Iterator[str]:
+        delay = self.token_delay_s(messages) if callable(self.token_delay_s) else self.token_delay_s
         with self.generation_lock:  # one generation at a time, as with llama.cpp
             self._open()
             if stamp is not None:  # rag's ModelStamp: identity taken under the lock
                 stamp.model_id, stamp.adapter_version = self.model_id, self.adapter_version
             self.last_args = self.generation_args(max_tokens=max_tokens, temperature=temperature, seed=seed)
+            pieces = self.answer_for(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+            if self.parallel:  # a server with several slots: others generate between our tokens
+                self.generation_lock.release()
             try:
                 if self.fail_next is not None:
                     err, self.fail_next = self.fail_next, None
                     raise err
-                for piece in self.answer_for(messages, max_tokens=max_tokens, temperature=temperature, seed=seed):
+                for piece in pieces:
                     if cancel is not None and cancel.is_set():
                         return
-                    if self.token_delay_s:
-                        time.sleep(self.token_delay_s)  # a model's decode time, not a wait for anything
+                    if delay:
+                        time.sleep(delay)  # a model's decode time, not a wait for anything
                     yield piece
             finally:
                 self.generations += 1
+                if self.parallel:
+                    self.generation_lock.acquire()
 
     def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> str:
         return "".join(self.stream_chat(messages, **kwargs))
