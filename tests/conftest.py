@@ -151,7 +151,7 @@ def daemon(tmp_path_factory, embedder, llm_backend):
         os.environ["VAULT_AGENT_HOME"] = saved
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fake_daemon(tmp_path_factory, embedder):
     """A real daemon (uvicorn, index, preference log, real embeddings) on a copy of the sample vault,
     with the deterministic FakeBackend in place of llama.cpp: for the API guards, feedback and the
@@ -180,6 +180,7 @@ def api(fake_daemon):
     def reset():
         backend.fail_next, backend.token_delay_s, backend.max_tokens = None, 0.0, 24
         backend.one_answer = backend.parallel = False
+        backend.before_generation = None
 
     reset()
     yield fake_daemon

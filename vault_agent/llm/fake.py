@@ -29,7 +29,8 @@ class FakeBackend:
     """Deterministic fake of LlamaBackend. Knobs for tests: `token_delay_s` spaces out streamed
     pieces (a number, or a function of the messages); `fail_next` is raised by the next
     generation (fault injection); `one_answer` makes every seed give the same text; `parallel`
-    lets generations interleave. `generations` counts generations run."""
+    lets generations interleave; `before_generation(messages)` runs before each one, outside the
+    lock. `generations` counts generations run."""
 
     def __init__(self, *, n_ctx: int = 2048, max_tokens: int = 24,
                  token_delay_s: float | Callable[[list[dict[str, str]]], float] = 0.0,
@@ -43,6 +44,7 @@ class FakeBackend:
         self.fail_next: BaseException | None = None
         self.one_answer = False  # True: every seed gives the same text (a model that has collapsed)
         self.parallel = False  # True: generations interleave (like a server with several slots)
+        self.before_generation: Callable[[list[dict[str, str]]], None] | None = None
         self.generations = 0  # finished or cancelled generations, for tests to wait on
         self.last_args: dict[str, Any] = {}
         self._n_ctx = n_ctx
@@ -78,6 +80,8 @@ class FakeBackend:
                     temperature: float | None = None, seed: int | None = None,
                     cancel: threading.Event | None = None, stamp: Any = None) -> Iterator[str]:
         delay = self.token_delay_s(messages) if callable(self.token_delay_s) else self.token_delay_s
+        if self.before_generation is not None:  # a test's hook, e.g. to hold generations back
+            self.before_generation(messages)
         with self.generation_lock:  # one generation at a time, as with llama.cpp
             self._open()
             if stamp is not None:  # rag's ModelStamp: identity taken under the lock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -84,16 +85,6 @@ def create_app(services: Services, token: str) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError):
         return JSONResponse(validation_body(exc.errors()), status_code=422)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        # A bug, not the client's fault: the traceback goes to the daemon log under an id the
-        # client sees, so a report can be matched to it.
-        error_id = uuid.uuid4().hex[:12]
-        log.error("internal error %s on %s %s", error_id, request.method, request.url.path,
-                  exc_info=(type(exc), exc, exc.__traceback__))
-        return JSONResponse({"error": f"internal error {error_id} ({type(exc).__name__}); details are in the "
-                                      "daemon log", "error_id": error_id}, status_code=500)
-
     @app.get("/health", tags=["meta"], response_model=Health)
     def health() -> dict:
         """Liveness; the only route without a token."""
@@ -119,9 +110,45 @@ def create_app(services: Services, token: str) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         allow_credentials=False,
     )
+    app.add_middleware(InternalErrorMiddleware)  # innermost of ours: sees what the handlers didn't take
     app.add_middleware(GuardMiddleware, allowed_hosts=LOOPBACK_NAMES | services.extra_hosts,
                        max_body_bytes=settings.max_body_bytes)
     return app
+
+
+class InternalErrorMiddleware:
+    """An unexpected exception is a bug, not the client's fault: its traceback goes to the daemon
+    log under an id the client also gets (500). Handled here rather than by an
+    exception_handler(Exception), which Starlette re-raises to the server afterwards: uvicorn then
+    drops the connection, and the client's next keep-alive request fails."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the point: nothing escapes to the server
+            error_id = uuid.uuid4().hex[:12]
+            log.error("internal error %s on %s %s", error_id, scope.get("method"), scope.get("path"),
+                      exc_info=(type(exc), exc, exc.__traceback__))
+            if started:  # too late for a status; the client sees the stream end
+                return
+            body = json.dumps({"error": f"internal error {error_id} ({type(exc).__name__}); details are in "
+                                        "the daemon log", "error_id": error_id}).encode()
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
 
 
 class Health(BaseModel):
