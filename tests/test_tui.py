@@ -55,7 +55,7 @@ def seeded(api):
     return ids
 
 
-def real(api):
+def real(daemon):
     return lambda: ApiClient(daemon.url, daemon.token, timeout=30)
 
 
@@ -69,7 +69,7 @@ def dead_url() -> str:
 async def until(pilot, cond, what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what} (banner: {pilot.app.banner_text!r})"
         await pilot.pause(0.05)
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -30,7 +31,7 @@ ClientFactory = Callable[[], "ApiClient | None"]
 
 class RatingApp(App[None]):
     TITLE = "vault-agent ratings"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere find it too
     BINDINGS = [
         Binding("a", "choose('A')", "A"),
         Binding("b", "choose('B')", "B"),
