@@ -27,8 +27,8 @@ def run_smoke(script: str, tmp_path: Path, timeout: int = 600) -> dict:
 
 def test_index_bench_smoke(tmp_path):
     result = run_smoke("index_bench.py", tmp_path)
-    assert result and json.dumps(result)  # figures are printed and written
-    assert "30" in json.dumps(result)  # the smoke vault's size is reported
+    assert result["config"]["notes"] == 30 and result["config"]["chunks"] >= 30  # the smoke vault, all indexed
+    assert result["full_index"]["seconds"] > 0 and result["full_index"]["notes_per_s"] > 0
 
 
 def test_feedback_bench_smoke(tmp_path):

@@ -142,7 +142,8 @@ def serve(
     daemon = Daemon(settings, root, app_dirs(), allow_remote=allow_remote).build()
     console = _console()
     console.print(f"vault-agent serving [bold]{root}[/] at [bold]{daemon.url}[/]", highlight=False)
-    console.print(f"model: {daemon.services.rag.backend.model_id}; API docs at {daemon.url}/docs", highlight=False)
+    console.print(f"model: {daemon.services.rag.backend.model_id}; OpenAPI schema at {daemon.url}/openapi.json "
+                  "(with the token)", highlight=False)
     console.print("token: `vault-agent token` prints it (send it as `Authorization: Bearer <token>`)")
     console.print("Ctrl-C stops.")
     daemon.serve()
