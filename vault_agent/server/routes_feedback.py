@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import schema
+from .models_feedback import CompareResult, Comparison, Comparisons, FeedbackResult, Rating, Responses, Stats
 from .routes_answers import _check_question
 
 router = APIRouter(tags=["feedback"])
@@ -61,7 +62,8 @@ def _log(request: Request):
     return request.app.state.services.log
 
 
-@router.post("/feedback", responses=schema.responses(WRITE, schema.NOT_FOUND))
+@router.post("/feedback", response_model=FeedbackResult,
+             responses=schema.responses(WRITE, schema.NOT_FOUND))
 def feedback(body: FeedbackRequest, request: Request, idempotency_key: str | None = KeyHeader) -> dict:
     log = _log(request)
     key = body.idempotency_key or idempotency_key
@@ -78,12 +80,12 @@ def feedback(body: FeedbackRequest, request: Request, idempotency_key: str | Non
     return out
 
 
-@router.post("/ratings/{rating_id}/undo", responses=schema.responses(WRITE, schema.NOT_FOUND))
+@router.post("/ratings/{rating_id}/undo", response_model=Rating, responses=schema.responses(WRITE, schema.NOT_FOUND))
 def undo_rating(rating_id: str, request: Request, idempotency_key: str | None = KeyHeader) -> dict:
     return _log(request).undo_rating(rating_id, idempotency_key=idempotency_key)
 
 
-@router.post("/compare", responses=WRITE)
+@router.post("/compare", response_model=CompareResult, responses=WRITE)
 async def compare(body: CompareRequest, request: Request, idempotency_key: str | None = KeyHeader) -> dict:
     """Two candidate answers to one question, to choose between."""
     s = request.app.state.services
@@ -107,22 +109,23 @@ async def compare(body: CompareRequest, request: Request, idempotency_key: str |
     return await run_in_threadpool(save)
 
 
-@router.post("/compare/{comparison_id}/choice", responses=schema.responses(WRITE, schema.NOT_FOUND))
+@router.post("/compare/{comparison_id}/choice", response_model=Comparison,
+             responses=schema.responses(WRITE, schema.NOT_FOUND))
 def choose(comparison_id: str, body: ChoiceRequest, request: Request,
            idempotency_key: str | None = KeyHeader) -> dict:
     return _log(request).choose(comparison_id, body.choice, idempotency_key=body.idempotency_key or idempotency_key)
 
 
-@router.get("/compare/pending", responses=READ)
+@router.get("/compare/pending", response_model=Comparisons, responses=READ)
 def pending_comparisons(request: Request, limit: int = Query(20, ge=1, le=200)) -> dict:
     return {"comparisons": _log(request).pending_comparisons(limit)}
 
 
-@router.get("/preferences/stats", responses=schema.UNAVAILABLE)
+@router.get("/preferences/stats", response_model=Stats, responses=schema.UNAVAILABLE)
 def preference_stats(request: Request) -> dict:
     return _log(request).stats()
 
 
-@router.get("/responses", responses=READ)
+@router.get("/responses", response_model=Responses, responses=READ)
 def responses(request: Request, unrated: bool = False, limit: int = Query(50, ge=1, le=500)) -> dict:
     return {"responses": _log(request).recent_responses(limit, unrated=unrated)}
