@@ -105,6 +105,16 @@ def test_every_route_answers_as_its_schema_says(api, contract):
         assert c.call("get", route, params=bad).status_code == 422
     assert c.call("get", "/preferences/stats").status_code == 200
 
+    # adapters (this daemon has no versions) and training
+    assert c.call("get", "/adapters").json()["versions"] == []
+    assert c.call("post", "/adapters/{version}/activate", "/adapters/v0099/activate").status_code == 404
+    assert c.call("post", "/adapters/rollback").json()["active"] is None
+    assert c.call("post", "/adapters/off").json()["active"] is None
+    assert c.call("get", "/train/status").status_code == 200
+    assert c.call("post", "/pairs/generate", json={"limit": 0}).status_code == 422
+    assert c.call("post", "/pairs/generate", json={"limit": 1}).status_code == 202
+    assert c.call("get", "/pairs/generate").status_code == 200
+
     api.backend.fail_next = RuntimeError("a bug")
     assert c.call("post", "/ask", json={"question": "Who is Priya?"}).status_code == 500
 
