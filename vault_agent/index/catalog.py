@@ -34,6 +34,11 @@ STOPWORDS = frozenset(
 )
 
 
+def query_words(query: str) -> list[str]:
+    """The words of a query worth matching, lower-cased, each once."""
+    return list(dict.fromkeys(w for w in re.findall(r"\w+", query.lower()) if w not in STOPWORDS and len(w) > 1))
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -88,10 +93,10 @@ class Catalog:
 
     def keyword_search(self, query: str, n: int) -> list[str]:
         """Chunk ids ranked by BM25 (title and heading weigh more than body)."""
-        words = [w for w in re.findall(r"\w+", query.lower()) if w not in STOPWORDS and len(w) > 1]
+        words = query_words(query)
         if not words:
             return []
-        match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+        match = " OR ".join(f'"{w}"' for w in words)
         # Rank inside the FTS table first and join only the top n: joining every match before sorting
         # made common words (10k+ matching chunks) cost twice as much.
         with self.lock:
@@ -102,6 +107,21 @@ class Catalog:
                 (match, n),
             ).fetchall()
         return [r[0] for r in rows]
+
+    def rare_term_chunks(self, query: str, max_df: int) -> dict[str, list[str]]:
+        """For each query word that at least one and at most max_df chunks contain (stemmed as the
+        FTS table stems it): the ids of those chunks. Words in more chunks are left out."""
+        out: dict[str, list[str]] = {}
+        with self.lock:
+            for word in query_words(query):
+                rows = self.db.execute(
+                    "SELECT c.id FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?) f "
+                    "JOIN chunks c ON c.rowid = f.rowid",
+                    (f'"{word}"', max_df + 1),
+                ).fetchall()
+                if 0 < len(rows) <= max_df:
+                    out[word] = [r[0] for r in rows]
+        return out
 
     def counts(self) -> dict[str, int]:
         with self.lock:
