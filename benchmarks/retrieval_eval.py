@@ -133,9 +133,13 @@ def variants() -> dict:
     return {
         "plain_fusion": plain,
         "+best_passage": RankOptions(rare_bonus=0.0, best_passage=True),
-        "+rare_bonus": RankOptions(rare_bonus=1.0, best_passage=False),
-        "+rare_bonus_x2+best_passage": RankOptions(rare_bonus=2.0, best_passage=True),
-        "+rare_bonus_x0.5+best_passage": RankOptions(rare_bonus=0.5, best_passage=True),
+        "+rare_any_word": RankOptions(best_passage=True, names_only=False),
+        "+rare_unknown_word": RankOptions(best_passage=True, names_only=False, unknown_only=True),
+        "+rare_name (default)": RankOptions(),
+        "+rare_name_x2": RankOptions(rare_bonus=2.0),
+        "+rare_name_x0.5": RankOptions(rare_bonus=0.5),
+        "bm25_x0.5": RankOptions(keyword_weight=0.5),
+        "titles_x0.5": RankOptions(title_weight=0.5),
     }
 
 

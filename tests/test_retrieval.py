@@ -52,12 +52,23 @@ def test_code_name_alone_finds_its_section(registry_index):
         assert f"The {code} protocol" in search(registry_index, code, 1)[0].text
 
 
-def test_plain_fusion_shows_a_sibling_section_for_some_code_names(registry_index):
-    """The failure the rare-term vote and best-passage choice fix, seen with them switched off: if
-    this stops failing, the near-tie case is gone from the fixture and the test above proves nothing."""
-    plain = RankOptions(rare_bonus=0.0, best_passage=False)
-    wrong = [c for c in CODES if f"The {c} protocol" not in search(registry_index, f"What does the {c} protocol govern?", 1, options=plain)[0].text]
-    assert wrong, "plain fusion already answers every code name: the fixture no longer tests the fix"
+OFFSITE = (
+    "# Offsite\n\n## Tea etiquette\nAt the offsite, tea ceremonies follow strict etiquette: bow, pour for the "
+    "others first, never refill your own cup, and keep phones away during the ceremony.\n\n"
+    "## Budget codes\nZorvane is the code for the spring offsite budget line.\n"
+)
+
+
+def test_code_name_beats_passages_that_match_the_rest_of_the_query(make_vault, open_index):
+    """Plain fusion answers with the tea-etiquette text (dense and BM25 both like it, without the code
+    name); the user typed the code name, so the passage holding it comes first."""
+    ix = open_index(make_vault({"Offsite.md": OFFSITE, **OTHERS}))
+    ix.reconcile()
+    query = "Zorvane tea ceremony etiquette"
+    plain = search(ix, query, 1, options=RankOptions(rare_bonus=0.0, best_passage=False))[0]
+    assert "Zorvane" not in plain.text  # the case this fixture exists for
+    shown = search(ix, query, 1)[0]
+    assert shown.path == "Offsite.md" and "Zorvane" in shown.text
 
 
 def test_alias_names_the_concept_the_body_never_uses(registry_index):

@@ -91,12 +91,14 @@ class Catalog:
             ).fetchall()
         return {r[0]: ChunkRow(*r) for r in rows}
 
-    def keyword_search(self, query: str, n: int) -> list[str]:
-        """Chunk ids ranked by BM25 (title and heading weigh more than body)."""
+    def keyword_search(self, query: str, n: int, fields: tuple[str, ...] = ()) -> list[str]:
+        """Chunk ids ranked by BM25 (title and heading weigh more than body), over `fields` only if given."""
         words = query_words(query)
         if not words:
             return []
         match = " OR ".join(f'"{w}"' for w in words)
+        if fields:
+            match = "{" + " ".join(fields) + "} : (" + match + ")"
         # Rank inside the FTS table first and join only the top n: joining every match before sorting
         # made common words (10k+ matching chunks) cost twice as much.
         with self.lock:

@@ -12,6 +12,7 @@ Two corrections on top of plain fusion, both measured by benchmarks/retrieval_ev
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -28,6 +29,10 @@ class RankOptions:
     rare_max_df: int = 3  # a word is rare when at most this many chunks contain it ...
     rare_max_share: float = 0.002  # ... or at most this share of all chunks (for big vaults)
     best_passage: bool = True  # show a note's best passage (rare-term coverage first), not the first fused
+    keyword_weight: float = 1.0  # weight of the BM25 ranking (all fields) in the fusion; dense weighs 1
+    title_weight: float = 0.0  # weight of a third ranking: BM25 over title, aliases and headings only
+    unknown_only: bool = False  # count only rare words the embedding model has no whole token for, or with digits
+    names_only: bool = True  # count only rare words the notes write as names (always capitalised) or with digits
 
 
 DEFAULT_OPTIONS = RankOptions()
@@ -69,12 +74,38 @@ class Hit:
         }
 
 
-def fuse(rankings: list[list[str]]) -> list[tuple[str, float]]:
+def fuse(rankings: list[list[str]], weights: list[float] | None = None) -> list[tuple[str, float]]:
     scores: dict[str, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings)):
         for rank, cid in enumerate(ranking):
-            scores[cid] = scores.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
+            scores[cid] = scores.get(cid, 0.0) + weight / (RRF_K + rank + 1)
     return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+_VOCABULARIES: dict[str, frozenset[str]] = {}
+
+
+def model_vocabulary(embedder) -> frozenset[str]:
+    """Whole words the embedding model has a token of its own for. A word it must spell out in pieces
+    (a code name, a surname, a product id) is one the dense ranking cannot tell from its neighbours;
+    a small vault makes every ordinary word rare, so rarity alone is no sign of a name."""
+    if embedder.label not in _VOCABULARIES:
+        try:
+            vocab = embedder.model.tokenizer.get_vocab()
+        except AttributeError:  # a model without a HF tokenizer: treat every word as unknown
+            vocab = {}
+        _VOCABULARIES[embedder.label] = frozenset(w for w in vocab if w.isalnum())
+    return _VOCABULARIES[embedder.label]
+
+
+def written_as_name(word: str, texts: list[str]) -> bool:
+    """Whether the notes write word (or words it stems from) as a name: with a digit, or capitalised
+    every time ("the Zorvane protocol", "ask Priya"). A rare ordinary word ("enqueues") is an accident
+    of a small vault; a rare name is what the user is looking for."""
+    if any(ch.isdigit() for ch in word):
+        return True
+    found = [m.group(0) for text in texts for m in re.finditer(rf"\b{re.escape(word)}\w*", text, re.IGNORECASE)]
+    return bool(found) and all(w[0].isupper() for w in found)
 
 
 def rare_coverage(indexer: Indexer, query: str, opts: RankOptions) -> dict[str, float]:
@@ -83,6 +114,12 @@ def rare_coverage(indexer: Indexer, query: str, opts: RankOptions) -> dict[str, 
     total = indexer.catalog.counts()["chunks"]
     limit = max(opts.rare_max_df, int(total * opts.rare_max_share))
     holders = indexer.catalog.rare_term_chunks(query, limit)
+    if opts.unknown_only:
+        known = model_vocabulary(indexer.embedder)
+        holders = {t: ids for t, ids in holders.items() if t not in known or any(ch.isdigit() for ch in t)}
+    if opts.names_only:
+        rows = indexer.catalog.chunks_by_id(sorted({cid for ids in holders.values() for cid in ids}))
+        holders = {t: ids for t, ids in holders.items() if written_as_name(t, [rows[c].text for c in ids if c in rows])}
     if not holders:
         return {}
     import math
@@ -113,13 +150,17 @@ def search(
     if not query.strip():
         return []
     dense = [cid for cid, _ in indexer.vectors.query(indexer.embedder.embed_query(query), s.candidates)]
-    rankings = [dense]
+    rankings, weights = [dense], [1.0]
     cover: dict[str, float] = {}
     if hybrid:
         rankings.append(indexer.catalog.keyword_search(query, s.candidates))
+        weights.append(opts.keyword_weight)
+        if opts.title_weight:
+            rankings.append(indexer.catalog.keyword_search(query, s.candidates, fields=("title", "heading")))
+            weights.append(opts.title_weight)
         if opts.rare_bonus or opts.best_passage:
             cover = rare_coverage(indexer, query, opts)
-    scores = dict(fuse(rankings))
+    scores = dict(fuse(rankings, weights))
     for cid, share in cover.items():  # a vote as strong as rank 1 of a ranker, scaled by coverage
         scores[cid] = scores.get(cid, 0.0) + opts.rare_bonus * share / (RRF_K + 1)
     rows = indexer.catalog.chunks_by_id(list(scores))  # vectors without a row are stale: skipped
