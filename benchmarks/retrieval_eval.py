@@ -139,7 +139,9 @@ def variants() -> dict:
         "+rare_name_x2": RankOptions(rare_bonus=2.0),
         "+rare_name_x0.5": RankOptions(rare_bonus=0.5),
         "bm25_x0.5": RankOptions(keyword_weight=0.5),
-        "titles_x0.5": RankOptions(title_weight=0.5),
+        "bm25_fields_8/2/1": RankOptions(bm25_fields=(8.0, 2.0, 1.0)),
+        "bm25_fields_2/1/1": RankOptions(bm25_fields=(2.0, 1.0, 1.0)),
+        "bm25_fields_1/1/1": RankOptions(bm25_fields=(1.0, 1.0, 1.0)),
     }
 
 

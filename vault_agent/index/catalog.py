@@ -91,22 +91,20 @@ class Catalog:
             ).fetchall()
         return {r[0]: ChunkRow(*r) for r in rows}
 
-    def keyword_search(self, query: str, n: int, fields: tuple[str, ...] = ()) -> list[str]:
-        """Chunk ids ranked by BM25 (title and heading weigh more than body), over `fields` only if given."""
+    def keyword_search(self, query: str, n: int, weights: tuple[float, float, float] = (4.0, 2.0, 1.0)) -> list[str]:
+        """Chunk ids ranked by BM25; `weights` are those of title (with aliases), heading and body."""
         words = query_words(query)
         if not words:
             return []
         match = " OR ".join(f'"{w}"' for w in words)
-        if fields:
-            match = "{" + " ".join(fields) + "} : (" + match + ")"
         # Rank inside the FTS table first and join only the top n: joining every match before sorting
         # made common words (10k+ matching chunks) cost twice as much.
         with self.lock:
             rows = self.db.execute(
-                "SELECT c.id FROM (SELECT rowid, bm25(chunks_fts, 4.0, 2.0, 1.0) AS score FROM chunks_fts "
+                "SELECT c.id FROM (SELECT rowid, bm25(chunks_fts, ?, ?, ?) AS score FROM chunks_fts "
                 "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?) f JOIN chunks c ON c.rowid = f.rowid "
                 "ORDER BY f.score",
-                (match, n),
+                (*weights, match, n),
             ).fetchall()
         return [r[0] for r in rows]
 

@@ -30,9 +30,9 @@ class RankOptions:
     rare_max_share: float = 0.002  # ... or at most this share of all chunks (for big vaults)
     best_passage: bool = True  # show a note's best passage (rare-term coverage first), not the first fused
     keyword_weight: float = 1.0  # weight of the BM25 ranking (all fields) in the fusion; dense weighs 1
-    title_weight: float = 0.0  # weight of a third ranking: BM25 over title, aliases and headings only
+    bm25_fields: tuple[float, float, float] = (4.0, 2.0, 1.0)  # BM25 weights of title+aliases, heading, body
     unknown_only: bool = False  # count only rare words the embedding model has no whole token for, or with digits
-    names_only: bool = True  # count only rare words the notes write as names (always capitalised) or with digits
+    names_only: bool = True  # count only rare words the notes write as names (see written_as_name)
 
 
 DEFAULT_OPTIONS = RankOptions()
@@ -98,14 +98,22 @@ def model_vocabulary(embedder) -> frozenset[str]:
     return _VOCABULARIES[embedder.label]
 
 
-def written_as_name(word: str, texts: list[str]) -> bool:
-    """Whether the notes write word (or words it stems from) as a name: with a digit, or capitalised
-    every time ("the Zorvane protocol", "ask Priya"). A rare ordinary word ("enqueues") is an accident
-    of a small vault; a rare name is what the user is looking for."""
+def written_as_name(word: str, texts: list[str], known: frozenset[str]) -> bool:
+    """Whether the notes write word (or words it stems from) as a name: with a digit, capitalised where
+    no sentence starts ("the Zorvane protocol", "ask Priya"), or, for a word the embedding model has no
+    token of its own for, capitalised every time. A rare ordinary word ("enqueues", "Put a reference")
+    is an accident of a small vault; a rare name is what the user is looking for."""
     if any(ch.isdigit() for ch in word):
         return True
-    found = [m.group(0) for text in texts for m in re.finditer(rf"\b{re.escape(word)}\w*", text, re.IGNORECASE)]
-    return bool(found) and all(w[0].isupper() for w in found)
+    found = []
+    for text in texts:
+        for m in re.finditer(rf"\b{re.escape(word)}\w*", text, re.IGNORECASE):
+            before = text[: m.start()].rstrip(" \t*_[(\"'`")
+            capital = m.group(0)[0].isupper()
+            if capital and before and before[-1] not in ".!?:\n#-|>":
+                return True
+            found.append(capital)
+    return bool(found) and all(found) and word not in known
 
 
 def rare_coverage(indexer: Indexer, query: str, opts: RankOptions) -> dict[str, float]:
@@ -119,7 +127,8 @@ def rare_coverage(indexer: Indexer, query: str, opts: RankOptions) -> dict[str, 
         holders = {t: ids for t, ids in holders.items() if t not in known or any(ch.isdigit() for ch in t)}
     if opts.names_only:
         rows = indexer.catalog.chunks_by_id(sorted({cid for ids in holders.values() for cid in ids}))
-        holders = {t: ids for t, ids in holders.items() if written_as_name(t, [rows[c].text for c in ids if c in rows])}
+        known = model_vocabulary(indexer.embedder)
+        holders = {t: ids for t, ids in holders.items() if written_as_name(t, [rows[c].text for c in ids if c in rows], known)}
     if not holders:
         return {}
     import math
@@ -153,11 +162,9 @@ def search(
     rankings, weights = [dense], [1.0]
     cover: dict[str, float] = {}
     if hybrid:
-        rankings.append(indexer.catalog.keyword_search(query, s.candidates))
+        keyword = indexer.catalog.keyword_search(query, s.candidates, weights=opts.bm25_fields)
+        rankings.append(keyword)
         weights.append(opts.keyword_weight)
-        if opts.title_weight:
-            rankings.append(indexer.catalog.keyword_search(query, s.candidates, fields=("title", "heading")))
-            weights.append(opts.title_weight)
         if opts.rare_bonus or opts.best_passage:
             cover = rare_coverage(indexer, query, opts)
     scores = dict(fuse(rankings, weights))
