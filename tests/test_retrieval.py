@@ -103,3 +103,16 @@ def test_retrieval_eval_smoke(tmp_path, agent_home):
         assert set(vault[ranker]) >= {"hit@1", "recall@5", "mrr", "latency", "by_kind"}
         assert 0.0 <= vault[ranker]["mrr"] <= 1.0
     assert vault["ours"]["by_kind"]["exact"]["hit@1"] == 1.0
+
+
+def test_only_words_written_as_names_count_as_rare_names():
+    from vault_agent.index.search import written_as_name
+
+    known = frozenset({"put", "get", "enqueue", "priya"})
+    assert written_as_name("zorvane", ["The Zorvane protocol governs tea ceremonies."], known)
+    assert written_as_name("zorvane", ["Zorvane is the code for the budget line."], known)  # unknown, always capital
+    assert written_as_name("priya", ["Weekly 1-1 with Priya on Tuesdays."], known)
+    assert written_as_name("4471", ["See incident 4471."], known)
+    assert not written_as_name("enqueue", ["A known key enqueues nothing."], known)
+    assert not written_as_name("put", ["Put a reference in the payload."], known)  # sentence start only
+    assert not written_as_name("get", ["| GET | `/v1/queues/{q}/stats` |"], known)  # a table cell starts it

@@ -1,13 +1,14 @@
 """Hybrid retrieval: dense (chromadb) and BM25 (FTS5) rankings fused by reciprocal rank, then grouped
 by note so each note shows its best passage, at most `per_note` passages from any one note.
 
-Two corrections on top of plain fusion, both measured by benchmarks/retrieval_eval.py:
-- Rare exact terms. A query word that only a handful of chunks contain (a code name, an id, a
-  person) is strong evidence the dense model cannot see: near-identical sections that differ only by
-  that word embed as near-ties, and one BM25 vote lost to them in the fusion. Chunks holding the
-  query's rare words get an extra vote in proportion to how much of the rare part they cover.
+Two corrections on top of plain fusion, both measured by benchmarks/retrieval_eval.py --ablate:
+- Rare names. A query word that only a handful of chunks contain and that the notes write as a name
+  (a code name, an id, a person) is evidence the dense model cannot weigh: sections that differ only
+  by that word embed as near-ties, and a single BM25 vote can lose to them in the fusion. Chunks
+  holding the query's rare names get an extra vote in proportion to how much of them they cover.
+  Rare ordinary words get none: in a small vault nearly every word is rare.
 - Best passage per note. A note's rank comes from its best chunk, and the passage shown for it is
-  the one that covers the query's rare words best, then the one with the best fused score.
+  the one that covers the query's rare names best, then the one with the best fused score.
 """
 
 from __future__ import annotations
