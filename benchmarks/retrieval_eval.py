@@ -129,13 +129,14 @@ def variants() -> dict:
     """Each ranking change on its own and together, for --ablate: what each one is worth."""
     from vault_agent.index.search import RankOptions
 
-    plain = RankOptions(rare_bonus=0.0, best_passage=False)
+    plain = RankOptions(rare_bonus=0.0, best_passage=False, bm25_min_match=1)
     return {
         "plain_fusion": plain,
-        "+best_passage": RankOptions(rare_bonus=0.0, best_passage=True),
-        "+rare_any_word": RankOptions(best_passage=True, names_only=False),
-        "+rare_unknown_word": RankOptions(best_passage=True, names_only=False, unknown_only=True),
-        "+rare_name (default)": RankOptions(),
+        "+best_passage": RankOptions(rare_bonus=0.0, best_passage=True, bm25_min_match=1),
+        "+rare_any_word": RankOptions(names_only=False, bm25_min_match=1),
+        "+rare_unknown_word": RankOptions(names_only=False, unknown_only=True, bm25_min_match=1),
+        "+rare_name": RankOptions(bm25_min_match=1),
+        "+rare_name+bm25_two_words (default)": RankOptions(),
         "+rare_name_x2": RankOptions(rare_bonus=2.0),
         "+rare_name_x0.5": RankOptions(rare_bonus=0.5),
         "bm25_x0.5": RankOptions(keyword_weight=0.5),

@@ -91,12 +91,23 @@ class Catalog:
             ).fetchall()
         return {r[0]: ChunkRow(*r) for r in rows}
 
-    def keyword_search(self, query: str, n: int, weights: tuple[float, float, float] = (4.0, 2.0, 1.0)) -> list[str]:
-        """Chunk ids ranked by BM25; `weights` are those of title (with aliases), heading and body."""
+    def keyword_search(
+        self, query: str, n: int, weights: tuple[float, float, float] = (4.0, 2.0, 1.0), min_match: int = 1
+    ) -> list[str]:
+        """Chunk ids ranked by BM25; `weights` are those of title (with aliases), heading and body. With
+        min_match 2 (and at least 3 words), only chunks that hold two of the query's words count: a chunk
+        that matched one incidental word of a paraphrased question is noise to the fusion."""
         words = query_words(query)
         if not words:
             return []
-        match = " OR ".join(f'"{w}"' for w in words)
+        if min_match >= 2 and len(words) >= 3:
+            pairs = [(a, b) for i, a in enumerate(words[:10]) for b in words[i + 1 : 10]]
+            ranked = self._bm25(" OR ".join(f'("{a}" AND "{b}")' for a, b in pairs), n, weights)
+            if ranked:  # no chunk holds two of the words: any one will do
+                return ranked
+        return self._bm25(" OR ".join(f'"{w}"' for w in words), n, weights)
+
+    def _bm25(self, match: str, n: int, weights: tuple[float, float, float]) -> list[str]:
         # Rank inside the FTS table first and join only the top n: joining every match before sorting
         # made common words (10k+ matching chunks) cost twice as much.
         with self.lock:

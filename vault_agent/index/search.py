@@ -32,6 +32,7 @@ class RankOptions:
     best_passage: bool = True  # show a note's best passage (rare-term coverage first), not the first fused
     keyword_weight: float = 1.0  # weight of the BM25 ranking (all fields) in the fusion; dense weighs 1
     bm25_fields: tuple[float, float, float] = (4.0, 2.0, 1.0)  # BM25 weights of title+aliases, heading, body
+    bm25_min_match: int = 2  # BM25 ranks only chunks holding two of the query's words (when 3+ are asked)
     unknown_only: bool = False  # count only rare words the embedding model has no whole token for, or with digits
     names_only: bool = True  # count only rare words the notes write as names (see written_as_name)
 
@@ -163,7 +164,7 @@ def search(
     rankings, weights = [dense], [1.0]
     cover: dict[str, float] = {}
     if hybrid:
-        keyword = indexer.catalog.keyword_search(query, s.candidates, weights=opts.bm25_fields)
+        keyword = indexer.catalog.keyword_search(query, s.candidates, weights=opts.bm25_fields, min_match=opts.bm25_min_match)
         rankings.append(keyword)
         weights.append(opts.keyword_weight)
         if opts.rare_bonus or opts.best_passage:
