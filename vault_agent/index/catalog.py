@@ -102,9 +102,8 @@ class Catalog:
             return []
         if min_match >= 2 and len(words) >= 3:
             pairs = [(a, b) for i, a in enumerate(words[:10]) for b in words[i + 1 : 10]]
-            ranked = self._bm25(" OR ".join(f'("{a}" AND "{b}")' for a, b in pairs), n, weights)
-            if ranked:  # no chunk holds two of the words: any one will do
-                return ranked
+            # no fallback to single words when no chunk holds two: that put the noise back (measured)
+            return self._bm25(" OR ".join(f'("{a}" AND "{b}")' for a, b in pairs), n, weights)
         return self._bm25(" OR ".join(f'"{w}"' for w in words), n, weights)
 
     def _bm25(self, match: str, n: int, weights: tuple[float, float, float]) -> list[str]:
