@@ -159,7 +159,8 @@ def evaluate_vault(name: str, vault: Path, questions: list[dict], embedder, sett
                 "ours_dense_only": ours_run(indexer, questions, hybrid=False),
                 "ours": ours_run(indexer, questions)}
         if ablate:
-            runs.update({f"ablate:{label}": ours_run(indexer, questions, options=opts) for label, opts in variants().items()})
+            for label, opts in variants().items():
+                runs[f"ablate:{label}"] = ours_run(indexer, questions, options=opts)
         out = {"vault": name, "questions": len(questions), "chunks": indexer.catalog.counts()["chunks"]}
         for label, (results, times) in runs.items():
             out[label] = {**score(results, questions), "latency": summary_ms(times),
@@ -172,7 +173,8 @@ def evaluate_vault(name: str, vault: Path, questions: list[dict], embedder, sett
 def table(report: dict) -> str:
     rows = ["| vault | ranker | hit@1 | recall@5 | MRR | p50 ms |", "|---|---|---|---|---|---|"]
     for name, res in report["vaults"].items():
-        for label in [k for k in res if k in ("naive_1000char_dense", "ours_dense_only", "ours") or k.startswith("ablate:")]:
+        shown = ("naive_1000char_dense", "ours_dense_only", "ours")
+        for label in [k for k in res if k in shown or k.startswith("ablate:")]:
             r = res[label]
             rows.append(f"| {name} ({res['questions']} q) | {label} | {r['hit@1']:.3f} | {r['recall@5']:.3f} | "
                         f"{r['mrr']:.3f} | {r['latency']['p50_ms']:.1f} |")
@@ -182,7 +184,7 @@ def table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vaults", default="sample,eval", help="comma-separated: " + ",".join(VAULTS))
-    parser.add_argument("--smoke", action="store_true", help="a few questions of the eval vault only (for the test suite)")
+    parser.add_argument("--smoke", action="store_true", help="one question of each kind, eval vault only (tests)")
     parser.add_argument("--ablate", action="store_true", help="also run each ranking change on its own")
     parser.add_argument("--out")
     args = parser.parse_args(argv)

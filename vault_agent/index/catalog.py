@@ -92,18 +92,25 @@ class Catalog:
         return {r[0]: ChunkRow(*r) for r in rows}
 
     def keyword_search(
-        self, query: str, n: int, weights: tuple[float, float, float] = (4.0, 2.0, 1.0), min_match: int = 1
+        self,
+        query: str,
+        n: int,
+        weights: tuple[float, float, float] = (4.0, 2.0, 1.0),
+        min_match: int = 1,
+        alone: tuple[str, ...] = (),
     ) -> list[str]:
         """Chunk ids ranked by BM25; `weights` are those of title (with aliases), heading and body. With
-        min_match 2 (and at least 3 words), only chunks that hold two of the query's words count: a chunk
-        that matched one incidental word of a paraphrased question is noise to the fusion."""
+        min_match 2 (and at least 3 words), only chunks that hold two of the query's words count, or one
+        of the words in `alone` (names): a chunk that matched one incidental word of a paraphrased
+        question is noise to the fusion."""
         words = query_words(query)
         if not words:
             return []
         if min_match >= 2 and len(words) >= 3:
             pairs = [(a, b) for i, a in enumerate(words[:10]) for b in words[i + 1 : 10]]
+            terms = [f'("{a}" AND "{b}")' for a, b in pairs] + [f'"{w}"' for w in alone if w in words]
             # no fallback to single words when no chunk holds two: that put the noise back (measured)
-            return self._bm25(" OR ".join(f'("{a}" AND "{b}")' for a, b in pairs), n, weights)
+            return self._bm25(" OR ".join(terms), n, weights)
         return self._bm25(" OR ".join(f'"{w}"' for w in words), n, weights)
 
     def _bm25(self, match: str, n: int, weights: tuple[float, float, float]) -> list[str]:

@@ -118,9 +118,9 @@ def written_as_name(word: str, texts: list[str], known: frozenset[str]) -> bool:
     return bool(found) and all(found) and word not in known
 
 
-def rare_coverage(indexer: Indexer, query: str, opts: RankOptions) -> dict[str, float]:
-    """Chunk id -> share (0..1) of the query's rare words that the chunk contains, weighted by rarity.
-    Empty when the query has no rare word that the vault contains."""
+def rare_coverage(indexer: Indexer, query: str, opts: RankOptions) -> tuple[dict[str, float], tuple[str, ...]]:
+    """(chunk id -> share (0..1) of the query's rare words that the chunk contains, weighted by rarity;
+    those words). Both empty when the query has no rare word that the vault contains."""
     total = indexer.catalog.counts()["chunks"]
     limit = max(opts.rare_max_df, int(total * opts.rare_max_share))
     holders = indexer.catalog.rare_term_chunks(query, limit)
@@ -130,9 +130,10 @@ def rare_coverage(indexer: Indexer, query: str, opts: RankOptions) -> dict[str, 
     if opts.names_only:
         rows = indexer.catalog.chunks_by_id(sorted({cid for ids in holders.values() for cid in ids}))
         known = model_vocabulary(indexer.embedder)
-        holders = {t: ids for t, ids in holders.items() if written_as_name(t, [rows[c].text for c in ids if c in rows], known)}
+        texts = {t: [rows[c].text for c in ids if c in rows] for t, ids in holders.items()}
+        holders = {t: ids for t, ids in holders.items() if written_as_name(t, texts[t], known)}
     if not holders:
-        return {}
+        return {}, ()
     import math
 
     weight = {term: math.log(1 + total / len(ids)) for term, ids in holders.items()}
@@ -141,7 +142,7 @@ def rare_coverage(indexer: Indexer, query: str, opts: RankOptions) -> dict[str, 
     for term, ids in holders.items():
         for cid in ids:
             cover[cid] = cover.get(cid, 0.0) + weight[term] / whole
-    return cover
+    return cover, tuple(holders)
 
 
 def search(
@@ -164,11 +165,14 @@ def search(
     rankings, weights = [dense], [1.0]
     cover: dict[str, float] = {}
     if hybrid:
-        keyword = indexer.catalog.keyword_search(query, s.candidates, weights=opts.bm25_fields, min_match=opts.bm25_min_match)
+        names: tuple[str, ...] = ()
+        if opts.rare_bonus or opts.best_passage:
+            cover, names = rare_coverage(indexer, query, opts)
+        keyword = indexer.catalog.keyword_search(
+            query, s.candidates, weights=opts.bm25_fields, min_match=opts.bm25_min_match, alone=names
+        )
         rankings.append(keyword)
         weights.append(opts.keyword_weight)
-        if opts.rare_bonus or opts.best_passage:
-            cover = rare_coverage(indexer, query, opts)
     scores = dict(fuse(rankings, weights))
     for cid, share in cover.items():  # a vote as strong as rank 1 of a ranker, scaled by coverage
         scores[cid] = scores.get(cid, 0.0) + opts.rare_bonus * share / (RRF_K + 1)
