@@ -55,8 +55,9 @@ class Daemon:
         watcher = DebouncedWatcher(indexer.files, indexer.sync_paths, indexer.reconcile,
                                    debounce=s.index.debounce_seconds)
         extra_hosts = set() if is_loopback(s.server.host) else {s.server.host}
-        self.services = Services(settings=s, indexer=indexer, rag=RagService(indexer, backend, pref_log, s),
-                                 log=pref_log, gate=GenerationGate(s.server.queue_size), watcher=watcher,
+        rag = RagService(indexer, backend, pref_log, s, version_pair=self._version_pair(backend))
+        self.services = Services(settings=s, indexer=indexer, rag=rag, log=pref_log,
+                                 gate=GenerationGate(s.server.queue_size), watcher=watcher,
                                  extra_hosts=extra_hosts, dirs=self.dirs)
         from .train.active import apply_at_startup
 
@@ -70,6 +71,11 @@ class Daemon:
         self.token = load_or_create_token(self.dirs.token_file)
         self.app = create_app(self.services, self.token)
         return self
+
+    def _version_pair(self, backend):
+        from .train.active import version_pair
+
+        return lambda: version_pair(self.dirs, backend)
 
     def _catch_up(self) -> None:
         try:
