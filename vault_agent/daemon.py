@@ -1,7 +1,12 @@
 """The daemon: index + live watcher + llama.cpp model + preference log + HTTP API, wired together.
 
-Start-up order matters: the watcher starts before the reconcile pass, so an edit made while we
+Start-up order matters: the index lock is taken first (a second daemon on the same vault stops
+there, naming the first), the watcher starts before the reconcile pass, so an edit made while we
 catch up is never missed; the HTTP server is up at once and /status shows the catch-up.
+
+Shutdown is the reverse: the reconcile is asked to stop (it checks between embedding batches and
+never leaves a half-written batch), the watcher and reconcile threads are joined, and only then
+are the log, the model and the index closed, each on its own so one failure skips nothing.
 """
 
 from __future__ import annotations
@@ -48,9 +53,23 @@ class Daemon:
         from .server.gate import GenerationGate
         from .vault.watcher import DebouncedWatcher
 
+        from .index.lock import IndexBusy
+
         s = self.settings
-        indexer = Indexer(s, self.vault, self.dirs, embedder=self._embedder)
-        backend = self._backend or LlamaBackend(s.llm)
+        try:
+            indexer = Indexer(s, self.vault, self.dirs, embedder=self._embedder, role="serve")
+        except IndexBusy as e:
+            owner = e.owner or {}
+            if owner.get("role") == "serve":
+                where = f"at {owner['url']}" if owner.get("url") else "(still starting)"
+                raise UserError(f"vault-agent already serves {self.vault}: pid {owner['pid']} {where}; "
+                                "use that one or stop it first") from None
+            raise
+        try:
+            backend = self._backend or LlamaBackend(s.llm)
+        except BaseException:
+            indexer.close()
+            raise
         pref_log = PreferenceLog(self.dirs.preference_db)
         watcher = DebouncedWatcher(indexer.files, indexer.sync_paths, indexer.reconcile,
                                    debounce=s.index.debounce_seconds)
@@ -63,10 +82,14 @@ class Daemon:
         return self
 
     def _catch_up(self) -> None:
+        indexer = self.services.indexer
         try:
-            report = self.services.indexer.reconcile()
+            report = indexer.reconcile()
+            if report.stopped:
+                log.info("start-up index stopped for shutdown: %d notes written", report.indexed)
+                return
             log.info("index up to date: %d updated, %d removed, %d failed", report.indexed, report.removed, report.failed)
-            self.services.indexer.embedder.model  # load now, so the first question doesn't pay for it
+            indexer.embedder.model  # load now, so the first question doesn't pay for it
         except Exception:
             log.exception("start-up reconcile failed; live watching continues")
 
@@ -83,10 +106,10 @@ class Daemon:
         config = uvicorn.Config(self.app, host=self.settings.server.host, port=self.settings.server.port,
                                 log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
-        self.start_background()
-        watcher = threading.Thread(target=self._announce, args=(ready,), daemon=True)
-        watcher.start()
         try:
+            self.start_background()
+            watcher = threading.Thread(target=self._announce, args=(ready,), daemon=True)
+            watcher.start()
             self.server.run()
         finally:
             self.close()
@@ -109,6 +132,9 @@ class Daemon:
                 return
             time.sleep(0.02)
         info = {"url": self.url, "pid": os.getpid(), "vault": str(self.vault)}
+        services = self.services
+        if services is not None:
+            services.indexer.owner.set_url(self.url)  # clients of this vault find us through its index
         path = self.dirs.daemon_file
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
@@ -125,15 +151,31 @@ class Daemon:
         if s is None:
             return
         self.services = None
+        s.indexer.stop()  # first: the reconcile thread sees it at its next batch
+        steps = [
+            ("daemon file", self._remove_daemon_file),
+            ("watcher", s.watcher.stop),
+            ("reconcile thread", self._join_threads),
+            ("preference log", s.log.close),
+        ]
+        if self._backend is None:
+            steps.append(("model", s.rag.backend.close))
+        steps.append(("index", s.indexer.close))
+        for name, step in steps:
+            try:
+                step()
+            except Exception:  # one failing close must not skip the rest
+                log.exception("closing the %s failed", name)
+
+    def _remove_daemon_file(self) -> None:
         try:
             if json.loads(self.dirs.daemon_file.read_text()).get("pid") == os.getpid():
                 self.dirs.daemon_file.unlink()
         except (OSError, ValueError):
             pass
-        s.watcher.stop()
+
+    def _join_threads(self) -> None:
         for t in self._threads:
             t.join(timeout=30)
-        s.log.close()
-        if self._backend is None:
-            s.rag.backend.close()
-        s.indexer.close()
+            if t.is_alive():
+                log.warning("thread %s did not stop within 30 s", t.name)

@@ -2,12 +2,22 @@
 
 A note is re-read only when its (mtime, size) changed, re-chunked only when its content hash
 changed, and a chunk is embedded only when no vector exists for its exact text: a restart on an
-unchanged vault embeds nothing, and moving a folder re-uses every vector.
+unchanged vault embeds nothing, and moving a folder re-uses every vector. `--full` (force)
+re-embeds everything.
+
+Two stores describe the index: the SQLite catalog (the truth about what is indexed) and the
+chroma vectors. Every write goes vectors-first, catalog-commit, then stale-vector delete, so a
+crash at any point leaves at worst vectors the catalog does not know (orphans) or, after a lost
+vector write, catalog chunks without a vector. Each reconcile compares the two id sets, prunes
+the orphans and re-embeds the missing, and reports both counts in `status`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,12 +25,15 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Settings
-from ..paths import AppDirs
+from ..paths import AppDirs, index_key  # noqa: F401 (index_key: re-exported)
 from ..vault.files import NoteReadError, VaultFiles
 from ..vault.notes import parse_note
 from .catalog import Catalog, ChunkRow, now_iso
-from .embedder import Embedder
-from .vectors import VectorStore
+from .embedder import Cancelled, Embedder
+from .lock import IndexLock
+from .vectors import VectorStore, drop_collections
+
+log = logging.getLogger(__name__)
 
 # Embed and store in groups this large. The embedder batches texts of similar length from each group,
 # so a bigger group pads less: 512 spent ~18% of the embedding on padding, 2048 ~5%. Still bounded:
@@ -37,21 +50,23 @@ class SyncReport:
     failed: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
+    orphan_vectors_pruned: int = 0  # vectors no catalog chunk refers to (a crash between the stores)
+    missing_vectors_restored: int = 0  # catalog chunks that had lost their vector, embedded again
+    stopped: bool = False  # cut short by shutdown; the next reconcile finishes the job
     seconds: float = 0.0
     errors: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 @dataclass
 class _Pending:
     note: dict
     chunks: list[ChunkRow]
-    embed_texts: dict[str, str]  # chunk id -> text to embed, for chunks without a vector
-    hashes: dict[str, str]  # chunk id -> content hash
+    bodies: dict[str, str]  # chunk id -> the text that is embedded for it
+    hashes: dict[str, str]  # chunk id -> content hash of that text
     stale_ids: set[str]
-
-
-def index_key(vault: Path) -> str:
-    return f"{vault.name}-{hashlib.sha1(str(vault).encode()).hexdigest()[:8]}"
 
 
 def embed_text(title: str, aliases: list[str], heading: str, text: str) -> str:
@@ -61,62 +76,141 @@ def embed_text(title: str, aliases: list[str], heading: str, text: str) -> str:
 
 
 class Indexer:
-    def __init__(self, settings: Settings, vault: Path, dirs: AppDirs, embedder: Embedder | None = None):
+    """One vault's index. The writer (default) holds the index directory's exclusive lock for its
+    whole life; `readonly=True` holds a shared one, never writes a byte and never resets anything."""
+
+    def __init__(self, settings: Settings, vault: Path, dirs: AppDirs, embedder: Embedder | None = None, *,
+                 readonly: bool = False, role: str = "index"):
         self.settings = settings
         self.vault = vault
+        self.readonly = readonly
         s = settings.index
         self.files = VaultFiles(vault, s.ignore, int(s.max_note_mb * 2**20))
-        self.directory = dirs.index_dir / index_key(vault)
-        self.catalog = Catalog(self.directory / "catalog.sqlite")
-        self.embedder = embedder or Embedder(s)
-        self.vectors = VectorStore(self.directory / "chroma", self.embedder.label)
+        self.directory = dirs.index_for(vault)
+        self.owner = IndexLock(self.directory)
+        if readonly:
+            self.owner.acquire_reader(vault)
+        else:
+            self.owner.acquire_writer(role, vault)
         self.lock = threading.RLock()  # one sync at a time; searches don't take it
-        self._reset_if_settings_changed()
+        self._stop = threading.Event()
+        self._vectors: VectorStore | None = None
+        self._vectors_lock = threading.Lock()
+        self.syncing = False
+        self._vault_total: int | None = None  # notes found by the running reconcile's scan
+        try:
+            self.catalog = Catalog(self.directory / "catalog.sqlite", readonly=readonly)
+            self.embedder = embedder or Embedder(s)
+            if not readonly:
+                self._reset_if_settings_changed()
+        except BaseException:
+            self.owner.release()
+            raise
 
-    def close(self) -> None:
-        self.catalog.close()
+    @property
+    def signature(self) -> str:
+        """What the stored chunks and vectors depend on: the model's identity and the chunk size."""
+        return f"{self.embedder.identity}|{self.settings.index.chunk_chars}|v2"
+
+    @property
+    def vectors(self) -> VectorStore:
+        """Opened on first use: it needs the model's dimension, and a no-op start or `status` never
+        pays for loading the model."""
+        with self._vectors_lock:
+            if self._vectors is None:
+                self._vectors = VectorStore(self.directory / "chroma", self.embedder.identity,
+                                            self.embedder.dimension, readonly=self.readonly)
+            return self._vectors
+
+    def stop(self) -> None:
+        """Ask a running sync to stop at its next batch (shutdown); later syncs do nothing."""
+        self._stop.set()
+
+    def close(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        held = self.lock.acquire(timeout=timeout)  # a sync still running finishes its batch first
+        try:
+            self.catalog.close()
+        finally:
+            self.owner.release()
+            if held:
+                self.lock.release()
 
     def _reset_if_settings_changed(self) -> None:
-        """Chunks depend on the model and chunk size; if either changed, the old index is void."""
-        signature = f"{self.embedder.label}|{self.settings.index.chunk_chars}|v1"
-        if self.catalog.get_meta("signature") != signature:
-            self.catalog.reset()
-            self.catalog.set_meta("signature", signature)
+        """Chunks depend on the model and chunk size; if either changed, the old index is void, vectors
+        included. Vectors go first: a crash before the catalog reset leaves the old signature, so the
+        next start resets again."""
+        if self.catalog.get_meta("signature") == self.signature:
+            return
+        drop_collections(self.directory / "chroma")
+        self.catalog.reset(self.signature)
 
     # --- syncing ---------------------------------------------------------------------------
     def reconcile(self, progress: Progress | None = None, force: bool = False) -> SyncReport:
-        """Bring the index in line with the whole vault (start-up, `vault-agent index`)."""
+        """Bring the index in line with the whole vault (start-up, `vault-agent index`), repairing any
+        disagreement between catalog and vectors on the way."""
+        assert not self.readonly, "a read-only index is never synced"
         start = time.perf_counter()
+        report = SyncReport()
         with self.lock:
-            found, scan_errors = self.files.scan()
-            known = self.catalog.note_stats()
-            gone = [p for p in known if p not in found]
-            changed = [
-                rel for rel, f in found.items() if force or known.get(rel, (None, None))[:2] != (f.mtime_ns, f.size)
-            ]
-            report = SyncReport(unchanged=len(found) - len(changed))
-            for rel, err in scan_errors.items():
-                self.catalog.record_failure(rel, err)
-                report.errors[rel] = err
-            report.failed += len(scan_errors)
-            self.catalog.clear_failures(keep=set(scan_errors) | set(changed))
-            # index before removing: a moved note finds its vectors under the old path and re-uses them
-            self._index(changed, report, progress, force)
-            if gone:
-                self._remove(gone, report)
+            if self._stop.is_set():
+                report.stopped = True
+                return report
+            self.syncing = True
+            try:
+                self._reconcile(report, progress, force)
+            finally:
+                self.syncing, self._vault_total = False, None
             self._finish(report, start)
         return report
 
+    def _reconcile(self, report: SyncReport, progress: Progress | None, force: bool) -> None:
+        found, scan_errors = self.files.scan()
+        self._vault_total = len(found) + len([r for r in scan_errors if not r.endswith("/")])
+        unlisted = tuple(r for r in scan_errors if r.endswith("/"))  # folders we could not list
+        known = self.catalog.note_stats()
+        gone = [p for p in known if p not in found and p not in scan_errors and not p.startswith(unlisted)]
+        missing = set() if force else self.catalog.all_chunk_ids() - self.vectors.all_ids()
+        repair = self.catalog.paths_of(missing) & found.keys() if missing else set()
+        changed = [
+            rel for rel, f in found.items()
+            if force or rel in repair or known.get(rel, (None, None))[:2] != (f.mtime_ns, f.size)
+        ]
+        report.unchanged = len(found) - len(changed)
+        for rel, err in scan_errors.items():
+            self._fail(rel, err, report)
+        self.catalog.clear_failures(keep=set(scan_errors) | set(changed))
+        # index before removing: a moved note finds its vectors under the old path and re-uses them
+        self._index(changed, report, progress, force, repair)
+        if report.stopped:
+            return  # consistent as it stands: every batch was written whole or not at all
+        if gone:
+            self._remove(gone, report)
+        report.missing_vectors_restored = len(self.vectors.present(sorted(missing)))
+        orphans = self.vectors.all_ids() - self.catalog.all_chunk_ids()
+        self.vectors.delete(sorted(orphans))
+        report.orphan_vectors_pruned = len(orphans)
+        if orphans or missing:
+            log.warning("index repaired: %d orphan vectors pruned, %d missing vectors re-embedded",
+                        len(orphans), report.missing_vectors_restored)
+        self.catalog.set_meta("last_repair", json.dumps({
+            "at": now_iso(), "orphan_vectors_pruned": len(orphans),
+            "missing_vectors_restored": report.missing_vectors_restored}))
+
     def sync_paths(self, rels: set[str]) -> SyncReport:
         """Re-check just these vault-relative paths (from the watcher): index, update or remove each."""
+        assert not self.readonly, "a read-only index is never synced"
         start = time.perf_counter()
         with self.lock:
             report = SyncReport()
+            if self._stop.is_set():
+                report.stopped = True
+                return report
             present, missing = [], []
             for rel in sorted(rels):
                 if self.files.is_ignored(rel):
                     continue
-                (present if self.files.absolute(rel).exists() else missing).append(rel)
+                (present if self._exists(rel) else missing).append(rel)
             self._index(present, report, None, force=False)
             known = self.catalog.note_stats()
             self._remove([r for r in missing if r in known], report)
@@ -124,9 +218,19 @@ class Indexer:
             self._finish(report, start)
         return report
 
+    def _exists(self, rel: str) -> bool:
+        try:
+            os.lstat(self.files.absolute(rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError:
+            return True  # there but unreadable: indexing it records why
+        return True
+
     def _finish(self, report: SyncReport, start: float) -> None:
         report.seconds = time.perf_counter() - start
-        self.catalog.set_meta("last_sync", now_iso())
+        if not report.stopped:  # a sync cut short by shutdown did not bring the index up to date
+            self.catalog.set_meta("last_sync", now_iso())
 
     def _remove(self, paths: list[str], report: SyncReport) -> None:
         stale = [cid for p in paths for cid in self.catalog.chunk_ids(p)]
@@ -134,48 +238,65 @@ class Indexer:
         self.vectors.delete(stale)
         report.removed += len(paths)
 
-    def _index(self, rels: list[str], report: SyncReport, progress: Progress | None, force: bool) -> None:
+    def _fail(self, rel: str, error: str, report: SyncReport) -> None:
+        """This note is not indexed, and why: its rows and its vectors go, in that order."""
+        dropped = self.catalog.record_failure(rel, error)
+        self.vectors.delete(sorted(dropped))
+        report.errors[rel] = error
+        report.failed += 1
+
+    def _index(self, rels: list[str], report: SyncReport, progress: Progress | None, force: bool,
+               repair: set[str] = frozenset()) -> None:
         known = self.catalog.note_stats()
         pending: list[_Pending] = []
         waiting = 0
-        for done, rel in enumerate(rels, 1):
-            try:
-                item = self._prepare(rel, known.get(rel), force)
-            except NoteReadError as e:
-                self.catalog.record_failure(rel, str(e))
-                report.errors[rel] = str(e)
-                report.failed += 1
-                item = None
-            except FileNotFoundError:  # deleted while we were indexing: treat as a delete
-                if rel in known:
-                    self._remove([rel], report)
-                item = None
-            if item is None:
-                pass
-            elif item == "unchanged":
-                report.unchanged += 1
-            else:
-                pending.append(item)
-                waiting += len(item.embed_texts)
-                if waiting >= FLUSH_CHUNKS:
-                    self._flush(pending, report)
-                    pending, waiting = [], 0
-            if progress:
-                progress(done, len(rels))
-        self._flush(pending, report)
+        try:
+            for done, rel in enumerate(rels, 1):
+                if self._stop.is_set():
+                    raise Cancelled()
+                item = self._prepare_one(rel, known, force, rel in repair, report)
+                if item == "unchanged":
+                    report.unchanged += 1
+                elif item is not None:
+                    pending.append(item)
+                    waiting += len(item.bodies)
+                    if waiting >= FLUSH_CHUNKS:
+                        self._flush(pending, report, force)
+                        pending, waiting = [], 0
+                if progress:
+                    progress(done, len(rels))
+            self._flush(pending, report, force)
+        except Cancelled:
+            report.stopped = True  # the batch in hand was never written: nothing half-done
 
-    def _prepare(self, rel: str, known: tuple[int, int, str] | None, force: bool):
+    def _prepare_one(self, rel: str, known: dict, force: bool, recheck: bool, report: SyncReport):
+        """One note's chunks, or None when it failed (recorded against it) or vanished."""
+        try:
+            return self._prepare(rel, known.get(rel), force, recheck)
+        except FileNotFoundError:  # deleted while we were indexing: treat as a delete
+            if rel in known:
+                self._remove([rel], report)
+        except NoteReadError as e:
+            self._fail(rel, str(e), report)
+        except OSError as e:  # any other I/O trouble with this one file
+            self._fail(rel, f"cannot read: {e.strerror or e}", report)
+        except Exception as e:  # a bug on one odd note must not stop the vault
+            log.exception("indexing %s failed", rel)
+            self._fail(rel, f"could not be indexed ({type(e).__name__}: {e})", report)
+        return None
+
+    def _prepare(self, rel: str, known: tuple[int, int, str] | None, force: bool, recheck: bool = False):
         stat = self.files.stat(rel)
         text, warning = self.files.read(rel)
         content_hash = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        if known and known[2] == content_hash and not force:
+        if known and known[2] == content_hash and not (force or recheck):
             self.catalog.touch_note(rel, stat.mtime_ns, stat.size)  # re-saved, same text
             return "unchanged"
         note = parse_note(rel, text, self.settings.index.chunk_chars)
         if note.frontmatter_error:
             warning = "; ".join(w for w in (warning, note.frontmatter_error) if w)
         old_ids = self.catalog.chunk_ids(rel)
-        rows, texts, hashes = [], {}, {}
+        rows, bodies, hashes = [], {}, {}
         for chunk in note.chunks:
             body = embed_text(note.title, note.aliases, chunk.heading_path, chunk.text)
             digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
@@ -183,49 +304,60 @@ class Indexer:
             while cid in hashes:  # the same text twice in one note
                 cid += "+"
             hashes[cid] = digest
-            if cid not in old_ids or force:
-                texts[cid] = body
+            bodies[cid] = body
             rows.append(ChunkRow(cid, rel, chunk.ordinal, chunk.heading_path, chunk.anchor, chunk.text, chunk.start_line))
         title = note.title + (" " + " ".join(note.aliases) if note.aliases else "")
         row = dict(path=rel, title=title, mtime_ns=stat.mtime_ns, size=stat.size, content_hash=content_hash, warning=warning)
-        return _Pending(row, rows, texts, hashes, old_ids - set(hashes))
+        return _Pending(row, rows, bodies, hashes, old_ids - set(hashes))
 
-    def _flush(self, pending: list[_Pending], report: SyncReport) -> None:
+    def _flush(self, pending: list[_Pending], report: SyncReport, force: bool = False) -> None:
+        """Vectors for every chunk that lacks one, then the catalog, then drop replaced vectors.
+        Embedding may be cancelled (shutdown) before anything of this batch is written."""
         if not pending:
             return
-        ids = [cid for p in pending for cid in p.embed_texts]
-        digests = {cid: p.hashes[cid] for p in pending for cid in p.embed_texts}
-        reused = self._vectors_by_hash(set(digests.values()))
-        texts = {cid: text for p in pending for cid, text in p.embed_texts.items()}
-        to_embed = [cid for cid in ids if digests[cid] not in reused]
-        fresh = dict(zip(to_embed, self.embedder.embed([texts[cid] for cid in to_embed])))
-        vectors = [fresh[cid] if cid in fresh else reused[digests[cid]] for cid in ids]
-        paths = {cid: p.note["path"] for p in pending for cid in p.embed_texts}
-        metas = [{"path": paths[cid], "content_hash": digests[cid], "embedded_at": now_iso()} for cid in ids]
-        self.vectors.add(ids, vectors, metas)
+        bodies = {cid: body for p in pending for cid, body in p.bodies.items()}
+        digests = {cid: p.hashes[cid] for p in pending for cid in p.bodies}
+        paths = {cid: p.note["path"] for p in pending for cid in p.bodies}
+        if force:  # --full: re-embed, re-use nothing
+            need, reused = list(bodies), {}
+        else:
+            have = self.vectors.present(list(bodies))
+            need = [cid for cid in bodies if cid not in have]
+            reused = self.vectors.by_content_hash({digests[cid] for cid in need})
+        to_embed = [cid for cid in need if digests[cid] not in reused]
+        fresh = dict(zip(to_embed, self.embedder.embed([bodies[cid] for cid in to_embed], should_stop=self._stop.is_set)))
+        vectors = [fresh[cid] if cid in fresh else reused[digests[cid]] for cid in need]
+        metas = [{"path": paths[cid], "content_hash": digests[cid], "embedded_at": now_iso()} for cid in need]
+        if need:
+            self.vectors.add(need, vectors, metas)
         self.catalog.replace_notes([(p.note, p.chunks) for p in pending])
-        self.vectors.delete([cid for p in pending for cid in p.stale_ids])
+        self.vectors.delete(sorted(cid for p in pending for cid in p.stale_ids))
         report.indexed += len(pending)
         report.chunks_embedded += len(fresh)
-        report.chunks_reused += len(ids) - len(fresh)
-
-    def _vectors_by_hash(self, digests: set[str]) -> dict[str, list[float]]:
-        if not digests or self.vectors.count() == 0:
-            return {}
-        got = self.vectors.collection.get(where={"content_hash": {"$in": sorted(digests)}}, include=["embeddings", "metadatas"])
-        return {m["content_hash"]: list(e) for m, e in zip(got["metadatas"], got["embeddings"])}
+        report.chunks_reused += len(bodies) - len(fresh)
 
     # --- reporting ---------------------------------------------------------------------------
     def status(self) -> dict:
         counts = self.catalog.counts()
         failures = self.catalog.failures()
+        try:
+            repair = json.loads(self.catalog.get_meta("last_repair") or "{}")
+        except ValueError:
+            repair = {}
+        settled = counts["notes"] + len([p for p in failures if not p.endswith("/")])
+        total = self._vault_total if self.syncing and self._vault_total is not None else settled
+        stored = self.catalog.get_meta("signature")
         return {
             "vault": str(self.vault),
             "notes_indexed": counts["notes"],
-            "notes_total": counts["notes"] + len(failures),
+            "notes_total": max(total, counts["notes"]),
             "chunks": counts["chunks"],
+            "syncing": self.syncing,
             "last_sync": self.catalog.get_meta("last_sync"),
             "embedding_model": self.embedder.label,
+            "settings_changed": stored is not None and stored != self.signature,
+            "orphan_vectors_pruned": int(repair.get("orphan_vectors_pruned", 0)),
+            "missing_vectors_restored": int(repair.get("missing_vectors_restored", 0)),
             "failed": failures,
             "warnings": self.catalog.warnings(),
         }
