@@ -89,7 +89,7 @@ class Embedder:
     def dimension(self) -> int:
         """Length of the vectors; part of the vector collection's identity (loads the model)."""
         model = self.model
-        get = getattr(model, "get_sentence_embedding_dimension", None)
+        get = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension", None)
         dim = get() if get else None
         return int(dim) if dim else len(self.embed_query("dimension probe"))
 
