@@ -55,7 +55,12 @@ class Catalog:
         if readonly:
             # Never creates or migrates anything. No catalog yet reads as an empty one (in memory).
             if path.exists():
-                self.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                # mode=ro still creates -wal/-shm files. With no WAL left to replay (the writer closed
+                # cleanly) and the shared index lock held (no writer can start), the file is immutable
+                # for as long as we read it; after a writer's crash, ro lets SQLite replay its WAL.
+                wal = path.with_name(path.name + "-wal")
+                mode = "mode=ro" if wal.exists() and wal.stat().st_size > 0 else "immutable=1"
+                self.db = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, check_same_thread=False,
                                           isolation_level=None)
             else:
                 self.db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
