@@ -24,6 +24,8 @@ from .paths import AppDirs
 
 log = logging.getLogger(__name__)
 
+JOIN_SECONDS = 3.0  # how long shutdown waits for a sync to reach its next batch boundary
+
 
 class Daemon:
     def __init__(self, settings: Settings, vault: Path, dirs: AppDirs, *, allow_remote: bool = False,
@@ -154,13 +156,13 @@ class Daemon:
         s.indexer.stop()  # first: the reconcile thread sees it at its next batch
         steps = [
             ("daemon file", self._remove_daemon_file),
-            ("watcher", s.watcher.stop),
+            ("watcher", lambda: s.watcher.stop(timeout=JOIN_SECONDS)),
             ("reconcile thread", self._join_threads),
             ("preference log", s.log.close),
         ]
         if self._backend is None:
             steps.append(("model", s.rag.backend.close))
-        steps.append(("index", s.indexer.close))
+        steps.append(("index", lambda: s.indexer.close(timeout=JOIN_SECONDS)))
         for name, step in steps:
             try:
                 step()
@@ -175,7 +177,9 @@ class Daemon:
             pass
 
     def _join_threads(self) -> None:
+        # The reconcile checks its stop flag between embedding batches (about a second each on an
+        # idle CPU). Past the wait, the index's close() makes sure it never writes again.
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=JOIN_SECONDS)
             if t.is_alive():
-                log.warning("thread %s did not stop within 30 s", t.name)
+                log.warning("thread %s still busy after %.0f s; it will not write again", t.name, JOIN_SECONDS)

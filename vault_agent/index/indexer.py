@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 
 # Embed and store in groups this large. The embedder batches texts of similar length from each group,
 # so a bigger group pads less: 512 spent ~18% of the embedding on padding, 2048 ~5%. Still bounded:
-# ~2 MB of text and ~25 MB of vectors in flight.
+# ~2 MB of text and ~25 MB of vectors in flight. The first group of a sync is smaller and each next
+# one doubles, so a first index of a big vault is searchable (and shows progress) within seconds.
 FLUSH_CHUNKS = 2048
+FIRST_FLUSH_CHUNKS = 256
 Progress = Callable[[int, int], None]  # (notes done, notes total)
 
 
@@ -75,6 +77,20 @@ def embed_text(title: str, aliases: list[str], heading: str, text: str) -> str:
     return f"{head}\n{heading}\n{text}" if heading else f"{head}\n{text}"
 
 
+class _WriteGuard:
+    def __init__(self, lock: threading.Lock, stop: threading.Event):
+        self.lock, self.stop = lock, stop
+
+    def __enter__(self):
+        self.lock.acquire()
+        if self.stop.is_set():
+            self.lock.release()
+            raise Cancelled()
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
 class Indexer:
     """One vault's index. The writer (default) holds the index directory's exclusive lock for its
     whole life; `readonly=True` holds a shared one, never writes a byte and never resets anything."""
@@ -94,6 +110,7 @@ class Indexer:
             self.owner.acquire_writer(role, vault)
         self.lock = threading.RLock()  # one sync at a time; searches don't take it
         self._stop = threading.Event()
+        self._write_lock = threading.Lock()  # held across each multi-store write; close() takes it last
         self._vectors: VectorStore | None = None
         self._vectors_lock = threading.Lock()
         self.syncing = False
@@ -127,14 +144,24 @@ class Indexer:
         self._stop.set()
 
     def close(self, timeout: float = 60.0) -> None:
+        """Stop syncing and close. A sync still running stops at its next batch; if it is still busy
+        after `timeout` (one slow embedding batch on a loaded CPU), the write lock is taken and kept:
+        the sync can then never write again, and the catalog stays open for the process exit to end,
+        rather than be closed under it."""
         self._stop.set()
-        held = self.lock.acquire(timeout=timeout)  # a sync still running finishes its batch first
-        try:
-            self.catalog.close()
-        finally:
-            self.owner.release()
-            if held:
+        if self.lock.acquire(timeout=timeout):
+            try:
+                self.catalog.close()
+            finally:
+                self.owner.release()
                 self.lock.release()
+            return
+        log.warning("an index sync is still embedding after %.0fs; it will not write again", timeout)
+        self._write_lock.acquire(timeout=timeout)  # an in-flight write (well under a second) completes
+
+    def _writing(self):
+        """The write phase of one batch: all of it or none of it, and none once stop() was called."""
+        return _WriteGuard(self._write_lock, self._stop)
 
     def _reset_if_settings_changed(self) -> None:
         """Chunks depend on the model and chunk size; if either changed, the old index is void, vectors
@@ -159,6 +186,8 @@ class Indexer:
             self.syncing = True
             try:
                 self._reconcile(report, progress, force)
+            except Cancelled:
+                report.stopped = True
             finally:
                 self.syncing, self._vault_total = False, None
             self._finish(report, start)
@@ -211,10 +240,13 @@ class Indexer:
                 if self.files.is_ignored(rel):
                     continue
                 (present if self._exists(rel) else missing).append(rel)
-            self._index(present, report, None, force=False)
-            known = self.catalog.note_stats()
-            self._remove([r for r in missing if r in known], report)
-            self.catalog.clear_failures(keep=set(self.catalog.failures()) - set(missing))
+            try:
+                self._index(present, report, None, force=False)
+                known = self.catalog.note_stats()
+                self._remove([r for r in missing if r in known], report)
+                self.catalog.clear_failures(keep=set(self.catalog.failures()) - set(missing))
+            except Cancelled:
+                report.stopped = True
             self._finish(report, start)
         return report
 
@@ -233,15 +265,19 @@ class Indexer:
             self.catalog.set_meta("last_sync", now_iso())
 
     def _remove(self, paths: list[str], report: SyncReport) -> None:
-        stale = [cid for p in paths for cid in self.catalog.chunk_ids(p)]
-        self.catalog.remove_notes(paths)
-        self.vectors.delete(stale)
+        vectors = self.vectors
+        with self._writing():
+            stale = [cid for p in paths for cid in self.catalog.chunk_ids(p)]
+            self.catalog.remove_notes(paths)
+            vectors.delete(stale)
         report.removed += len(paths)
 
     def _fail(self, rel: str, error: str, report: SyncReport) -> None:
         """This note is not indexed, and why: its rows and its vectors go, in that order."""
-        dropped = self.catalog.record_failure(rel, error)
-        self.vectors.delete(sorted(dropped))
+        vectors = self.vectors
+        with self._writing():
+            dropped = self.catalog.record_failure(rel, error)
+            vectors.delete(sorted(dropped))
         report.errors[rel] = error
         report.failed += 1
 
@@ -249,7 +285,7 @@ class Indexer:
                repair: set[str] = frozenset()) -> None:
         known = self.catalog.note_stats()
         pending: list[_Pending] = []
-        waiting = 0
+        waiting, flush_at = 0, FIRST_FLUSH_CHUNKS
         try:
             for done, rel in enumerate(rels, 1):
                 if self._stop.is_set():
@@ -260,9 +296,9 @@ class Indexer:
                 elif item is not None:
                     pending.append(item)
                     waiting += len(item.bodies)
-                    if waiting >= FLUSH_CHUNKS:
+                    if waiting >= flush_at:
                         self._flush(pending, report, force)
-                        pending, waiting = [], 0
+                        pending, waiting, flush_at = [], 0, min(FLUSH_CHUNKS, flush_at * 2)
                 if progress:
                     progress(done, len(rels))
             self._flush(pending, report, force)
@@ -328,10 +364,12 @@ class Indexer:
         fresh = dict(zip(to_embed, self.embedder.embed([bodies[cid] for cid in to_embed], should_stop=self._stop.is_set)))
         vectors = [fresh[cid] if cid in fresh else reused[digests[cid]] for cid in need]
         metas = [{"path": paths[cid], "content_hash": digests[cid], "embedded_at": now_iso()} for cid in need]
-        if need:
-            self.vectors.add(need, vectors, metas)
-        self.catalog.replace_notes([(p.note, p.chunks) for p in pending])
-        self.vectors.delete(sorted(cid for p in pending for cid in p.stale_ids))
+        store = self.vectors
+        with self._writing():
+            if need:
+                store.add(need, vectors, metas)
+            self.catalog.replace_notes([(p.note, p.chunks) for p in pending])
+            store.delete(sorted(cid for p in pending for cid in p.stale_ids))
         report.indexed += len(pending)
         report.chunks_embedded += len(fresh)
         report.chunks_reused += len(bodies) - len(fresh)

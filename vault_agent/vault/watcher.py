@@ -69,7 +69,7 @@ class DebouncedWatcher:
         self._worker.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -77,7 +77,7 @@ class DebouncedWatcher:
             self._observer.stop()
             self._observer.join(timeout=5)
         if self._worker.is_alive():
-            self._worker.join(timeout=30)
+            self._worker.join(timeout=timeout)
 
     def _note_event(self, event) -> None:
         paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
