@@ -72,7 +72,7 @@ def test_one_failing_close_does_not_skip_the_rest(make_vault, agent_home, embedd
         running.stop()
     assert not running.thread.is_alive()
     assert "closing the preference log failed" in caplog.text
-    assert not services.watcher._worker.is_alive()  # ...the watcher was stopped before it...
+    assert not services.watcher.worker.is_alive()  # ...the watcher was stopped before it...
     from vault_agent.config import load_settings
     from vault_agent.index.indexer import Indexer
     from vault_agent.paths import app_dirs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -221,7 +222,14 @@ def serve(
     console.print(f"model: {daemon.services.rag.backend.model_id}; API docs at {daemon.url}/docs", highlight=False)
     console.print("token: `vault-agent token` prints it (send it as `Authorization: Bearer <token>`)")
     console.print("Ctrl-C stops.")
-    daemon.serve()
+    try:
+        daemon.serve()
+    finally:
+        if daemon.busy_threads():  # closed and consistent, but a native call is still running: leave now
+            logging.shutdown()
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(130 if sys.exc_info()[0] is KeyboardInterrupt else 0)
 
 
 @app.command()

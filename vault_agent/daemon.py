@@ -24,7 +24,7 @@ from .paths import AppDirs
 
 log = logging.getLogger(__name__)
 
-JOIN_SECONDS = 3.0  # how long shutdown waits for a sync to reach its next batch boundary
+JOIN_SECONDS = 3.0  # how long shutdown waits for a sync to reach its next batch boundary (~2 s idle CPU)
 
 
 class Daemon:
@@ -44,6 +44,7 @@ class Daemon:
         self.server = None
         self.services = None
         self._threads: list[threading.Thread] = []
+        self._watcher = None
 
     def build(self):
         from .feedback.store import PreferenceLog
@@ -79,6 +80,7 @@ class Daemon:
         self.services = Services(settings=s, indexer=indexer, rag=RagService(indexer, backend, pref_log, s),
                                  log=pref_log, gate=GenerationGate(s.server.queue_size), watcher=watcher,
                                  extra_hosts=extra_hosts)
+        self._watcher = watcher
         self.token = load_or_create_token(self.dirs.token_file)
         self.app = create_app(self.services, self.token)
         return self
@@ -162,12 +164,17 @@ class Daemon:
         ]
         if self._backend is None:
             steps.append(("model", s.rag.backend.close))
-        steps.append(("index", lambda: s.indexer.close(timeout=JOIN_SECONDS)))
+        steps.append(("index", lambda: s.indexer.close(timeout=0.5 if self.busy_threads() else JOIN_SECONDS)))
+        started = time.monotonic()
         for name, step in steps:
+            t0 = time.monotonic()
             try:
                 step()
             except Exception:  # one failing close must not skip the rest
                 log.exception("closing the %s failed", name)
+            if time.monotonic() - t0 > 1:
+                log.info("closing the %s took %.1fs", name, time.monotonic() - t0)
+        log.info("stopped in %.1fs", time.monotonic() - started)
 
     def _remove_daemon_file(self) -> None:
         try:
@@ -175,6 +182,15 @@ class Daemon:
                 self.dirs.daemon_file.unlink()
         except (OSError, ValueError):
             pass
+
+    def busy_threads(self) -> list[str]:
+        """Threads of ours still running after close(): one can only be inside an embedding batch
+        (native code) that will never write again. The process must then leave with os._exit:
+        interpreter teardown under a running torch forward aborts (seen on SIGINT mid-index)."""
+        threads = list(self._threads)
+        if self._watcher is not None:
+            threads.append(self._watcher.worker)
+        return [t.name for t in threads if t.is_alive()]
 
     def _join_threads(self) -> None:
         # The reconcile checks its stop flag between embedding batches (about a second each on an

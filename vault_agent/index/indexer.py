@@ -156,7 +156,7 @@ class Indexer:
                 self.owner.release()
                 self.lock.release()
             return
-        log.warning("an index sync is still embedding after %.0fs; it will not write again", timeout)
+        log.warning("an index sync is still embedding after %.1fs; it will not write again", timeout)
         self._write_lock.acquire(timeout=timeout)  # an in-flight write (well under a second) completes
 
     def _writing(self):

@@ -48,7 +48,7 @@ class DebouncedWatcher:
         self._cond = threading.Condition()
         self._stop = False
         self._observer = None
-        self._worker = threading.Thread(target=self._run, name="vault-sync", daemon=True)
+        self.worker = threading.Thread(target=self._run, name="vault-sync", daemon=True)
         self.syncs = 0  # batches handled; tests and status read it
 
     def start(self) -> "DebouncedWatcher":
@@ -66,7 +66,7 @@ class DebouncedWatcher:
         self._observer = Observer()
         self._observer.schedule(Handler(), str(self.files.root), recursive=True)
         self._observer.start()
-        self._worker.start()
+        self.worker.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -76,8 +76,8 @@ class DebouncedWatcher:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
-        if self._worker.is_alive():
-            self._worker.join(timeout=timeout)
+        if self.worker.is_alive():
+            self.worker.join(timeout=timeout)
 
     def _note_event(self, event) -> None:
         paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
