@@ -186,3 +186,25 @@ def test_process_killed_between_the_stores_is_repaired_on_next_start(make_vault,
     assert agree(ix) and ix.catalog.counts()["notes"] == 3
     assert report.chunks_embedded == 0  # the vectors the dead process wrote are the right ones: kept, not redone
     assert search(ix, "brake pads", 1)[0].path == "Bikes.md"
+
+
+def test_no_op_restart_never_loads_the_embedding_model(make_vault, open_index, agent_home):
+    """The collection is found by the model's identity; its dimension is in its name."""
+    from vault_agent.config import IndexSettings, load_settings
+    from vault_agent.index.embedder import Embedder
+    from vault_agent.index.indexer import Indexer
+    from vault_agent.paths import app_dirs
+
+    vault = make_vault(NOTES)
+    ix = open_index(vault)
+    ix.reconcile()
+    ix.close()
+    fresh = Embedder(IndexSettings())
+    again = Indexer(load_settings(vault=vault), vault.resolve(), app_dirs(), embedder=fresh)
+    try:
+        report = again.reconcile()
+        assert report.unchanged == 3 and report.chunks_embedded == 0
+        assert fresh._model is None  # no model load for a start that embeds nothing
+        assert agree(again)
+    finally:
+        again.close()

@@ -79,10 +79,12 @@ def index(vault: Optional[Path] = VaultOpt, full: bool = typer.Option(False, hel
     if report["orphan_vectors_pruned"] or report["missing_vectors_restored"]:
         console.print(f"repaired: {report['orphan_vectors_pruned']} orphan vectors pruned, "
                       f"{report['missing_vectors_restored']} missing vectors re-embedded")
-    if report["stopped"]:
-        console.print("[yellow]stopped before the end[/]: run `vault-agent index` again to finish")
     for path, why in report["errors"].items():
         console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False)
+    if report["stopped"]:
+        console.print("[yellow]stopped before the end[/] (the index is consistent): run `vault-agent index` "
+                      "again to finish")
+        raise typer.Exit(130)
 
 
 def _index_here(vault: Optional[Path], full: bool, console) -> tuple[dict, dict]:

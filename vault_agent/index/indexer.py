@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Settings
+from ..errors import UserError
 from ..paths import AppDirs, index_key  # noqa: F401 (index_key: re-exported)
 from ..vault.files import NoteReadError, VaultFiles
 from ..vault.notes import parse_note
@@ -131,12 +132,12 @@ class Indexer:
 
     @property
     def vectors(self) -> VectorStore:
-        """Opened on first use: it needs the model's dimension, and a no-op start or `status` never
-        pays for loading the model."""
+        """Opened on first use; the model is loaded only to create the collection (its dimension),
+        so a no-op start or `status` never pays for it."""
         with self._vectors_lock:
             if self._vectors is None:
                 self._vectors = VectorStore(self.directory / "chroma", self.embedder.identity,
-                                            self.embedder.dimension, readonly=self.readonly)
+                                            lambda: self.embedder.dimension, readonly=self.readonly)
             return self._vectors
 
     def stop(self) -> None:
@@ -172,6 +173,13 @@ class Indexer:
         drop_collections(self.directory / "chroma")
         self.catalog.reset(self.signature)
 
+    def _rebuild_for_new_dimension(self) -> None:
+        """The model at the same path/id now makes vectors of another length: start over."""
+        with self._vectors_lock:
+            self._vectors = None
+        drop_collections(self.directory / "chroma")
+        self.catalog.reset(self.signature)
+
     # --- syncing ---------------------------------------------------------------------------
     def reconcile(self, progress: Progress | None = None, force: bool = False) -> SyncReport:
         """Bring the index in line with the whole vault (start-up, `vault-agent index`), repairing any
@@ -185,6 +193,8 @@ class Indexer:
                 return report
             self.syncing = True
             try:
+                if force and self.embedder.dimension != self.vectors.dimension:
+                    self._rebuild_for_new_dimension()
                 self._reconcile(report, progress, force)
             except Cancelled:
                 report.stopped = True
@@ -361,6 +371,10 @@ class Indexer:
             need = [cid for cid in bodies if cid not in have]
             reused = self.vectors.by_content_hash({digests[cid] for cid in need})
         to_embed = [cid for cid in need if digests[cid] not in reused]
+        if to_embed and self.embedder.dimension != self.vectors.dimension:
+            raise UserError(f"the embedding model {self.embedder.label} now makes {self.embedder.dimension}-"
+                            f"dimensional vectors, the index holds {self.vectors.dimension}: run "
+                            "`vault-agent index --full` to rebuild it")
         fresh = dict(zip(to_embed, self.embedder.embed([bodies[cid] for cid in to_embed], should_stop=self._stop.is_set)))
         vectors = [fresh[cid] if cid in fresh else reused[digests[cid]] for cid in need]
         metas = [{"path": paths[cid], "content_hash": digests[cid], "embedded_at": now_iso()} for cid in need]

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Callable
 
 ADD_BATCH = 4000  # chromadb caps one add() at its max batch size (~5k); stay under it
 PREFIX = "chunks-"
 
 
+def collection_prefix(identity: str) -> str:
+    return f"{PREFIX}{hashlib.sha1(identity.encode()).hexdigest()[:16]}-d"
+
+
 def collection_name(identity: str, dimension: int) -> str:
-    digest = hashlib.sha1(f"{identity}|{dimension}".encode()).hexdigest()[:16]
-    return f"{PREFIX}{digest}-d{dimension}"
+    """The model's identity and its vector length: an existing collection is found by the identity
+    alone (no model load on a no-op start), and a model that changed its dimension gets another."""
+    return f"{collection_prefix(identity)}{dimension}"
 
 
 def _client(directory: Path):
@@ -44,24 +50,29 @@ def drop_collections(directory: Path) -> int:
 
 
 class VectorStore:
-    def __init__(self, directory: Path, identity: str, dimension: int, *, readonly: bool = False):
-        self.name = collection_name(identity, dimension)
+    def __init__(self, directory: Path, identity: str, dimension: Callable[[], int], *, readonly: bool = False):
+        """`dimension` is called (it loads the model) only when no collection exists for this model."""
         self.identity = identity
-        self.dimension = dimension
         self.readonly = readonly
         self.client = None
         self.collection = None
+        self.dimension: int | None = None
+        self.name: str | None = None
         if readonly and not (directory / "chroma.sqlite3").exists():
             return  # nothing indexed yet: an empty store, and no files created
         if not readonly:
             directory.mkdir(parents=True, exist_ok=True)
         self.client = _client(directory)
-        if readonly:
-            try:
-                self.collection = self.client.get_collection(self.name)
-            except Exception:  # chromadb raises NotFoundError/ValueError by version: no vectors for this model
-                self.collection = None
-        else:
+        prefix = collection_prefix(identity)
+        existing = sorted(n for n in (c if isinstance(c, str) else c.name for c in self.client.list_collections())
+                          if n.startswith(prefix) and n[len(prefix):].isdigit())
+        if existing:
+            self.name = existing[-1]
+            self.dimension = int(self.name[len(prefix):])
+            self.collection = self.client.get_collection(self.name)
+        elif not readonly:
+            self.dimension = int(dimension())
+            self.name = collection_name(identity, self.dimension)
             self.collection = self._create()
 
     def _create(self):
