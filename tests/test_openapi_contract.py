@@ -105,6 +105,10 @@ def test_every_route_answers_as_its_schema_says(api, contract):
         assert c.call("get", route, params=bad).status_code == 422
     assert c.call("get", "/preferences/stats").status_code == 200
 
+    # a reconcile on demand (what `vault-agent index` asks of a running daemon)
+    assert c.call("post", "/index", json={"full": False}).json()["report"]["indexed"] == 0
+    assert c.call("post", "/index", json={"full": "sometimes"}).status_code == 422
+
     # adapters (this daemon has no versions) and training
     assert c.call("get", "/adapters").json()["versions"] == []
     assert c.call("post", "/adapters/{version}/activate", "/adapters/v0099/activate").status_code == 404

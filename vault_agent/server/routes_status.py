@@ -8,6 +8,8 @@ import time
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from . import schema
+
 router = APIRouter(tags=["meta"])
 
 
@@ -45,7 +47,7 @@ def _training(s) -> dict | None:
         return {"error": str(exc)}
 
 
-@router.post("/index")
+@router.post("/index", responses=schema.INVALID)
 def reindex(body: IndexRequest, request: Request) -> dict:
     """Reconcile the index with the vault now (waits for a sync in progress). Runs in a worker thread
     (a sync route), never on the event loop; the answer comes when the index is up to date."""
