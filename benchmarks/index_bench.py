@@ -2,7 +2,7 @@
 throughput of the very same chunk texts (measured in the same run), the no-op restart, edit-to-
 searchable latency through the real watcher, hybrid search latency and peak memory.
 
-    .venv/bin/python benchmarks/index_bench.py [--notes 5000] [--seed 7] [--vault-dir DIR] [--out results.json]
+    .venv/bin/python benchmarks/index_bench.py [--notes 5000] [--seed 7] [--vault-dir DIR] [--out results.json] [--smoke]
 
 Phases (a progress line each on stderr):
   1. generate the vault (markdown notes in ~20 folders, frontmatter, headings, lists, wikilinks);
@@ -122,7 +122,10 @@ def main() -> None:
                         help="also embed all recorded texts in one call after the index (one more unpaired pass)")
     parser.add_argument("--keep", action="store_true", help="keep the generated vault and index (temp dirs)")
     parser.add_argument("--out")
+    parser.add_argument("--smoke", action="store_true", help="a 30-note run that checks the script works")
     args = parser.parse_args()
+    if args.smoke:
+        args.notes, args.edits, args.queries = 30, 2, 3
     home = tempfile.mkdtemp(prefix="va-bench-")
     os.environ["VAULT_AGENT_HOME"] = home
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -167,22 +170,22 @@ def main() -> None:
     raw = {"wall": 0.0, "cpu": 0.0}  # the paired pure passes (excluded from the index time)
     real_embed = embedder.embed
 
-    def timed_embed(texts, into):
+    def timed_embed(texts, into, should_stop=None):
         w, c = time.perf_counter(), time.process_time()
-        out = real_embed(texts)
+        out = real_embed(texts, should_stop=should_stop)
         into["wall"] += time.perf_counter() - w
         into["cpu"] += time.process_time() - c
         return out
 
-    def recording_embed(texts):
+    def recording_embed(texts, should_stop=None):
         texts = list(texts)
         calls.append(texts)
         if len(calls) % 2:
-            out = timed_embed(texts, inside)
+            out = timed_embed(texts, inside, should_stop)
             timed_embed(texts, raw)
         else:
             timed_embed(texts, raw)
-            out = timed_embed(texts, inside)
+            out = timed_embed(texts, inside, should_stop)
         return out
 
     embedder.embed = recording_embed
@@ -199,7 +202,7 @@ def main() -> None:
 
     # instance attributes shadow the methods for this run only; where the pipeline's time goes
     indexer._prepare = timed("read_parse_hash", indexer._prepare)
-    indexer._vectors_by_hash = timed("vectors_by_hash", indexer._vectors_by_hash)
+    indexer.vectors.by_content_hash = timed("vectors_by_hash", indexer.vectors.by_content_hash)
     indexer.vectors.add = timed("chroma_upsert", indexer.vectors.add)
     indexer.catalog.replace_notes = timed("sqlite_write", indexer.catalog.replace_notes)
     last = [time.perf_counter()]
@@ -250,10 +253,12 @@ def main() -> None:
     assert noop.chunks_embedded == 0 and fresh_embedder.embedded_count == 0 and noop.indexed == 0, noop
     log(f"no-op restart: {noop_s:.2f}s (construct {construct_s:.2f}s), {noop.chunks_embedded} chunks embedded")
     log("no-op restart (fresh process) ...")
+    restarted.close()  # one writer per index: the child takes it over, we reopen after
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", NOOP_CHILD, str(vault)], capture_output=True, text=True, check=True,
                           env=os.environ.copy())
     child_wall = time.perf_counter() - t
+    restarted = Indexer(settings, vault, dirs, embedder=fresh_embedder)
     child = json.loads(proc.stdout.strip().splitlines()[-1])
     assert child["chunks_embedded"] == 0 and child["embedded_count"] == 0, child
     log(f"no-op restart (fresh process): construct+reconcile {child['construct_s'] + child['reconcile_s']:.2f}s, "

@@ -142,3 +142,98 @@ def test_broken_active_adapter_at_start_falls_back_to_the_previous_good_one(llm_
         assert "unreadable" in warning
     finally:
         llm_backend.set_adapter(None, None)
+
+
+@pytest.mark.slow
+def test_swaps_under_load_fail_no_request_and_each_answer_matches_the_version_it_names(daemon, adapter_files):
+    """Two clients keep asking while adapters are activated, rolled back and switched off. Every
+    request succeeds, and every answer is exactly the (deterministic) answer of the version it names."""
+    dirs = daemon.daemon.dirs
+    for v, f in (("v0001", adapter_files["a"]), ("v0002", adapter_files["b"])):
+        if not (registry.adapters_dir(dirs) / v).exists():
+            make_version(dirs, v, f)
+    http = daemon.http
+    ask = {"question": QUESTION, "k": 1}
+    backend = daemon.services.rag.backend
+    # Prompt-prefix reuse makes llama.cpp evaluate the prompt in different batch splits, and with a
+    # LoRA adapter that moves logits by rounding (enough to flip a sampled token now and then), so
+    # exact-text checks need a fresh prompt evaluation per request.
+    backend._fresh_kv_each_request = True
+    try:
+        expected = {}
+        for v in (None, "v0001", "v0002"):
+            http.post(f"/adapters/{v}/activate" if v else "/adapters/off").raise_for_status()
+            expected[v] = http.post("/ask", json=ask).json()["answer"]
+        assert len(set(expected.values())) == 3, "the adapters must give three different answers"
+
+        import httpx
+
+        stop, answers, failures = threading.Event(), [], []
+
+        def client():
+            with httpx.Client(base_url=daemon.url, headers=http.headers, timeout=120) as c:
+                while not stop.is_set():
+                    r = c.post("/ask", json=ask)
+                    (answers if r.status_code == 200 else failures).append(r.json())
+
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for t in threads:
+            t.start()
+        swaps = []
+        for route in ["/adapters/v0001/activate", "/adapters/rollback", "/adapters/v0002/activate",
+                      "/adapters/v0001/activate", "/adapters/off", "/adapters/v0002/activate"]:
+            r = http.post(route)
+            assert r.status_code == 200, r.text
+            swaps.append(r.json()["swap_ms"])
+            threading.Event().wait(0.5)
+        stop.set()
+        for t in threads:
+            t.join(120)
+        assert not failures, failures[:2]
+        assert len(answers) >= 6
+        versions = {a["adapter_version"] for a in answers}
+        assert len(versions) >= 2  # the load really spanned swaps
+        for a in answers:
+            assert a["answer"] == expected[a["adapter_version"]], a["adapter_version"]
+    finally:
+        backend._fresh_kv_each_request = False
+        backend.set_adapter(None, None)
+
+
+def test_ab_comparison_pits_the_active_adapter_against_the_previous_and_stats_keep_the_score(api, tmp_path):
+    """Once versions exist, /compare answers once with the active adapter and once with the one
+    before it (in random order), and the user's choices become a win rate per version."""
+    import shutil
+
+    dirs = api.daemon.dirs
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"GGUF")  # the fake backend only checks the file exists
+    http = api.http
+    try:
+        make_version(dirs, "v0001", fake)
+        make_version(dirs, "v0002", fake)
+        http.post("/adapters/v0001/activate").raise_for_status()
+        http.post("/adapters/v0002/activate").raise_for_status()
+        wins = {"v0002": 0, "v0001": 0}
+        for i in range(4):
+            pair = http.post("/compare", json={"question": f"What is Project Heron? ({i})"}).json()
+            a, b = pair["a"], pair["b"]
+            assert {a["adapter_version"], b["adapter_version"]} == {"v0001", "v0002"}
+            assert a["answer"] != b["answer"]
+            want = "v0002" if i < 3 else "v0001"  # v0002 wins 3 of 4
+            pick = "A" if a["adapter_version"] == want else "B"
+            winner = a if pick == "A" else b
+            wins[winner["adapter_version"]] += 1
+            http.post(f"/compare/{pair['comparison_id']}/choice", json={"choice": pick}).raise_for_status()
+        assert api.backend.adapter_version == "v0002"  # comparisons borrow v0001 for one answer only
+        rates = {r["version"]: r for r in http.get("/preferences/stats").json()["adapter_win_rates"]}
+        assert rates["v0002"]["won"] == wins["v0002"] and rates["v0001"]["won"] == wins["v0001"]
+        assert wins == {"v0002": 3, "v0001": 1}
+        assert rates["v0002"]["decided"] == 4 and rates["v0002"]["win_rate"] == 0.75
+
+        http.post("/adapters/off").raise_for_status()
+        plain = http.post("/compare", json={"question": "What is Project Heron?"}).json()
+        assert plain["a"]["adapter_version"] is None and plain["b"]["adapter_version"] is None
+    finally:
+        http.post("/adapters/off")
+        shutil.rmtree(registry.adapters_dir(dirs), ignore_errors=True)  # the daemon is shared

@@ -31,6 +31,13 @@ from typing import Any, Iterable, Sequence
 PAIR_SOURCES = ("comparison", "correction", "rating", "synthetic")
 
 
+# A 'compare' response that belongs to no comparison is a candidate the compare retry loop threw
+# away (or one whose comparison was never saved): nobody saw it, so it is neither in the rating
+# queue nor in the counts.
+DISCARDED_CANDIDATE = """(s.source = 'compare' AND NOT EXISTS (SELECT 1 FROM comparisons m
+    WHERE m.response_a = s.id OR m.response_b = s.id))"""
+
+
 def rating_in_origin(rating_id_sql: str) -> str:
     """SQL: is this rating one of the two in a rating pair's origin_id ("<up id>:<down id>")?
     instr() rather than LIKE, which would read the '_' in our ids as a wildcard."""
@@ -192,8 +199,7 @@ def apply_rating(conn: sqlite3.Connection, response_id: str, value: int, comment
     return rating_id
 
 
-def decide_comparison(conn: sqlite3.Connection, comparison_id: str, choice: str,
-                      idempotency_key: str | None) -> None:
+def decide_comparison(conn: sqlite3.Connection, comparison_id: str, choice: str) -> None:
     """Set an existing comparison's choice and its pair; the same choice again changes nothing."""
     current = conn.execute("SELECT choice FROM comparisons WHERE id = ?",
                            (comparison_id,)).fetchone()
@@ -204,12 +210,10 @@ def decide_comparison(conn: sqlite3.Connection, comparison_id: str, choice: str,
            AND trained_in_version IS NULL""",
         (comparison_id,),
     )
-    # COALESCE: a call without a key must not erase the key of the call before it.
-    conn.execute(
-        """UPDATE comparisons SET choice = ?, chosen_at = ?,
-           idempotency_key = COALESCE(?, idempotency_key) WHERE id = ?""",
-        (choice, utcnow(), idempotency_key, comparison_id),
-    )
+    # Idempotency keys live in their own table (one row per key); comparisons.idempotency_key
+    # is no longer written.
+    conn.execute("UPDATE comparisons SET choice = ?, chosen_at = ? WHERE id = ?",
+                 (choice, utcnow(), comparison_id))
     derive_comparison_pair(conn, comparison_id)
 
 
@@ -237,6 +241,26 @@ def derive_comparison_pair(conn: sqlite3.Connection, comparison_id: str) -> str 
     )
 
 
+def adapter_win_rates(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Per adapter version ('none' = the base), how it fared in decided comparisons against another
+    version: the user's verdict on each promotion. A tie counts half a win."""
+    rows = conn.execute(
+        """SELECT coalesce(a.adapter_version, 'none'), coalesce(b.adapter_version, 'none'), m.choice
+           FROM comparisons m JOIN responses a ON a.id = m.response_a JOIN responses b ON b.id = m.response_b
+           WHERE m.choice IS NOT NULL AND coalesce(a.adapter_version, '') != coalesce(b.adapter_version, '')""")
+    tally: dict[str, dict[str, int]] = {}
+    for va, vb, choice in rows:
+        for me, side in ((va, "A"), (vb, "B")):
+            t = tally.setdefault(me, {"won": 0, "lost": 0, "tied": 0})
+            t["tied" if choice == "tie" else "won" if choice == side else "lost"] += 1
+    out = []
+    for version, t in sorted(tally.items()):
+        decided = t["won"] + t["lost"] + t["tied"]
+        out.append({"version": version, **t, "decided": decided,
+                    "win_rate": round((t["won"] + 0.5 * t["tied"]) / decided, 3)})
+    return out
+
+
 def feedback_stats(conn: sqlite3.Connection) -> dict[str, Any]:
     """Counts for status screens. Undone ratings are left out everywhere; rated_today counts
     today's (UTC) ratings, corrections, and comparisons decided (chosen_at) today."""
@@ -246,7 +270,7 @@ def feedback_stats(conn: sqlite3.Connection) -> dict[str, Any]:
     by_source = dict.fromkeys(PAIR_SOURCES, 0)
     by_source.update(conn.execute("SELECT source, count(*) FROM pairs GROUP BY source"))
     return {
-        "responses": one("SELECT count(*) FROM responses"),
+        "responses": one(f"SELECT count(*) FROM responses s WHERE NOT {DISCARDED_CANDIDATE}"),
         "ratings": {
             "up": one("SELECT count(*) FROM ratings WHERE undone = 0 AND value = 1"),
             "down": one("SELECT count(*) FROM ratings WHERE undone = 0 AND value = -1"),
@@ -263,6 +287,7 @@ def feedback_stats(conn: sqlite3.Connection) -> dict[str, Any]:
         "pairs": by_source,
         "pairs_total": sum(by_source.values()),
         "pairs_untrained": one("SELECT count(*) FROM pairs WHERE trained_in_version IS NULL"),
+        "adapter_win_rates": adapter_win_rates(conn),
         "rated_today": one(
             """SELECT (SELECT count(*) FROM ratings
                        WHERE undone = 0 AND substr(created, 1, 10) = :d)

@@ -34,6 +34,11 @@ STOPWORDS = frozenset(
 )
 
 
+def query_words(query: str) -> list[str]:
+    """The words of a query worth matching, lower-cased, each once."""
+    return list(dict.fromkeys(w for w in re.findall(r"\w+", query.lower()) if w not in STOPWORDS and len(w) > 1))
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -50,12 +55,27 @@ class ChunkRow:
 
 
 class Catalog:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # the index can always be rebuilt from the vault
-        self.db.executescript(SCHEMA)
+    def __init__(self, path: Path, *, readonly: bool = False):
+        self.readonly = readonly
+        if readonly:
+            # Never creates or migrates anything. No catalog yet reads as an empty one (in memory).
+            if path.exists():
+                # mode=ro still creates -wal/-shm files. With no WAL left to replay (the writer closed
+                # cleanly) and the shared index lock held (no writer can start), the file is immutable
+                # for as long as we read it; after a writer's crash, ro lets SQLite replay its WAL.
+                wal = path.with_name(path.name + "-wal")
+                mode = "mode=ro" if wal.exists() and wal.stat().st_size > 0 else "immutable=1"
+                self.db = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, check_same_thread=False,
+                                          isolation_level=None)
+            else:
+                self.db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+                self.db.executescript(SCHEMA)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # the index can always be rebuilt from the vault
+            self.db.executescript(SCHEMA)
         self.lock = threading.RLock()
 
     def close(self) -> None:
@@ -76,6 +96,17 @@ class Catalog:
         with self.lock:
             return {r[0] for r in self.db.execute("SELECT id FROM chunks")}
 
+    def paths_of(self, ids: set[str]) -> set[str]:
+        """The notes these chunk ids belong to."""
+        out: set[str] = set()
+        ids_list = sorted(ids)
+        with self.lock:
+            for i in range(0, len(ids_list), 500):
+                part = ids_list[i : i + 500]
+                marks = ",".join("?" * len(part))
+                out.update(r[0] for r in self.db.execute(f"SELECT DISTINCT path FROM chunks WHERE id IN ({marks})", part))
+        return out
+
     def chunks_by_id(self, ids: list[str]) -> dict[str, ChunkRow]:
         if not ids:
             return {}
@@ -86,22 +117,54 @@ class Catalog:
             ).fetchall()
         return {r[0]: ChunkRow(*r) for r in rows}
 
-    def keyword_search(self, query: str, n: int) -> list[str]:
-        """Chunk ids ranked by BM25 (title and heading weigh more than body)."""
-        words = [w for w in re.findall(r"\w+", query.lower()) if w not in STOPWORDS and len(w) > 1]
+    def keyword_search(
+        self,
+        query: str,
+        n: int,
+        weights: tuple[float, float, float] = (4.0, 2.0, 1.0),
+        min_match: int = 1,
+        alone: tuple[str, ...] = (),
+    ) -> list[str]:
+        """Chunk ids ranked by BM25; `weights` are those of title (with aliases), heading and body. With
+        min_match 2 (and at least 3 words), only chunks that hold two of the query's words count, or one
+        of the words in `alone` (names): a chunk that matched one incidental word of a paraphrased
+        question is noise to the fusion."""
+        words = query_words(query)
         if not words:
             return []
-        match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+        if min_match >= 2 and len(words) >= 3:
+            pairs = [(a, b) for i, a in enumerate(words[:10]) for b in words[i + 1 : 10]]
+            terms = [f'("{a}" AND "{b}")' for a, b in pairs] + [f'"{w}"' for w in alone if w in words]
+            # no fallback to single words when no chunk holds two: that put the noise back (measured)
+            return self._bm25(" OR ".join(terms), n, weights)
+        return self._bm25(" OR ".join(f'"{w}"' for w in words), n, weights)
+
+    def _bm25(self, match: str, n: int, weights: tuple[float, float, float]) -> list[str]:
         # Rank inside the FTS table first and join only the top n: joining every match before sorting
         # made common words (10k+ matching chunks) cost twice as much.
         with self.lock:
             rows = self.db.execute(
-                "SELECT c.id FROM (SELECT rowid, bm25(chunks_fts, 4.0, 2.0, 1.0) AS score FROM chunks_fts "
+                "SELECT c.id FROM (SELECT rowid, bm25(chunks_fts, ?, ?, ?) AS score FROM chunks_fts "
                 "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?) f JOIN chunks c ON c.rowid = f.rowid "
                 "ORDER BY f.score",
-                (match, n),
+                (*weights, match, n),
             ).fetchall()
         return [r[0] for r in rows]
+
+    def rare_term_chunks(self, query: str, max_df: int) -> dict[str, list[str]]:
+        """For each query word that at least one and at most max_df chunks contain (stemmed as the
+        FTS table stems it): the ids of those chunks. Words in more chunks are left out."""
+        out: dict[str, list[str]] = {}
+        with self.lock:
+            for word in query_words(query):
+                rows = self.db.execute(
+                    "SELECT c.id FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?) f "
+                    "JOIN chunks c ON c.rowid = f.rowid",
+                    (f'"{word}"', max_df + 1),
+                ).fetchall()
+                if 0 < len(rows) <= max_df:
+                    out[word] = [r[0] for r in rows]
+        return out
 
     def counts(self) -> dict[str, int]:
         with self.lock:
@@ -162,25 +225,33 @@ class Catalog:
                 self.db.execute("DELETE FROM notes WHERE path=?", (path,))
                 self.db.execute("DELETE FROM failures WHERE path=?", (path,))
 
-    def record_failure(self, path: str, error: str) -> None:
-        """A note that cannot be indexed: drop what was indexed of it and say why."""
+    def record_failure(self, path: str, error: str) -> set[str]:
+        """A note that cannot be indexed: drop what was indexed of it and say why. Returns the dropped
+        chunk ids: their vectors must go too (the indexer deletes them after this commit)."""
         with self.lock, self.db:
             self.db.execute("BEGIN")
+            dropped = {r[0] for r in self.db.execute("SELECT id FROM chunks WHERE path=?", (path,))}
             self._delete_chunks(path)
             self.db.execute("DELETE FROM notes WHERE path=?", (path,))
             self.db.execute("INSERT OR REPLACE INTO failures(path, error, at) VALUES (?,?,?)", (path, error, now_iso()))
+        return dropped
 
     def clear_failures(self, keep: set[str]) -> None:
-        with self.lock:
+        with self.lock, self.db:
+            self.db.execute("BEGIN")
             for (path,) in self.db.execute("SELECT path FROM failures").fetchall():
                 if path not in keep:
                     self.db.execute("DELETE FROM failures WHERE path=?", (path,))
 
-    def reset(self) -> None:
+    def reset(self, signature: str | None = None) -> None:
+        """Empty the catalog; with `signature`, record the settings it is now built for, in the same
+        transaction (a crash leaves either the old signature, so the next start resets again, or both)."""
         with self.lock, self.db:
             self.db.execute("BEGIN")
             for table in ("notes", "chunks", "chunks_fts", "failures"):
                 self.db.execute(f"DELETE FROM {table}")
+            if signature is not None:
+                self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('signature', ?)", (signature,))
 
     def _delete_chunks(self, path: str) -> None:
         rowids = [r[0] for r in self.db.execute("SELECT rowid FROM chunks WHERE path=?", (path,))]
