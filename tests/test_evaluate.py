@@ -81,6 +81,20 @@ def test_summary_and_table_put_adapters_side_by_side():
     assert rows["retrieval recall@5"] == ["0.75", "0.75"]
 
 
+def test_table_has_one_column_per_adapter(capsys):
+    from vault_agent.cli_eval import _print_table
+
+    figures = {"questions": 1, "fact_coverage": 0.25, "explicit_citation_rate": 0.0, "mean_words": 40,
+               "mean_tokens": 65, "latency_ms_mean": 900, "latency_ms_p50": 800, "recall_at_5": 1.0}
+    _print_table({"question_file": "q.jsonl", "questions": [{}], "model": "m.gguf", "adapters": ["none", "v0002"],
+                  "summary": {"none": figures, "v0002": {**figures, "fact_coverage": 0.5}}})
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "metric" in line)
+    assert "none" in header and "v0002" in header
+    coverage = next(line for line in lines if "fact coverage" in line)
+    assert "0.25" in coverage and "0.50" in coverage
+
+
 # --- the question file -----------------------------------------------------------------------------
 
 def test_shipped_question_file_loads_and_names_real_notes():
@@ -149,11 +163,16 @@ def test_eval_on_the_sample_vault_without_adapter(tmp_path, agent_home, sample_v
     ]
     path = tmp_path / "q.jsonl"
     path.write_text("".join(json.dumps(q) + "\n" for q in questions))
-    out = run_cli("eval", "--questions", str(path), "--vault", str(sample_vault_copy), "--adapter", "none", "--json",
+    # two columns: no adapter, and the active choice (none saved yet, so also the base model)
+    out = run_cli("eval", "--questions", str(path), "--vault", str(sample_vault_copy), "--adapter", "none",
+                  "--adapter", "active", "--json",
                   home=agent_home, VAULT_AGENT_LLM__MAX_TOKENS="40", VAULT_AGENT_LLM__CONTEXT_CHUNKS="3")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["adapters"] == ["none"]
+    assert report["adapters"] == ["none", "active (none)"]
+    # temperature 0 and a fixed seed: the same model answers the same prompt identically
+    for q in report["questions"]:
+        assert q["answers"]["none"]["answer"] == q["answers"]["active (none)"]["answer"]
     summary = report["summary"]["none"]
     assert set(summary) >= {"recall_at_5", "fact_coverage", "explicit_citation_rate", "mean_words", "mean_tokens",
                             "latency_ms_mean", "latency_ms_p50", "questions"}

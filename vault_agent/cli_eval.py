@@ -18,10 +18,12 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_command(
-    questions: Path = typer.Option(..., "--questions", "-q", help="JSONL file: one {question, expected_notes, facts} per line."),
+    questions: Path = typer.Option(..., "--questions", "-q",
+                                   help="JSONL file: one {question, expected_notes, facts} per line."),
     vault: Optional[Path] = VaultOpt,
     adapter: Optional[list[str]] = typer.Option(
-        None, "--adapter", "-a", metavar="VERSION", help="VERSION, 'active' or 'none'; give it twice to compare (default: active)."),
+        None, "--adapter", "-a", metavar="VERSION",
+        help="VERSION, 'active' or 'none'; give it twice to compare (default: active)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary and every answer as JSON."),
 ):
     """Retrieval recall@5, fact coverage, explicit citations, answer length and latency per adapter."""
