@@ -71,10 +71,13 @@ def _print_table(report: dict) -> None:
 
     from .evaluate import table_rows
 
-    table = Table(title=f"{report['question_file']}: {len(report['questions'])} questions, {report['model']}")
+    console = Console()
+    console.print(f"{report['question_file']}: {len(report['questions'])} questions, {report['model']}",
+                  highlight=False)
+    table = Table()
     table.add_column("metric")
     for label in report["adapters"]:
         table.add_column(label, justify="right")
     for row in table_rows(report):
         table.add_row(*row)
-    Console().print(table)
+    console.print(table)
