@@ -27,7 +27,8 @@ def free_port() -> int:
 def daemon_env(home: Path, **settings: str) -> dict[str, str]:
     """This process's environment without VAULT_AGENT_* settings, plus `settings` (env names)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_AGENT_")}
-    env.update({"VAULT_AGENT_HOME": str(home), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.update({"VAULT_AGENT_HOME": str(home), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     env.update(settings)
     return env
 
@@ -137,8 +138,9 @@ class NoiseMonitor:
 class DaemonProcess:
     """`vault-agent serve --vault <vault> --port <free>` with VAULT_AGENT_HOME=<home>."""
 
-    def __init__(self, vault: Path, home: Path, **settings: str):
+    def __init__(self, vault: Path, home: Path, fake_model: bool = False, **settings: str):
         self.vault, self.home = vault, home
+        self.fake_model = fake_model  # FakeBackend instead of llama.cpp (benchmarks/_fake_serve.py)
         self.env = daemon_env(home, **settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -152,7 +154,8 @@ class DaemonProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         with self.log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([str(CLI), "serve", "--vault", str(self.vault), "--port", str(self.port)],
+            serve = ([sys.executable, str(HERE / "_fake_serve.py")] if self.fake_model else [str(CLI), "serve"])
+            self.proc = subprocess.Popen([*serve, "--vault", str(self.vault), "--port", str(self.port)],
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT)
         if monitor is not None:
             monitor.ours.add(self.proc.pid)

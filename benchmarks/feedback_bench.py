@@ -12,7 +12,7 @@ in use: with --responses 20 every response piles up hundreds of undone ratings i
 cost grows with them (the live-thumb lookups scan all of a response's ratings).
 
     .venv/bin/python benchmarks/feedback_bench.py [--seconds 10] [--writes N] [--clients 4] [--responses 2000]
-        [--wait-quiet 600] [--out f.json]
+        [--wait-quiet 600] [--out f.json] [--smoke]
 """
 
 from __future__ import annotations
@@ -151,7 +151,11 @@ def main() -> None:
     parser.add_argument("--out")
     parser.add_argument("--wait-quiet", type=float, default=0,
                         help="first wait up to this many seconds for the machine to go idle")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a seconds-long run that checks the script works (fake chat model; figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.writes, args.clients, args.responses = 1.0, 40, 2, 20
     if args.responses < 2 or args.responses % 2:
         parser.error("--responses must be even (two answers per question)")
     quiet = wait_quiet(args.wait_quiet) if args.wait_quiet else None
@@ -178,7 +182,7 @@ def main() -> None:
     daemon_db = fresh_log(home / "data" / "preferences.sqlite")
     monitor = NoiseMonitor().start()
     monitor.phase = "daemon_start"
-    daemon = DaemonProcess(vault, home)
+    daemon = DaemonProcess(vault, home, fake_model=args.smoke)  # no generation here: the model only costs start-up
     try:
         daemon.start(monitor=monitor)
 

@@ -2,7 +2,7 @@
 throughput of the very same chunk texts (measured in the same run), the no-op restart, edit-to-
 searchable latency through the real watcher, hybrid search latency and peak memory.
 
-    .venv/bin/python benchmarks/index_bench.py [--notes 5000] [--seed 7] [--vault-dir DIR] [--out results.json]
+    .venv/bin/python benchmarks/index_bench.py [--notes 5000] [--seed 7] [--vault-dir DIR] [--out results.json] [--smoke]
 
 Phases (a progress line each on stderr):
   1. generate the vault (markdown notes in ~20 folders, frontmatter, headings, lists, wikilinks);
@@ -122,7 +122,10 @@ def main() -> None:
                         help="also embed all recorded texts in one call after the index (one more unpaired pass)")
     parser.add_argument("--keep", action="store_true", help="keep the generated vault and index (temp dirs)")
     parser.add_argument("--out")
+    parser.add_argument("--smoke", action="store_true", help="a 30-note run that checks the script works")
     args = parser.parse_args()
+    if args.smoke:
+        args.notes, args.edits, args.queries = 30, 2, 3
     home = tempfile.mkdtemp(prefix="va-bench-")
     os.environ["VAULT_AGENT_HOME"] = home
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,7 +13,7 @@ choice costs on an idle machine. Each side makes --passes passes; per question t
 counts, so a pass slowed by another job on a shared machine is rejected (all passes are reported).
 
     .venv/bin/python benchmarks/serve_bench.py [--questions 10] [--max-tokens 128] [--passes 2] [--clients 4]
-        [--wait-quiet 600] [--out f.json]
+        [--wait-quiet 600] [--out f.json] [--smoke]
 """
 
 from __future__ import annotations
@@ -68,11 +68,10 @@ def ask_stream(http, question: str) -> dict:
 
 
 def sampling(llm_settings) -> dict:
-    """The generation arguments LlamaBackend.stream_chat passes (keep in step with it)."""
-    out = {"max_tokens": llm_settings.max_tokens, "temperature": llm_settings.temperature, "seed": llm_settings.seed}
-    if hasattr(llm_settings, "repeat_penalty"):
-        out["repeat_penalty"] = llm_settings.repeat_penalty
-    return out
+    """The generation arguments LlamaBackend.stream_chat passes, taken from the backend module."""
+    from vault_agent.llm.backend import sampling_args
+
+    return sampling_args(llm_settings)
 
 
 def import_llama_cpp():
@@ -87,14 +86,14 @@ def raw_passes(messages: list[list[dict]], warm_messages: list[dict], passes: in
     """Load the model as LlamaBackend does, warm up, then `passes` passes over `messages` in order.
     Settings come from load_settings() (VAULT_AGENT_* in this process's environment)."""
     from vault_agent.config import load_settings
-    from vault_agent.llm.backend import _all_cores, resolve_model_path
+    from vault_agent.llm.backend import llama_args, resolve_model_path
 
     llama_cpp = __import__("llama_cpp") if plain_import else import_llama_cpp()
     s = load_settings().llm
-    threads = s.n_threads or _all_cores()
+    args = llama_args(s)  # the constructor arguments LlamaBackend uses
+    threads = args["n_threads"]
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=str(resolve_model_path(s.model_path)), n_ctx=s.n_ctx, n_threads=threads,
-                          n_threads_batch=threads, n_gpu_layers=s.n_gpu_layers, seed=s.seed, verbose=False)
+    llm = llama_cpp.Llama(**args)
     load_s = time.perf_counter() - t0
     out, walls = [], []
     try:
@@ -273,7 +272,11 @@ def main() -> None:
     parser.add_argument("--raw-default-omp-timeout", type=float, default=300, help=argparse.SUPPRESS)
     parser.add_argument("--raw-child", nargs=2, metavar=("JOB", "RESULT"), help=argparse.SUPPRESS)
     parser.add_argument("--out")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one short question, one pass: checks the script works (figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.questions, args.max_tokens, args.passes, args.clients, args.raw_default_omp = 1, 4, 1, 1, False
     if args.raw_child:
         return raw_child(*args.raw_child)
     quiet = wait_quiet(args.wait_quiet) if args.wait_quiet else None

@@ -152,6 +152,50 @@ def daemon(tmp_path_factory, embedder, llm_backend):
 
 
 @pytest.fixture(scope="session")
+def fake_daemon(tmp_path_factory, embedder):
+    """A real daemon (uvicorn, index, preference log, real embeddings) on a copy of the sample vault,
+    with the deterministic FakeBackend in place of llama.cpp: for the API guards, feedback and the
+    TUI, where a real generation adds minutes and nothing to check. `.backend` is the fake."""
+    from vault_agent.llm.fake import FakeBackend
+
+    root = tmp_path_factory.mktemp("fake-daemon")
+    vault = root / "vault"
+    shutil.copytree(SAMPLE_VAULT, vault)
+    saved = os.environ.get("VAULT_AGENT_HOME")
+    backend = FakeBackend()
+    running = start_daemon(vault, root / "home", embedder, backend,
+                           server={"port": 0, "queue_size": 2}, index={"debounce_seconds": 0.2})
+    running.backend = backend
+    yield running
+    running.stop()
+    backend.close()
+    if saved is not None:
+        os.environ["VAULT_AGENT_HOME"] = saved
+
+
+@pytest.fixture
+def api(fake_daemon):
+    """The module's fake-backed daemon with the fake's knobs back at their defaults."""
+    backend = fake_daemon.backend
+    def reset():
+        backend.fail_next, backend.token_delay_s, backend.max_tokens = None, 0.0, 24
+        backend.one_answer = backend.parallel = False
+        backend.before_generation = None
+
+    reset()
+    yield fake_daemon
+    reset()
+
+
+def record_response(log, question: str = "How often do I water tomatoes?", answer: str = "Every day.",
+                    source: str = "ask") -> str:
+    """A response in the preference log, as /ask would record it (no model needed)."""
+    msgs = [{"role": "system", "content": "rules"}, {"role": "user", "content": question}]
+    return log.record_response(question=question, prompt=question, messages=msgs, answer=answer, retrieved=[],
+                               citations=[], model_id="test", adapter_version=None, timings={}, source=source)
+
+
+@pytest.fixture(scope="session")
 def bundled_tokenizer():
     """The bundled chat model's tokenizer (with its chat template), read from the GGUF itself."""
     from transformers import AutoTokenizer

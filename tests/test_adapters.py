@@ -142,3 +142,59 @@ def test_broken_active_adapter_at_start_falls_back_to_the_previous_good_one(llm_
         assert "unreadable" in warning
     finally:
         llm_backend.set_adapter(None, None)
+
+
+@pytest.mark.slow
+def test_swaps_under_load_fail_no_request_and_each_answer_matches_the_version_it_names(daemon, adapter_files):
+    """Two clients keep asking while adapters are activated, rolled back and switched off. Every
+    request succeeds, and every answer is exactly the (deterministic) answer of the version it names."""
+    dirs = daemon.daemon.dirs
+    for v, f in (("v0001", adapter_files["a"]), ("v0002", adapter_files["b"])):
+        if not (registry.adapters_dir(dirs) / v).exists():
+            make_version(dirs, v, f)
+    http = daemon.http
+    ask = {"question": QUESTION, "k": 1}
+    backend = daemon.services.rag.backend
+    # Prompt-prefix reuse makes llama.cpp evaluate the prompt in different batch splits, and with a
+    # LoRA adapter that moves logits by rounding (enough to flip a sampled token now and then), so
+    # exact-text checks need a fresh prompt evaluation per request.
+    backend._fresh_kv_each_request = True
+    try:
+        expected = {}
+        for v in (None, "v0001", "v0002"):
+            http.post(f"/adapters/{v}/activate" if v else "/adapters/off").raise_for_status()
+            expected[v] = http.post("/ask", json=ask).json()["answer"]
+        assert len(set(expected.values())) == 3, "the adapters must give three different answers"
+
+        import httpx
+
+        stop, answers, failures = threading.Event(), [], []
+
+        def client():
+            with httpx.Client(base_url=daemon.url, headers=http.headers, timeout=120) as c:
+                while not stop.is_set():
+                    r = c.post("/ask", json=ask)
+                    (answers if r.status_code == 200 else failures).append(r.json())
+
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for t in threads:
+            t.start()
+        swaps = []
+        for route in ["/adapters/v0001/activate", "/adapters/rollback", "/adapters/v0002/activate",
+                      "/adapters/v0001/activate", "/adapters/off", "/adapters/v0002/activate"]:
+            r = http.post(route)
+            assert r.status_code == 200, r.text
+            swaps.append(r.json()["swap_ms"])
+            threading.Event().wait(0.5)
+        stop.set()
+        for t in threads:
+            t.join(120)
+        assert not failures, failures[:2]
+        assert len(answers) >= 6
+        versions = {a["adapter_version"] for a in answers}
+        assert len(versions) >= 2  # the load really spanned swaps
+        for a in answers:
+            assert a["answer"] == expected[a["adapter_version"]], a["adapter_version"]
+    finally:
+        backend._fresh_kv_each_request = False
+        backend.set_adapter(None, None)

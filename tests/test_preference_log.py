@@ -508,3 +508,38 @@ def test_acknowledged_ratings_survive_sigkill(db_path: Path):
         missing = [rid for rid in acked if log.get_rating(rid) is None]
         assert missing == []
         assert log.stats()["ratings"]["up"] + log.stats()["ratings"]["down"] >= len(acked)
+
+
+# -- idempotency: one record per key ----------------------------------------------------------
+
+def test_a_late_retry_of_an_older_choice_changes_nothing(log: PreferenceLog):
+    a, b = respond(log, "q", "answer A"), respond(log, "q", "answer B")
+    comp = log.create_comparison("q", "p", a, b)
+    first = log.choose(comp["id"], "A", idempotency_key="k1")
+    log.choose(comp["id"], "B", idempotency_key="k2")
+    assert log.choose(comp["id"], "A", idempotency_key="k1") == first  # the original result...
+    assert log.get_comparison(comp["id"])["choice"] == "B"  # ...and B stands
+    (pair,) = log.pairs()
+    assert pair["chosen"] == "answer B"
+
+
+def test_keys_stored_before_the_idempotency_table_still_hold(db_path: Path):
+    # a log written before m006: the comparison carries its (last) key in its own column
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = raw(db_path)
+    conn.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for fn in migrations.MIGRATIONS:
+        if fn.__name__ < "m006":
+            fn(conn)
+            conn.execute("INSERT INTO _migrations VALUES (?, '2026-01-01T00:00:00+00:00')", (fn.__name__,))
+    for rid, answer in (("r_a", "answer A"), ("r_b", "answer B")):
+        conn.execute("INSERT INTO responses VALUES (?, '2026-01-01', 'q', 'q', 'p', '[]', ?, '[]', '[]', 'm', NULL,"
+                     " '{}', 'compare')", (rid, answer))
+    conn.execute("INSERT INTO comparisons VALUES ('c_1', 'q', 'p', 'r_a', 'r_b', '2026-01-01', 'A', '2026-01-01',"
+                 " 'old-key')")
+    conn.commit()
+    conn.close()
+    with PreferenceLog(db_path) as log:
+        assert log.choose("c_1", "B", idempotency_key="old-key")["choice"] == "A"  # a retry: no change
+        assert log.get_comparison("c_1")["choice"] == "A"
+        assert log.choose("c_1", "B", idempotency_key="new-key")["choice"] == "B"

@@ -1,16 +1,20 @@
-"""The Textual rating app, driven with Pilot against a real daemon (real model, real API)."""
+"""The Textual rating app, driven with Pilot against a real daemon (real API, real preference log,
+real embeddings) whose chat model is the fake backend. Every test makes its own items, so the
+order the tests run in does not matter."""
 
 from __future__ import annotations
 
 import socket
+import sqlite3
 import time
+import uuid
+
 from pathlib import Path
 
 import pytest
 
+from conftest import record_response
 from vault_agent.client import ApiClient
-
-pytestmark = pytest.mark.slow
 
 from tui.app import RatingApp  # noqa: E402
 from tui.screens import CorrectionScreen, HelpScreen  # noqa: E402
@@ -18,21 +22,33 @@ from tui.screens import CorrectionScreen, HelpScreen  # noqa: E402
 SIZE = (120, 40)
 
 
-@pytest.fixture(scope="module")
-def seeded(daemon):
-    """A few answers and one comparison, each test using its own so order does not matter."""
-    def ask(question: str) -> str:
-        r = daemon.http.post("/ask", json={"question": question})
-        assert r.status_code == 200, r.text
-        return r.json()["response_id"]
+class App(RatingApp):
+    """The real app, keeping the notifications it shows (what a user reads in the toasts)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.notes: list[str] = []
+
+    def notify(self, message, *args, **kwargs):
+        self.notes.append(str(message))
+        return super().notify(message, *args, **kwargs)
+
+
+@pytest.fixture
+def seeded(api):
+    """This test's own answers and comparison (unique questions, made without a model)."""
+    log, tag = api.services.log, uuid.uuid4().hex[:8]
+
+    def answer(question: str) -> str:
+        return record_response(log, f"{question} ({tag})", f"An answer about {question.lower()}")
 
     ids = {
-        "rate": ask("What do I feed my sourdough starter?"),
-        "undo": ask("What is my dinghy called?"),
-        "correct": ask("Who is Priya?"),
-        "resend": ask("What did I read in 2026?"),
+        "rate": answer("What do I feed my sourdough starter?"),
+        "undo": answer("What is my dinghy called?"),
+        "correct": answer("Who is Priya?"),
+        "resend": answer("What did I read in 2026?"),
     }
-    r = daemon.http.post("/compare", json={"question": "What is Project Heron?"})
+    r = api.http.post("/compare", json={"question": f"What is Project Heron? ({tag})"})
     assert r.status_code == 200, r.text
     ids["comparison"] = r.json()["comparison_id"]
     ids["compare_responses"] = (r.json()["a"]["response_id"], r.json()["b"]["response_id"])
@@ -53,7 +69,7 @@ def dead_url() -> str:
 async def until(pilot, cond, what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what} (banner: {pilot.app.banner_text!r})"
         await pilot.pause(0.05)
 
 
@@ -72,8 +88,8 @@ def shown_text(app) -> str:
 
 
 @pytest.mark.asyncio
-async def test_queue_shows_comparisons_first_with_counts_and_citations(daemon, seeded, tmp_path):
-    app = RatingApp(real(daemon))
+async def test_queue_shows_comparisons_first_with_counts_and_citations(api, seeded, tmp_path):
+    app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.loaded, "the queue to load")
         await pilot.pause(0.3)
@@ -89,53 +105,54 @@ async def test_queue_shows_comparisons_first_with_counts_and_citations(daemon, s
         assert "Project Heron" in text
         assert "cited notes:" in text and "[[" in text
         assert not app.query_one("#banner").display
-        shot = app.save_screenshot(path=str(tmp_path), filename="tui.svg")
-        assert Path(shot).stat().st_size > 1000
+        shot = Path(app.save_screenshot(path=str(tmp_path), filename="tui.svg")).read_text()
+        assert shot.startswith("<svg") and "Heron" in shot and "rated&#160;today" in shot
 
 
 @pytest.mark.asyncio
-async def test_skip_moves_to_the_next_item(daemon, seeded):
-    app = RatingApp(real(daemon))
+async def test_skip_moves_to_the_next_item(api, seeded):
+    app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.loaded, "the queue to load")
         first, second = app.queue[0].id, app.queue[1].id
         await pilot.press("s")
         assert app.current.id == second
-        assert app.queue[-1].id == first and not app.outbox
+        assert app.queue[-1].id == first and app.actions == []  # skipping sends nothing
 
 
 @pytest.mark.asyncio
-async def test_help_opens_and_closes(daemon, seeded):
-    app = RatingApp(real(daemon))
+async def test_help_opens_and_closes(api, seeded):
+    app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
         assert "undo" in shown_text(app)
         await pilot.press("a")  # item keys do nothing while help is open
-        assert not app.outbox
+        assert app.actions == []
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "help to close")
 
 
 @pytest.mark.asyncio
-async def test_keys_that_do_not_apply_only_notify(daemon, seeded):
-    app = RatingApp(real(daemon))
+async def test_keys_that_do_not_apply_only_notify(api, seeded):
+    app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await goto(app, pilot, seeded["comparison"])
         await pilot.press("plus", "minus", "e")
-        assert app.current.id == seeded["comparison"] and not app.outbox
+        assert app.current.id == seeded["comparison"] and app.actions == []
         assert not isinstance(app.screen, CorrectionScreen)
+        assert sum("applies to a response" in n for n in app.notes) == 3
         await goto(app, pilot, seeded["rate"])
         await pilot.press("a", "t")
-        assert app.current.id == seeded["rate"] and not app.outbox
-        assert len(app._notifications) >= 4
+        assert app.current.id == seeded["rate"] and app.actions == []
+        assert sum("applies to a comparison" in n for n in app.notes) == 2
 
 
 @pytest.mark.asyncio
-async def test_thumbs_up_is_recorded(daemon, seeded):
-    log = daemon.services.log
+async def test_thumbs_up_is_recorded(api, seeded):
+    log = api.services.log
     ups = log.stats()["ratings"]["up"]
-    app = RatingApp(real(daemon))
+    app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await goto(app, pilot, seeded["rate"])
         await pilot.press("plus")
@@ -149,9 +166,9 @@ async def test_thumbs_up_is_recorded(daemon, seeded):
 
 
 @pytest.mark.asyncio
-async def test_undo_takes_back_the_last_rating(daemon, seeded):
-    log = daemon.services.log
-    app = RatingApp(real(daemon))
+async def test_undo_takes_back_the_last_rating(api, seeded):
+    log = api.services.log
+    app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await goto(app, pilot, seeded["undo"])
         await pilot.press("minus")
@@ -167,9 +184,9 @@ async def test_undo_takes_back_the_last_rating(daemon, seeded):
 
 
 @pytest.mark.asyncio
-async def test_choosing_a_decides_the_comparison(daemon, seeded):
-    log = daemon.services.log
-    app = RatingApp(real(daemon))
+async def test_choosing_a_decides_the_comparison(api, seeded):
+    log = api.services.log
+    app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await goto(app, pilot, seeded["comparison"])
         await pilot.press("a")
@@ -181,9 +198,9 @@ async def test_choosing_a_decides_the_comparison(daemon, seeded):
 
 
 @pytest.mark.asyncio
-async def test_correction_in_the_editor_becomes_a_pair(daemon, seeded):
-    log = daemon.services.log
-    app = RatingApp(real(daemon))
+async def test_correction_in_the_editor_becomes_a_pair(api, seeded):
+    log = api.services.log
+    app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await goto(app, pilot, seeded["correct"])
         original = app.current.data["answer"]
@@ -204,15 +221,15 @@ async def test_correction_in_the_editor_becomes_a_pair(daemon, seeded):
 
 
 @pytest.mark.asyncio
-async def test_escape_cancels_the_editor(daemon, seeded):
-    app = RatingApp(real(daemon))
+async def test_escape_cancels_the_editor(api, seeded):
+    app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await goto(app, pilot, seeded["resend"])
         await pilot.press("e")
         await until(pilot, lambda: isinstance(app.screen, CorrectionScreen), "the editor")
         await pilot.press("x", "escape")
         await until(pilot, lambda: not isinstance(app.screen, CorrectionScreen), "the editor to close")
-        assert app.current.id == seeded["resend"] and not app.outbox
+        assert app.current.id == seeded["resend"] and app.actions == []
 
 
 @pytest.mark.asyncio
@@ -224,7 +241,7 @@ async def test_daemon_down_shows_a_banner_and_keeps_retrying():
         calls.append(1)
         return ApiClient(url, "token", timeout=5)
 
-    app = RatingApp(factory, retry_seconds=0.2)
+    app = App(factory, retry_seconds=0.2)
     async with app.run_test(size=SIZE) as pilot:
         banner = app.query_one("#banner")
         await until(pilot, lambda: banner.display, "the banner")
@@ -232,30 +249,30 @@ async def test_daemon_down_shows_a_banner_and_keeps_retrying():
         assert url in text and "not answering" in text and "vault-agent serve" in text and "Retrying" in text
         await until(pilot, lambda: len(calls) >= 3, "retries")
         await pilot.press("a", "plus", "s", "u", "e", "r")  # no item: notes, never a crash
-        assert not isinstance(app.screen, CorrectionScreen) and not app.outbox
+        assert not isinstance(app.screen, CorrectionScreen) and app.actions == []
         assert app.is_running
 
 
 @pytest.mark.asyncio
-async def test_banner_goes_away_when_the_daemon_comes_up(daemon, seeded):
+async def test_banner_goes_away_when_the_daemon_comes_up(api, seeded):
     url = dead_url()
     target = {"client": lambda: ApiClient(url, "token", timeout=5)}
-    app = RatingApp(lambda: target["client"](), retry_seconds=0.2)
+    app = App(lambda: target["client"](), retry_seconds=0.2)
     async with app.run_test(size=SIZE) as pilot:
         banner = app.query_one("#banner")
         await until(pilot, lambda: banner.display, "the banner")
         assert not app.loaded
-        target["client"] = real(daemon)  # the daemon "starts"
+        target["client"] = real(api)  # the daemon "starts"
         await until(pilot, lambda: not banner.display, "the banner to go", timeout=5)
         assert app.loaded and app.online and app.queue
 
 
 @pytest.mark.asyncio
-async def test_rating_during_a_restart_is_sent_once_when_the_daemon_is_back(daemon, seeded):
-    log = daemon.services.log
+async def test_rating_during_a_restart_is_sent_once_when_the_daemon_is_back(api, seeded):
+    log = api.services.log
     url = dead_url()
-    target = {"client": real(daemon)}
-    app = RatingApp(lambda: target["client"](), retry_seconds=0.2)
+    target = {"client": real(api)}
+    app = App(lambda: target["client"](), retry_seconds=0.2)
     async with app.run_test(size=SIZE) as pilot:
         await goto(app, pilot, seeded["resend"])
         # the daemon goes away: requests now fail at the transport level
@@ -267,21 +284,21 @@ async def test_rating_during_a_restart_is_sent_once_when_the_daemon_is_back(daem
         await until(pilot, lambda: banner.display, "the banner")
         assert action.state == "queued" and list(app.outbox) == [action]
         assert "unsent: 1" in str(app.query_one("#counts").render())
-        target["client"] = real(daemon)  # ... and comes back
+        target["client"] = real(api)  # ... and comes back
         await until(pilot, lambda: action.state == "done", "the rating to be re-sent")
         assert not banner.display
         rating = log.get_rating(action.result["rating"]["id"])
         assert rating["response_id"] == seeded["resend"] and rating["idempotency_key"] == f"{action.key}:rate"
         # re-sending the same action is recorded once
-        again = ApiClient(daemon.url, daemon.token).rate(seeded["resend"], 1, key=action.key)
+        again = ApiClient(api.url, api.token).rate(seeded["resend"], 1, key=action.key)
         assert again["rating"]["id"] == rating["id"]
 
 
 @pytest.mark.asyncio
-async def test_a_daemon_that_goes_away_while_idle_is_noticed(daemon, seeded):
+async def test_a_daemon_that_goes_away_while_idle_is_noticed(api, seeded):
     url = dead_url()
-    target = {"client": real(daemon)}
-    app = RatingApp(lambda: target["client"](), retry_seconds=0.2, idle_refresh_seconds=0.2)
+    target = {"client": real(api)}
+    app = App(lambda: target["client"](), retry_seconds=0.2, idle_refresh_seconds=0.2)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.loaded and app.online, "the queue to load")
         banner = app.query_one("#banner")
@@ -290,5 +307,33 @@ async def test_a_daemon_that_goes_away_while_idle_is_noticed(daemon, seeded):
         app.client = target["client"]()  # the daemon stops; nobody presses a key
         await until(pilot, lambda: banner.display, "the banner")
         assert "Waiting" not in shown_text(app)  # the loaded queue stays on screen
-        target["client"] = real(daemon)
+        target["client"] = real(api)
         await until(pilot, lambda: not banner.display and app.online, "the daemon to be back")
+
+
+@pytest.mark.asyncio
+async def test_a_locked_preference_log_keeps_the_rating_queued_until_it_lands(api, seeded):
+    log = api.services.log
+    app = App(real(api), retry_seconds=0.2)
+    blocker = sqlite3.connect(log.path, isolation_level=None, timeout=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await goto(app, pilot, seeded["rate"])
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the log: the daemon answers 503
+        try:
+            await pilot.press("plus")
+            action = app.undo_stack[-1]
+            banner = app.query_one("#banner")
+            await until(pilot, lambda: banner.display, "the banner", timeout=30)
+            assert action.state in ("queued", "sending") and action in app.outbox  # kept, not dropped
+            assert "locked" in str(banner.render())
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await until(pilot, lambda: action.state == "done", "the rating to be re-sent", timeout=30)
+        rating = log.get_rating(action.result["rating"]["id"])
+        assert rating["response_id"] == seeded["rate"] and rating["value"] == 1
+        conn = sqlite3.connect(log.path)
+        try:  # sent until it landed, recorded once
+            assert conn.execute("SELECT count(*) FROM ratings WHERE response_id = ?", (seeded["rate"],)).fetchone()[0] == 1
+        finally:
+            conn.close()

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -30,7 +31,7 @@ ClientFactory = Callable[[], "ApiClient | None"]
 
 class RatingApp(App[None]):
     TITLE = "vault-agent ratings"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere find it too
     BINDINGS = [
         Binding("a", "choose('A')", "A"),
         Binding("b", "choose('B')", "B"),
@@ -60,6 +61,7 @@ class RatingApp(App[None]):
         self.handled: set[str] = set()  # ids acted on in this session
         self.undo_stack: list[Action] = []
         self.outbox: deque[Action] = deque()
+        self.actions: list[Action] = []  # every action submitted this session, in order
         self.banner_text = ""
         self._lock = threading.Lock()
         self._loading = self._reload_wanted = self._draining = False
@@ -224,6 +226,7 @@ class RatingApp(App[None]):
     # -- the outbox -------------------------------------------------------------------------
 
     def _submit(self, action: Action, advance: bool = True) -> None:
+        self.actions.append(action)
         with self._lock:
             self.outbox.append(action)
         if advance and self.queue and self.queue[0] is action.item:

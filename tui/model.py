@@ -12,7 +12,9 @@ from typing import Any
 
 from vault_agent.client import ApiClient, ApiError
 
-TRANSIENT_STATUS = {401, 502, 503, 504}  # busy, restarting (or a new token after a restart)
+# Kept in the outbox and retried: busy or storage trouble (503, the preference log locked or the
+# disk full), restarting (502/504, or 401: a new token after a restart).
+TRANSIENT_STATUS = {401, 502, 503, 504}
 RESPONSES_LIMIT = 200
 COMPARISONS_LIMIT = 50
 
@@ -71,7 +73,7 @@ def send(client: ApiClient, action: Action) -> dict[str, Any]:
         target = action.target
         if target is None or target.state != "done" or not target.result:
             raise NothingToUndo("that rating was never saved, so there is nothing to undo")
-        return client.undo_rating(target.result["rating"]["id"])
+        return client.undo_rating(target.result["rating"]["id"], key=action.key)
     raise ValueError(f"unknown action {action.kind!r}")
 
 

@@ -65,14 +65,14 @@ def index(vault: Optional[Path] = VaultOpt, full: bool = typer.Option(False, hel
 def search(
     query: str = typer.Argument(..., help="What to look for, in your own words."),
     vault: Optional[Path] = VaultOpt,
-    k: int = typer.Option(5, "-k", help="Number of hits."),
+    k: Optional[int] = typer.Option(None, "-k", min=1, help="Number of hits (default search.top_k)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Search the index; prints ranked [[note#heading]] links with a snippet."""
     from .index.search import search as run_search
 
     indexer = open_indexer(vault)
-    hits = run_search(indexer, query, k)
+    hits = run_search(indexer, query, k or indexer.settings.search.top_k)
     if as_json:
         print(json.dumps([h.to_dict(indexer.vault.name) for h in hits], indent=2))
     else:
@@ -142,7 +142,8 @@ def serve(
     daemon = Daemon(settings, root, app_dirs(), allow_remote=allow_remote).build()
     console = _console()
     console.print(f"vault-agent serving [bold]{root}[/] at [bold]{daemon.url}[/]", highlight=False)
-    console.print(f"model: {daemon.services.rag.backend.model_id}; API docs at {daemon.url}/docs", highlight=False)
+    console.print(f"model: {daemon.services.rag.backend.model_id}; OpenAPI schema at {daemon.url}/openapi.json "
+                  "(with the token)", highlight=False)
     console.print("token: `vault-agent token` prints it (send it as `Authorization: Bearer <token>`)")
     console.print("Ctrl-C stops.")
     daemon.serve()

@@ -71,8 +71,10 @@ class ApiClient:
     def status(self) -> dict:
         return self._call("GET", "/status")
 
-    def search(self, query: str, k: int = 5) -> list[dict]:
-        return self._call("POST", "/search", json={"query": query, "k": k})["hits"]
+    def search(self, query: str, k: int | None = None) -> list[dict]:
+        """k None: the daemon's search.top_k."""
+        body = {"query": query} if k is None else {"query": query, "k": k}
+        return self._call("POST", "/search", json=body)["hits"]
 
     def ask(self, question: str) -> dict:
         return self._call("POST", "/ask", json={"question": question})
@@ -102,11 +104,12 @@ class ApiClient:
         body = {"response_id": response_id, "correction": text, "idempotency_key": key or uuid.uuid4().hex}
         return self._call("POST", "/feedback", json=body)
 
-    def undo_rating(self, rating_id: str) -> dict:
-        return self._call("POST", f"/ratings/{rating_id}/undo")
+    def undo_rating(self, rating_id: str, key: str | None = None) -> dict:
+        return self._call("POST", f"/ratings/{rating_id}/undo",
+                          headers={"Idempotency-Key": key or uuid.uuid4().hex})
 
-    def compare(self, question: str) -> dict:
-        return self._call("POST", "/compare", json={"question": question})
+    def compare(self, question: str, key: str | None = None) -> dict:
+        return self._call("POST", "/compare", json={"question": question, "idempotency_key": key or uuid.uuid4().hex})
 
     def choose(self, comparison_id: str, choice: str, key: str | None = None) -> dict:
         return self._call("POST", f"/compare/{comparison_id}/choice",

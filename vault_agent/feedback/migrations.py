@@ -144,3 +144,28 @@ def m005_pairs(db: sqlite3.Connection) -> None:
         )"""
     )
     db.execute("CREATE INDEX IF NOT EXISTS pairs_trained ON pairs (trained_in_version)")
+
+
+@migration
+def m006_idempotency(db: sqlite3.Connection) -> None:
+    # One row per (action, key): a retry finds the result it got the first time and changes
+    # nothing. (Before this, a comparison kept only its last key, so a late retry of an older
+    # choice could undo a newer one.) Keys already stored move here; their result is read from
+    # the row they point to (result_json NULL).
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS idempotency (
+            action TEXT NOT NULL,
+            key TEXT NOT NULL,
+            target_id TEXT,
+            result_json TEXT,
+            created TEXT NOT NULL,
+            PRIMARY KEY (action, key)
+        )"""
+    )
+    for action, table in (("rate", "ratings"), ("correct", "corrections"), ("choose", "comparisons")):
+        db.execute(
+            f"""INSERT OR IGNORE INTO idempotency (action, key, target_id, result_json, created)
+                SELECT ?, idempotency_key, id, NULL, created FROM {table}
+                WHERE idempotency_key IS NOT NULL""",
+            (action,),
+        )

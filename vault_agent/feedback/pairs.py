@@ -31,6 +31,13 @@ from typing import Any, Iterable, Sequence
 PAIR_SOURCES = ("comparison", "correction", "rating", "synthetic")
 
 
+# A 'compare' response that belongs to no comparison is a candidate the compare retry loop threw
+# away (or one whose comparison was never saved): nobody saw it, so it is neither in the rating
+# queue nor in the counts.
+DISCARDED_CANDIDATE = """(s.source = 'compare' AND NOT EXISTS (SELECT 1 FROM comparisons m
+    WHERE m.response_a = s.id OR m.response_b = s.id))"""
+
+
 def rating_in_origin(rating_id_sql: str) -> str:
     """SQL: is this rating one of the two in a rating pair's origin_id ("<up id>:<down id>")?
     instr() rather than LIKE, which would read the '_' in our ids as a wildcard."""
@@ -192,8 +199,7 @@ def apply_rating(conn: sqlite3.Connection, response_id: str, value: int, comment
     return rating_id
 
 
-def decide_comparison(conn: sqlite3.Connection, comparison_id: str, choice: str,
-                      idempotency_key: str | None) -> None:
+def decide_comparison(conn: sqlite3.Connection, comparison_id: str, choice: str) -> None:
     """Set an existing comparison's choice and its pair; the same choice again changes nothing."""
     current = conn.execute("SELECT choice FROM comparisons WHERE id = ?",
                            (comparison_id,)).fetchone()
@@ -204,12 +210,10 @@ def decide_comparison(conn: sqlite3.Connection, comparison_id: str, choice: str,
            AND trained_in_version IS NULL""",
         (comparison_id,),
     )
-    # COALESCE: a call without a key must not erase the key of the call before it.
-    conn.execute(
-        """UPDATE comparisons SET choice = ?, chosen_at = ?,
-           idempotency_key = COALESCE(?, idempotency_key) WHERE id = ?""",
-        (choice, utcnow(), idempotency_key, comparison_id),
-    )
+    # Idempotency keys live in their own table (one row per key); comparisons.idempotency_key
+    # is no longer written.
+    conn.execute("UPDATE comparisons SET choice = ?, chosen_at = ? WHERE id = ?",
+                 (choice, utcnow(), comparison_id))
     derive_comparison_pair(conn, comparison_id)
 
 
@@ -246,7 +250,7 @@ def feedback_stats(conn: sqlite3.Connection) -> dict[str, Any]:
     by_source = dict.fromkeys(PAIR_SOURCES, 0)
     by_source.update(conn.execute("SELECT source, count(*) FROM pairs GROUP BY source"))
     return {
-        "responses": one("SELECT count(*) FROM responses"),
+        "responses": one(f"SELECT count(*) FROM responses s WHERE NOT {DISCARDED_CANDIDATE}"),
         "ratings": {
             "up": one("SELECT count(*) FROM ratings WHERE undone = 0 AND value = 1"),
             "down": one("SELECT count(*) FROM ratings WHERE undone = 0 AND value = -1"),

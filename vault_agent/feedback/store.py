@@ -9,7 +9,8 @@ lets run beside the writer.
 
 The rules for how feedback turns into pairs (one live thumb per response, re-deciding a
 comparison, pairs already trained on are kept) are in pairs.py. A retried call whose
-idempotency_key is already stored returns the stored row and writes nothing.
+idempotency_key is already stored (one row per action and key, in `idempotency`) returns what
+the first call returned and writes nothing, even when other writes came in between.
 """
 
 from __future__ import annotations
@@ -95,10 +96,41 @@ def _require(conn: sqlite3.Connection, table: str, row_id: str, what: str) -> sq
     return row
 
 
-def _by_key(conn: sqlite3.Connection, table: str, key: str | None) -> sqlite3.Row | None:
+# For keys stored before the idempotency table (result_json NULL): the row they point to.
+_LEGACY_RESULT: dict[str, Callable[[sqlite3.Connection, str], Any]] = {
+    "rate": lambda conn, rid: _decode(conn.execute("SELECT * FROM ratings WHERE id = ?", (rid,)).fetchone()),
+    "correct": lambda conn, cid: _decode(conn.execute("SELECT * FROM corrections WHERE id = ?",
+                                                      (cid,)).fetchone()),
+    "choose": lambda conn, mid: _comparison(conn, mid),
+}
+_MISSING = object()
+
+
+def _keyed_result(conn: sqlite3.Connection, action: str, key: str | None) -> Any:
+    """What the first call with this key returned, or _MISSING."""
     if key is None:
-        return None
-    return conn.execute(f"SELECT * FROM {table} WHERE idempotency_key = ?", (key,)).fetchone()
+        return _MISSING
+    row = conn.execute("SELECT target_id, result_json FROM idempotency WHERE action = ? AND key = ?",
+                       (action, key)).fetchone()
+    if row is None:
+        return _MISSING
+    if row["result_json"] is None:
+        return _LEGACY_RESULT[action](conn, row["target_id"])
+    return json.loads(row["result_json"])
+
+
+def _once(conn: sqlite3.Connection, action: str, key: str | None, target_id: str | None,
+          run: Callable[[], T]) -> T:
+    """Run a write at most once per (action, key), inside the caller's transaction: a retry gets
+    the first call's result back and changes nothing, however many other writes came between."""
+    prior = _keyed_result(conn, action, key)
+    if prior is not _MISSING:
+        return prior
+    result = run()
+    if key is not None:
+        conn.execute("INSERT INTO idempotency (action, key, target_id, result_json, created) "
+                     "VALUES (?, ?, ?, ?, ?)", (action, key, target_id, _dumps(result), utcnow()))
+    return result
 
 
 def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:
@@ -267,13 +299,14 @@ class PreferenceLog:
             "SELECT * FROM responses WHERE id = ?", (response_id,)).fetchone()))
 
     def recent_responses(self, limit: int = 50, unrated: bool = False) -> list[dict[str, Any]]:
-        """Newest first. unrated=True leaves out responses with a live rating, a correction,
-        or a place in a decided comparison."""
-        sql = """SELECT * FROM responses s WHERE :unrated = 0 OR (
+        """Newest first, without compare candidates that no comparison shows (discarded by the
+        compare retry loop). unrated=True also leaves out responses with a live rating, a
+        correction, or a place in a decided comparison."""
+        sql = f"""SELECT * FROM responses s WHERE NOT {pairlib.DISCARDED_CANDIDATE} AND (:unrated = 0 OR (
             NOT EXISTS (SELECT 1 FROM ratings r WHERE r.response_id = s.id AND r.undone = 0)
             AND NOT EXISTS (SELECT 1 FROM corrections c WHERE c.response_id = s.id)
             AND NOT EXISTS (SELECT 1 FROM comparisons m WHERE m.choice IS NOT NULL
-                            AND (m.response_a = s.id OR m.response_b = s.id)))
+                            AND (m.response_a = s.id OR m.response_b = s.id))))
             ORDER BY s.created DESC, s.rowid DESC LIMIT :limit"""
         return self._read(lambda conn: [_decode(r) for r in conn.execute(
             sql, {"unrated": int(unrated), "limit": limit})])
@@ -285,27 +318,25 @@ class PreferenceLog:
         if type(value) is not int or value not in (1, -1):
             raise ValueError(f"rating value must be 1 (thumbs up) or -1 (thumbs down), not {value!r}")
 
-        def job(conn: sqlite3.Connection) -> dict[str, Any]:
-            if prior := _by_key(conn, "ratings", idempotency_key):
-                return _decode(prior)
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
             _require(conn, "responses", response_id, "response")
             rating_id = pairlib.apply_rating(conn, response_id, value, comment, idempotency_key)
             return _decode(_require(conn, "ratings", rating_id, "rating"))
 
-        return self._write(job)
+        return self._write(lambda conn: _once(conn, "rate", idempotency_key, response_id, lambda: run(conn)))
 
     def get_rating(self, rating_id: str) -> dict[str, Any] | None:
         return self._read(lambda conn: _decode(conn.execute(
             "SELECT * FROM ratings WHERE id = ?", (rating_id,)).fetchone()))
 
-    def undo_rating(self, rating_id: str) -> dict[str, Any]:
+    def undo_rating(self, rating_id: str, idempotency_key: str | None = None) -> dict[str, Any]:
         """Mark a rating undone and delete its untrained pairs. Undoing twice is a no-op."""
-        def job(conn: sqlite3.Connection) -> dict[str, Any]:
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
             if not _require(conn, "ratings", rating_id, "rating")["undone"]:
                 pairlib.undo_rating(conn, rating_id)
             return _decode(_require(conn, "ratings", rating_id, "rating"))
 
-        return self._write(job)
+        return self._write(lambda conn: _once(conn, "undo", idempotency_key, rating_id, lambda: run(conn)))
 
     def correct(self, response_id: str, text: str,
                 idempotency_key: str | None = None) -> dict[str, Any]:
@@ -313,9 +344,7 @@ class PreferenceLog:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("a correction needs the corrected answer text")
 
-        def job(conn: sqlite3.Connection) -> dict[str, Any]:
-            if prior := _by_key(conn, "corrections", idempotency_key):
-                return _decode(prior)
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
             _require(conn, "responses", response_id, "response")
             row = {"id": new_id("cr"), "response_id": response_id, "text": text,
                    "created": utcnow(), "idempotency_key": idempotency_key}
@@ -323,24 +352,33 @@ class PreferenceLog:
             pairlib.derive_correction_pair(conn, row["id"])
             return _decode(_require(conn, "corrections", row["id"], "correction"))
 
-        return self._write(job)
+        return self._write(lambda conn: _once(conn, "correct", idempotency_key, response_id, lambda: run(conn)))
 
     # -- comparisons ------------------------------------------------------------------------
 
-    def create_comparison(self, question: str, prompt: str, response_a: str,
-                          response_b: str) -> dict[str, Any]:
+    def create_comparison(self, question: str, prompt: str, response_a: str, response_b: str,
+                          idempotency_key: str | None = None,
+                          reply: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+        """A new undecided comparison; returns it, or reply(it) when given (what a retry with
+        the same idempotency_key gets back, in place of a second comparison)."""
         if response_a == response_b:
             raise ValueError("a comparison needs two different responses")
 
-        def job(conn: sqlite3.Connection) -> dict[str, Any]:
+        def run(conn: sqlite3.Connection) -> Any:
             for rid in (response_a, response_b):
                 _require(conn, "responses", rid, "response")
             row = {"id": new_id("c"), "question": question, "prompt": prompt,
                    "response_a": response_a, "response_b": response_b, "created": utcnow()}
             _insert(conn, "comparisons", row)
-            return _comparison(conn, row["id"])
+            made = _comparison(conn, row["id"])
+            return reply(made) if reply else made
 
-        return self._write(job)
+        return self._write(lambda conn: _once(conn, "compare", idempotency_key, None, lambda: run(conn)))
+
+    def keyed_result(self, action: str, key: str) -> Any:
+        """The stored result of an earlier write with this idempotency key, or None."""
+        found = self._read(lambda conn: _keyed_result(conn, action, key))
+        return None if found is _MISSING else found
 
     def choose(self, comparison_id: str, choice: str,
                idempotency_key: str | None = None) -> dict[str, Any]:
@@ -349,16 +387,12 @@ class PreferenceLog:
         if choice not in CHOICES:
             raise ValueError(f"choice must be 'A', 'B' or 'tie', not {choice!r}")
 
-        def job(conn: sqlite3.Connection) -> dict[str, Any]:
-            if prior := _by_key(conn, "comparisons", idempotency_key):
-                comparison_key = prior["id"]
-            else:
-                comparison_key = comparison_id
-                _require(conn, "comparisons", comparison_id, "comparison")
-                pairlib.decide_comparison(conn, comparison_id, choice, idempotency_key)
-            return _comparison(conn, comparison_key)
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            _require(conn, "comparisons", comparison_id, "comparison")
+            pairlib.decide_comparison(conn, comparison_id, choice)
+            return _comparison(conn, comparison_id)
 
-        return self._write(job)
+        return self._write(lambda conn: _once(conn, "choose", idempotency_key, comparison_id, lambda: run(conn)))
 
     def get_comparison(self, comparison_id: str) -> dict[str, Any] | None:
         return self._read(lambda conn: _comparison(conn, comparison_id))

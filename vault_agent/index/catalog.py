@@ -34,6 +34,11 @@ STOPWORDS = frozenset(
 )
 
 
+def query_words(query: str) -> list[str]:
+    """The words of a query worth matching, lower-cased, each once."""
+    return list(dict.fromkeys(w for w in re.findall(r"\w+", query.lower()) if w not in STOPWORDS and len(w) > 1))
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -86,22 +91,54 @@ class Catalog:
             ).fetchall()
         return {r[0]: ChunkRow(*r) for r in rows}
 
-    def keyword_search(self, query: str, n: int) -> list[str]:
-        """Chunk ids ranked by BM25 (title and heading weigh more than body)."""
-        words = [w for w in re.findall(r"\w+", query.lower()) if w not in STOPWORDS and len(w) > 1]
+    def keyword_search(
+        self,
+        query: str,
+        n: int,
+        weights: tuple[float, float, float] = (4.0, 2.0, 1.0),
+        min_match: int = 1,
+        alone: tuple[str, ...] = (),
+    ) -> list[str]:
+        """Chunk ids ranked by BM25; `weights` are those of title (with aliases), heading and body. With
+        min_match 2 (and at least 3 words), only chunks that hold two of the query's words count, or one
+        of the words in `alone` (names): a chunk that matched one incidental word of a paraphrased
+        question is noise to the fusion."""
+        words = query_words(query)
         if not words:
             return []
-        match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+        if min_match >= 2 and len(words) >= 3:
+            pairs = [(a, b) for i, a in enumerate(words[:10]) for b in words[i + 1 : 10]]
+            terms = [f'("{a}" AND "{b}")' for a, b in pairs] + [f'"{w}"' for w in alone if w in words]
+            # no fallback to single words when no chunk holds two: that put the noise back (measured)
+            return self._bm25(" OR ".join(terms), n, weights)
+        return self._bm25(" OR ".join(f'"{w}"' for w in words), n, weights)
+
+    def _bm25(self, match: str, n: int, weights: tuple[float, float, float]) -> list[str]:
         # Rank inside the FTS table first and join only the top n: joining every match before sorting
         # made common words (10k+ matching chunks) cost twice as much.
         with self.lock:
             rows = self.db.execute(
-                "SELECT c.id FROM (SELECT rowid, bm25(chunks_fts, 4.0, 2.0, 1.0) AS score FROM chunks_fts "
+                "SELECT c.id FROM (SELECT rowid, bm25(chunks_fts, ?, ?, ?) AS score FROM chunks_fts "
                 "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?) f JOIN chunks c ON c.rowid = f.rowid "
                 "ORDER BY f.score",
-                (match, n),
+                (*weights, match, n),
             ).fetchall()
         return [r[0] for r in rows]
+
+    def rare_term_chunks(self, query: str, max_df: int) -> dict[str, list[str]]:
+        """For each query word that at least one and at most max_df chunks contain (stemmed as the
+        FTS table stems it): the ids of those chunks. Words in more chunks are left out."""
+        out: dict[str, list[str]] = {}
+        with self.lock:
+            for word in query_words(query):
+                rows = self.db.execute(
+                    "SELECT c.id FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?) f "
+                    "JOIN chunks c ON c.rowid = f.rowid",
+                    (f'"{word}"', max_df + 1),
+                ).fetchall()
+                if 0 < len(rows) <= max_df:
+                    out[word] = [r[0] for r in rows]
+        return out
 
     def counts(self) -> dict[str, int]:
         with self.lock:

@@ -128,6 +128,26 @@ class ModelStamp:
         self.adapter_version = backend.adapter_version
 
 
+def sampling_args(settings: LLMSettings, *, max_tokens: int | None = None, temperature: float | None = None,
+                  seed: int | None = None) -> dict[str, Any]:
+    """What stream_chat passes to create_chat_completion; benchmarks/serve_bench.py sends raw
+    llama.cpp the same, from here, so the comparison can't drift."""
+    return {
+        "max_tokens": max_tokens or settings.max_tokens,
+        "temperature": settings.temperature if temperature is None else temperature,
+        "seed": settings.seed if seed is None else seed,
+        "repeat_penalty": settings.repeat_penalty,
+    }
+
+
+def llama_args(settings: LLMSettings) -> dict[str, Any]:
+    """The llama_cpp.Llama constructor arguments LlamaBackend uses (model path resolved)."""
+    threads = settings.n_threads or _all_cores()
+    return {"model_path": str(resolve_model_path(settings.model_path)), "n_ctx": settings.n_ctx,
+            "n_threads": threads, "n_threads_batch": threads, "n_gpu_layers": settings.n_gpu_layers,
+            "seed": settings.seed, "verbose": False}
+
+
 class LlamaBackend:
     """Owns one `llama_cpp.Llama` and the LoRA adapter applied to its context.
 
@@ -146,20 +166,11 @@ class LlamaBackend:
         self.adapter_path: Path | None = None
         self.generation_lock = threading.Lock()
         self._adapter: Any = None  # llama_adapter_lora_p (ctypes pointer) or None
-        threads = self.settings.n_threads or _all_cores()
         t0 = time.perf_counter()
         try:
             # chat_format=None: the chat template comes from the GGUF's tokenizer.chat_template.
             with _llama_errors() as errors:
-                self._llm: Any = llama_cpp.Llama(
-                    model_path=str(self.model_path),
-                    n_ctx=self.settings.n_ctx,
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    n_gpu_layers=self.settings.n_gpu_layers,
-                    seed=self.settings.seed,
-                    verbose=False,
-                )
+                self._llm: Any = llama_cpp.Llama(**llama_args(self.settings))
         except ValueError:  # llama-cpp-python raises ValueError for unreadable models
             raise UserError(
                 f"cannot load model {self.model_path}: {_reason(errors)}; {_SET_HINT} to a GGUF model file"
@@ -205,12 +216,8 @@ class LlamaBackend:
             if cancel is not None and cancel.is_set():
                 return
             chunks = llm.create_chat_completion(
-                messages=messages,
-                stream=True,
-                max_tokens=max_tokens or self.settings.max_tokens,
-                temperature=self.settings.temperature if temperature is None else temperature,
-                seed=self.settings.seed if seed is None else seed,
-                repeat_penalty=self.settings.repeat_penalty,
+                messages=messages, stream=True,
+                **sampling_args(self.settings, max_tokens=max_tokens, temperature=temperature, seed=seed),
             )
             try:
                 for chunk in chunks:

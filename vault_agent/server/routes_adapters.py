@@ -10,6 +10,8 @@ import threading
 
 from fastapi import APIRouter, Request
 
+from . import schema
+
 router = APIRouter(tags=["adapters"])
 _switching = threading.Lock()  # one switch at a time: the backend swap and active.json change together
 
@@ -48,7 +50,7 @@ def list_adapters(request: Request) -> dict:
     return out
 
 
-@router.post("/adapters/{version}/activate")
+@router.post("/adapters/{version}/activate", responses=schema.responses(schema.NOT_FOUND, schema.INVALID))
 def activate(version: str, request: Request) -> dict:
     """Serve this version from the next request on (in-flight answers finish on the old one)."""
     from ..train import active

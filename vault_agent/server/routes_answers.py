@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
+import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from ..errors import UserError
 from ..index.search import search as run_search
+from . import schema
+from .app import invalid_field
 
 router = APIRouter(tags=["answers"])
+log = logging.getLogger(__name__)
 
 
 class SearchRequest(BaseModel):
-    query: str = Field(..., min_length=1, max_length=4000)
-    k: int = Field(5, ge=1, le=50)
+    query: str = Field(..., min_length=1, description="Longer than server.max_question_chars gets 422.")
+    k: int | None = Field(None, ge=1, le=50, description="Hits to return (default search.top_k).")
 
 
 class AskRequest(BaseModel):
@@ -30,23 +36,25 @@ def _services(request: Request):
     return request.app.state.services
 
 
-def _check_question(services, question: str) -> str:
+def _check_question(services, question: str, field: str = "question") -> str:
+    """The limits the schema can't state (they come from the settings): a 422 like any other."""
     limit = services.settings.server.max_question_chars
     if not question.strip():
-        raise ValueError("question: must not be blank")
+        raise invalid_field(("body", field), "must not be blank")
     if len(question) > limit:
-        raise ValueError(f"question: longer than {limit} characters (server.max_question_chars)")
+        raise invalid_field(("body", field), f"longer than {limit} characters (server.max_question_chars)")
     return question.strip()
 
 
-@router.post("/search")
+@router.post("/search", responses=schema.responses(schema.INVALID))
 def search(body: SearchRequest, request: Request) -> dict:
     s = _services(request)
-    hits = run_search(s.indexer, body.query, body.k)
+    query = _check_question(s, body.query, "query")
+    hits = run_search(s.indexer, query, body.k or s.settings.search.top_k)
     return {"hits": [h.to_dict(s.indexer.vault.name) for h in hits]}
 
 
-@router.post("/ask")
+@router.post("/ask", responses=schema.responses(schema.INVALID, schema.UNAVAILABLE))
 async def ask(body: AskRequest, request: Request) -> dict:
     s = _services(request)
     question = _check_question(s, body.question)
@@ -63,7 +71,7 @@ def sse(event: str, data: dict) -> bytes:
 
 
 @router.post("/ask/stream", response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}},
+             responses={**schema.INVALID, **schema.UNAVAILABLE, 200: {"content": {"text/event-stream": {}},
                               "description": "`token` events ({text}), then one `final` event (the answer, "
                                              "citations and response_id), or an `error` event."}})
 async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
@@ -79,8 +87,14 @@ async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
             for kind, value in s.rag.stream(question, cancel, body.k):
                 data = {"text": value} if kind == "token" else value.to_dict()
                 loop.call_soon_threadsafe(events.put_nowait, (kind, data))
-        except Exception as e:  # reported in-stream: the 200 is already sent
-            loop.call_soon_threadsafe(events.put_nowait, ("error", {"error": f"{type(e).__name__}: {e}"}))
+        except UserError as e:  # reported in-stream: the 200 is already sent
+            loop.call_soon_threadsafe(events.put_nowait, ("error", {"error": str(e)}))
+        except Exception as e:  # a bug: logged with its traceback under an id the client sees
+            error_id = uuid.uuid4().hex[:12]
+            log.error("internal error %s in /ask/stream", error_id, exc_info=True)
+            loop.call_soon_threadsafe(events.put_nowait, ("error", {
+                "error": f"internal error {error_id} ({type(e).__name__}); details are in the daemon log",
+                "error_id": error_id}))
         finally:
             loop.call_soon_threadsafe(events.put_nowait, None)
 

@@ -1,7 +1,8 @@
 """Feedback on answers: thumbs, corrections, A-vs-B comparisons, and the queue for raters.
 
-Retried submissions carry an idempotency key (body field or `Idempotency-Key` header) and are
-recorded once.
+Every write takes an idempotency key (body field or `Idempotency-Key` header): the first call
+with a key is recorded, a retry gets the first call's result back and changes nothing. SQLite
+runs in worker threads (plain `def` routes, or run_in_threadpool), never on the event loop.
 """
 
 from __future__ import annotations
@@ -10,20 +11,34 @@ from typing import Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from . import schema
+from .models_feedback import CompareResult, Comparison, Comparisons, FeedbackResult, Rating, Responses, Stats
 from .routes_answers import _check_question
 
 router = APIRouter(tags=["feedback"])
-KeyHeader = Header(None, alias="Idempotency-Key", max_length=200)
+KeyHeader = Header(None, alias="Idempotency-Key", max_length=200,
+                   description="Retries with the same key are recorded once (same as the body field).")
+Key = Field(None, min_length=1, max_length=200, description="Retries with the same key are recorded once.")
+
+WRITE = schema.responses(schema.INVALID, schema.UNAVAILABLE)
+READ = schema.responses(schema.INVALID, schema.UNAVAILABLE)
 
 
 class FeedbackRequest(BaseModel):
+    # The rule "a rating, a correction, or both" is in the schema too (anyOf), so clients built
+    # from it can't send a body the server refuses.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["rating"], "properties": {"rating": {"enum": [1, -1]}}},
+        {"required": ["correction"], "properties": {"correction": {"type": "string"}}},
+    ]})
+
     response_id: str = Field(..., min_length=1, max_length=100)
     rating: Literal[1, -1] | None = Field(None, description="+1 thumbs up, -1 thumbs down.")
     comment: str | None = Field(None, max_length=4000)
     correction: str | None = Field(None, min_length=1, max_length=20000, description="Your better answer.")
-    idempotency_key: str | None = Field(None, max_length=200)
+    idempotency_key: str | None = Key
 
     @model_validator(mode="after")
     def something_to_record(self):
@@ -35,18 +50,20 @@ class FeedbackRequest(BaseModel):
 class CompareRequest(BaseModel):
     question: str = Field(..., min_length=1)
     k: int | None = Field(None, ge=1, le=20)
+    idempotency_key: str | None = Key
 
 
 class ChoiceRequest(BaseModel):
     choice: Literal["A", "B", "tie"]
-    idempotency_key: str | None = Field(None, max_length=200)
+    idempotency_key: str | None = Key
 
 
 def _log(request: Request):
     return request.app.state.services.log
 
 
-@router.post("/feedback")
+@router.post("/feedback", response_model=FeedbackResult,
+             responses=schema.responses(WRITE, schema.NOT_FOUND))
 def feedback(body: FeedbackRequest, request: Request, idempotency_key: str | None = KeyHeader) -> dict:
     log = _log(request)
     key = body.idempotency_key or idempotency_key
@@ -63,42 +80,52 @@ def feedback(body: FeedbackRequest, request: Request, idempotency_key: str | Non
     return out
 
 
-@router.post("/ratings/{rating_id}/undo")
-def undo_rating(rating_id: str, request: Request) -> dict:
-    return _log(request).undo_rating(rating_id)
+@router.post("/ratings/{rating_id}/undo", response_model=Rating, responses=schema.responses(WRITE, schema.NOT_FOUND))
+def undo_rating(rating_id: str, request: Request, idempotency_key: str | None = KeyHeader) -> dict:
+    return _log(request).undo_rating(rating_id, idempotency_key=idempotency_key)
 
 
-@router.post("/compare")
-async def compare(body: CompareRequest, request: Request) -> dict:
+@router.post("/compare", response_model=CompareResult, responses=WRITE)
+async def compare(body: CompareRequest, request: Request, idempotency_key: str | None = KeyHeader) -> dict:
     """Two candidate answers to one question, to choose between."""
     s = request.app.state.services
     question = _check_question(s, body.question)
+    key = body.idempotency_key or idempotency_key
+    if key and (prior := await run_in_threadpool(s.log.keyed_result, "compare", key)) is not None:
+        return prior  # a retry: no second generation, no second comparison
     s.gate.enter()
     try:
         a, b = await run_in_threadpool(s.rag.compare, question, body.k)
     finally:
         s.gate.leave()
-    prompt = s.log.get_response(a.response_id)["prompt"]
-    comparison = s.log.create_comparison(question, prompt, a.response_id, b.response_id)
-    return {"comparison_id": comparison["id"], "question": question, "a": a.to_dict(), "b": b.to_dict()}
+
+    def save() -> dict:  # SQLite waits for fsync: a worker thread's job, not the event loop's
+        prompt = s.log.get_response(a.response_id)["prompt"]
+        return s.log.create_comparison(
+            question, prompt, a.response_id, b.response_id, idempotency_key=key,
+            reply=lambda made: {"comparison_id": made["id"], "question": question, "a": a.to_dict(),
+                                "b": b.to_dict()})
+
+    return await run_in_threadpool(save)
 
 
-@router.post("/compare/{comparison_id}/choice")
+@router.post("/compare/{comparison_id}/choice", response_model=Comparison,
+             responses=schema.responses(WRITE, schema.NOT_FOUND))
 def choose(comparison_id: str, body: ChoiceRequest, request: Request,
            idempotency_key: str | None = KeyHeader) -> dict:
     return _log(request).choose(comparison_id, body.choice, idempotency_key=body.idempotency_key or idempotency_key)
 
 
-@router.get("/compare/pending")
+@router.get("/compare/pending", response_model=Comparisons, responses=READ)
 def pending_comparisons(request: Request, limit: int = Query(20, ge=1, le=200)) -> dict:
     return {"comparisons": _log(request).pending_comparisons(limit)}
 
 
-@router.get("/preferences/stats")
+@router.get("/preferences/stats", response_model=Stats, responses=schema.UNAVAILABLE)
 def preference_stats(request: Request) -> dict:
     return _log(request).stats()
 
 
-@router.get("/responses")
+@router.get("/responses", response_model=Responses, responses=READ)
 def responses(request: Request, unrated: bool = False, limit: int = Query(50, ge=1, le=500)) -> dict:
     return {"responses": _log(request).recent_responses(limit, unrated=unrated)}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from . import schema
+
 router = APIRouter(tags=["training"])
 
 
@@ -22,7 +24,7 @@ def _job(request: Request):
     return s, job
 
 
-@router.post("/pairs/generate", status_code=202)
+@router.post("/pairs/generate", status_code=202, responses=schema.INVALID)
 def start_generation(body: GenerateRequest, request: Request) -> dict:
     """Start generating synthetic pairs in the background (one run at a time); poll with GET."""
     s, job = _job(request)

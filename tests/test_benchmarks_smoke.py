@@ -1,0 +1,47 @@
+"""Each benchmark script runs end to end in a tiny --smoke configuration, so a change that breaks one
+shows here and not months later. The figures of a smoke run mean nothing; the shape of the JSON does.
+(benchmarks/retrieval_eval.py runs in its own test.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_smoke(script: str, tmp_path: Path, timeout: int = 600) -> dict:
+    out = tmp_path / f"{script}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_AGENT_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    return json.loads(out.read_text())
+
+
+def test_index_bench_smoke(tmp_path):
+    result = run_smoke("index_bench.py", tmp_path)
+    assert result["config"]["notes"] == 30 and result["config"]["chunks"] >= 30  # the smoke vault, all indexed
+    assert result["full_index"]["seconds"] > 0 and result["full_index"]["notes_per_s"] > 0
+
+
+def test_feedback_bench_smoke(tmp_path):
+    result = run_smoke("feedback_bench.py", tmp_path)
+    for phase in ("http_feedback", "preference_log_rate_in_process", "bare_sqlite_insert_loop"):
+        assert result[phase]["writes"] > 0 and result[phase]["writes_per_s"] > 0, phase
+    assert result["setup"]["daemon_exit_code"] in (0, 130)  # a clean stop on SIGINT, as `vault-agent serve`
+
+
+@pytest.mark.slow
+def test_serve_bench_smoke(tmp_path):
+    result = run_smoke("serve_bench.py", tmp_path)
+    assert result["ours"]["token_events"] > 0 and result["raw_llama_cpp"]["token_events"] > 0
+    sampling = result["setup"]["raw"]["sampling"]
+    assert sampling["max_tokens"] == 4 and "repeat_penalty" in sampling  # from the backend's own arguments
+    assert result["setup"]["daemon_exit_code"] in (0, 130)  # a clean stop on SIGINT, as `vault-agent serve`

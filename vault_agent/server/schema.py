@@ -1,0 +1,71 @@
+"""The error bodies the server really sends, and the OpenAPI document that says so.
+
+Every error is JSON with an `error` line; validation errors add `detail` (where and why), and
+internal errors add `error_id` (the same id is in the daemon log, with the traceback). Which
+statuses a route can answer is declared here once and stamped onto the generated schema, so the
+document the plugin builds its types from matches what the guards and handlers send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(..., description="One line: what went wrong and what to do.")
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(..., description="Where: body/query/path, then field names.")
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(ErrorBody):
+    detail: list[ValidationIssue]
+
+
+class InternalErrorBody(ErrorBody):
+    error_id: str = Field(..., description="Also in the daemon log, next to the traceback.")
+
+
+def _json(model: type[BaseModel], description: str, headers: dict | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": model, "description": description}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+
+HOST = {400: _json(ErrorBody, "Host header not allowed (DNS-rebinding guard), or a refused request.")}
+AUTH = {401: _json(ErrorBody, "Missing or wrong bearer token.",
+                   {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}})}
+NOT_FOUND = {404: _json(ErrorBody, "No such response, rating or comparison.")}
+TOO_LARGE = {413: _json(ErrorBody, "Request body over server.max_body_bytes.")}
+INVALID = {422: _json(ValidationErrorBody, "The request does not match this schema (or a server limit).")}
+UNAVAILABLE = {503: _json(ErrorBody, "Busy (the model's queue is full) or the preference log is locked or "
+                                     "full; retry after Retry-After seconds.", _RETRY_AFTER)}
+INTERNAL = {500: _json(InternalErrorBody, "A bug: the error_id is in the daemon log.")}
+
+EVERY_ROUTE = {**HOST, **TOO_LARGE, **INTERNAL}
+
+
+def responses(*groups: dict) -> dict:
+    out: dict = {}
+    for g in groups:
+        out.update(g)
+    return out
+
+
+def drop_default_validation_schema(schema: dict) -> dict:
+    """FastAPI adds its own HTTPValidationError component; we answer ValidationErrorBody instead
+    (every route with input declares its 422), so the unused default goes."""
+    comps = schema.get("components", {}).get("schemas", {})
+    text = repr(schema.get("paths"))
+    for name in ("HTTPValidationError", "ValidationError"):
+        if name in comps and f"#/components/schemas/{name}'" not in text:
+            del comps[name]
+    return schema
