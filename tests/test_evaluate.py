@@ -150,6 +150,32 @@ def test_unknown_adapter_version_is_a_one_line_error(tmp_path, agent_home):
     assert "no adapter version 'v0099'" in out.stderr
 
 
+def test_two_adapters_side_by_side_on_the_real_index_with_a_fake_model(sample_vault_copy, open_index):
+    """Fake model (no llama.cpp generation needed to check the plumbing): each column is answered with
+    its own adapter, retrieval is shared, and nothing reaches the preference log."""
+    from vault_agent.evaluate import Question, resolve_adapter, run_eval
+    from vault_agent.llm.fake import FakeBackend
+    from vault_agent.paths import app_dirs
+    from vault_agent.train import active
+
+    dirs = app_dirs().ensure()
+    active.gguf_path(dirs, "v0001").parent.mkdir(parents=True)
+    active.gguf_path(dirs, "v0001").write_bytes(b"fake")  # the fake backend does not read it
+    active.write_state(dirs, active.ActiveState("v0001"))
+    ix = open_index(sample_vault_copy)
+    ix.reconcile()
+    questions = [Question("When is my dentist appointment?", ["Inbox.md"], [["your notes"], ["dentist"]], 1)]
+    choices = [resolve_adapter("none", dirs), resolve_adapter("active", dirs)]
+    report = run_eval(ix, FakeBackend(), ix.settings, questions, choices)
+    assert report["adapters"] == ["none", "active (v0001)"]
+    answers = report["questions"][0]["answers"]
+    assert answers["none"]["adapter_version"] is None and answers["active (v0001)"]["adapter_version"] == "v0001"
+    # the fake answer starts "From your notes [1]:": one fact found, cited explicitly
+    assert answers["none"]["fact_coverage"] == 0.5 and answers["none"]["explicit_citation"]
+    assert report["summary"]["none"]["recall_at_5"] == report["questions"][0]["recall_at_5"] == 1.0
+    assert not dirs.preference_db.exists()
+
+
 # --- a real run --------------------------------------------------------------------------------------
 
 @pytest.mark.slow

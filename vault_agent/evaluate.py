@@ -237,6 +237,7 @@ def run_eval(indexer, backend, settings, questions: Sequence[Question], adapters
             answer = _final(rag.generate(prep, source="ask", temperature=0.0, seed=settings.llm.seed))
             latency = answer.timings["generation_ms"] + answer.timings["retrieval_ms"]
             row = score_answer(q, answer.answer, answer.citations, answer.timings["tokens"], latency)
+            row["adapter_version"] = answer.adapter_version  # stamped under the generation lock
             out["answers"][choice.label] = row
             rows.append(row)
             done += 1
