@@ -170,22 +170,22 @@ def main() -> None:
     raw = {"wall": 0.0, "cpu": 0.0}  # the paired pure passes (excluded from the index time)
     real_embed = embedder.embed
 
-    def timed_embed(texts, into):
+    def timed_embed(texts, into, should_stop=None):
         w, c = time.perf_counter(), time.process_time()
-        out = real_embed(texts)
+        out = real_embed(texts, should_stop=should_stop)
         into["wall"] += time.perf_counter() - w
         into["cpu"] += time.process_time() - c
         return out
 
-    def recording_embed(texts):
+    def recording_embed(texts, should_stop=None):
         texts = list(texts)
         calls.append(texts)
         if len(calls) % 2:
-            out = timed_embed(texts, inside)
+            out = timed_embed(texts, inside, should_stop)
             timed_embed(texts, raw)
         else:
             timed_embed(texts, raw)
-            out = timed_embed(texts, inside)
+            out = timed_embed(texts, inside, should_stop)
         return out
 
     embedder.embed = recording_embed
@@ -202,7 +202,7 @@ def main() -> None:
 
     # instance attributes shadow the methods for this run only; where the pipeline's time goes
     indexer._prepare = timed("read_parse_hash", indexer._prepare)
-    indexer._vectors_by_hash = timed("vectors_by_hash", indexer._vectors_by_hash)
+    indexer.vectors.by_content_hash = timed("vectors_by_hash", indexer.vectors.by_content_hash)
     indexer.vectors.add = timed("chroma_upsert", indexer.vectors.add)
     indexer.catalog.replace_notes = timed("sqlite_write", indexer.catalog.replace_notes)
     last = [time.perf_counter()]
@@ -253,10 +253,12 @@ def main() -> None:
     assert noop.chunks_embedded == 0 and fresh_embedder.embedded_count == 0 and noop.indexed == 0, noop
     log(f"no-op restart: {noop_s:.2f}s (construct {construct_s:.2f}s), {noop.chunks_embedded} chunks embedded")
     log("no-op restart (fresh process) ...")
+    restarted.close()  # one writer per index: the child takes it over, we reopen after
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", NOOP_CHILD, str(vault)], capture_output=True, text=True, check=True,
                           env=os.environ.copy())
     child_wall = time.perf_counter() - t
+    restarted = Indexer(settings, vault, dirs, embedder=fresh_embedder)
     child = json.loads(proc.stdout.strip().splitlines()[-1])
     assert child["chunks_embedded"] == 0 and child["embedded_count"] == 0, child
     log(f"no-op restart (fresh process): construct+reconcile {child['construct_s'] + child['reconcile_s']:.2f}s, "

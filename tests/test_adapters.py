@@ -198,3 +198,42 @@ def test_swaps_under_load_fail_no_request_and_each_answer_matches_the_version_it
     finally:
         backend._fresh_kv_each_request = False
         backend.set_adapter(None, None)
+
+
+def test_ab_comparison_pits_the_active_adapter_against_the_previous_and_stats_keep_the_score(api, tmp_path):
+    """Once versions exist, /compare answers once with the active adapter and once with the one
+    before it (in random order), and the user's choices become a win rate per version."""
+    import shutil
+
+    dirs = api.daemon.dirs
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"GGUF")  # the fake backend only checks the file exists
+    http = api.http
+    try:
+        make_version(dirs, "v0001", fake)
+        make_version(dirs, "v0002", fake)
+        http.post("/adapters/v0001/activate").raise_for_status()
+        http.post("/adapters/v0002/activate").raise_for_status()
+        wins = {"v0002": 0, "v0001": 0}
+        for i in range(4):
+            pair = http.post("/compare", json={"question": f"What is Project Heron? ({i})"}).json()
+            a, b = pair["a"], pair["b"]
+            assert {a["adapter_version"], b["adapter_version"]} == {"v0001", "v0002"}
+            assert a["answer"] != b["answer"]
+            want = "v0002" if i < 3 else "v0001"  # v0002 wins 3 of 4
+            pick = "A" if a["adapter_version"] == want else "B"
+            winner = a if pick == "A" else b
+            wins[winner["adapter_version"]] += 1
+            http.post(f"/compare/{pair['comparison_id']}/choice", json={"choice": pick}).raise_for_status()
+        assert api.backend.adapter_version == "v0002"  # comparisons borrow v0001 for one answer only
+        rates = {r["version"]: r for r in http.get("/preferences/stats").json()["adapter_win_rates"]}
+        assert rates["v0002"]["won"] == wins["v0002"] and rates["v0001"]["won"] == wins["v0001"]
+        assert wins == {"v0002": 3, "v0001": 1}
+        assert rates["v0002"]["decided"] == 4 and rates["v0002"]["win_rate"] == 0.75
+
+        http.post("/adapters/off").raise_for_status()
+        plain = http.post("/compare", json={"question": "What is Project Heron?"}).json()
+        assert plain["a"]["adapter_version"] is None and plain["b"]["adapter_version"] is None
+    finally:
+        http.post("/adapters/off")
+        shutil.rmtree(registry.adapters_dir(dirs), ignore_errors=True)  # the daemon is shared

@@ -118,7 +118,7 @@ def test_keep_rules_drop_and_count_each_reason(indexed, tmp_path):
     cases = {
         "rejected_empty": ScriptedModel(plain="   "),
         "identical": None,
-        "truncated": ScriptedModel(plain="word " * 200),
+        "truncated": ScriptedModel(plain="Well. " + "word " * 200),
     }
     with PreferenceLog(tmp_path / "p.sqlite") as log:
         for rule, model in cases.items():
@@ -132,6 +132,12 @@ def test_keep_rules_drop_and_count_each_reason(indexed, tmp_path):
         assert ignoring.dropped["chosen_ignores_context"] == 2
         assert ignoring.questions_from_heading == 2  # "Why?" is too short a question: heading fallback
         assert log.pairs() == []
+
+
+def test_answers_cut_off_mid_sentence_are_trimmed_to_the_last_whole_sentence():
+    cut = "Water twice a week. Use 2.5 cm each time [1]. In July water more often because the " + "soil " * 8
+    assert synthetic.finish_sentence(cut, 40) == "Water twice a week. Use 2.5 cm each time [1]."
+    assert synthetic.finish_sentence("Short and whole.", 40) == "Short and whole."
 
 
 def test_one_chunk_failing_is_reported_and_the_run_goes_on(indexed, tmp_path):

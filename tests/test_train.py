@@ -46,7 +46,7 @@ def tiny_base(tmp_path, tiny_llama, monkeypatch):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     for key, value in {"BASE_MODEL": str(path), "MIN_PAIRS": "4", "BATCH_SIZE": "4", "MAX_LENGTH": "128",
-                       "LEARNING_RATE": "0.01", "EPOCHS": "1"}.items():
+                       "LEARNING_RATE": "0.01", "EPOCHS": "1", "PROMOTE": "false"}.items():
         monkeypatch.setenv(f"VAULT_AGENT_TRAIN__{key}", value)
     return path
 

@@ -26,15 +26,15 @@ def test_real_pairs_and_retrain_raise_the_heldout_preference(sample_vault_copy, 
     with PreferenceLog(dirs.preference_db) as log:
         # one context chunk keeps the prompts short: prompt length dominates CPU training cost
         summary = synthetic.generate_pairs(synthetic.catalog_chunks(ix.catalog), log, gen,
-                                           synthetic.indexer_retriever(ix, 1), limit=10, context_chunks=1,
-                                           answer_tokens=80, fit=synthetic.context_fitter(llm_backend, 80))
+                                           synthetic.indexer_retriever(ix, 1), limit=8, context_chunks=1,
+                                           answer_tokens=64, fit=synthetic.context_fitter(llm_backend, 64))
         kept = log.pairs()
-    assert summary.kept == len(kept) >= 6, summary.to_dict()
-    assert summary.chunks_seen == 10 and summary.kept + sum(
+    assert summary.kept == len(kept) >= 4, summary.to_dict()
+    assert summary.chunks_seen == 8 and summary.kept + sum(
         summary.dropped[r] for r in synthetic.PAIR_RULES) == summary.chunks_seen
     assert len({p["origin_id"].split(":")[0] for p in kept}) == len(kept)  # one pair per chunk
 
-    for key, value in {"MIN_PAIRS": "3", "BATCH_SIZE": "2", "MAX_LENGTH": "320", "LEARNING_RATE": "0.0003",
+    for key, value in {"MIN_PAIRS": "2", "BATCH_SIZE": "2", "MAX_LENGTH": "320", "LEARNING_RATE": "0.0003",
                        "EPOCHS": "1", "HELDOUT_FRACTION": "0.3"}.items():
         monkeypatch.setenv(f"VAULT_AGENT_TRAIN__{key}", value)
     result = retrain(load_settings(), dirs)

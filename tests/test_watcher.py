@@ -92,3 +92,48 @@ def test_burst_of_edits_is_debounced(live):
     assert wait_for(lambda: "19 apples" in " ".join(r.text for r in ix.catalog.chunks_by_id(sorted(ix.catalog.all_chunk_ids())).values()))
     assert ix.catalog.counts()["chunks"] == 2
     assert ix.test_watcher.syncs <= 3  # 20 saves, a handful of index passes at most
+
+
+# --- events that cannot concern a note ------------------------------------------------------------
+
+@pytest.fixture
+def counted(make_vault, open_index):
+    """A live watcher whose reconciles (folder-triggered rescans) are counted."""
+    vault = make_vault({**NOTES, ".git/HEAD": "ref: refs/heads/main\n", ".obsidian/app.json": "{}"})
+    ix = open_index(vault)
+    ix.reconcile()
+    rescans = []
+
+    def rescan():
+        rescans.append(time.monotonic())
+        return ix.reconcile()
+
+    watcher = DebouncedWatcher(ix.files, ix.sync_paths, rescan, debounce=0.5).start()
+    yield vault, ix, rescans
+    watcher.stop()
+
+
+def test_churn_under_ignored_folders_does_not_postpone_indexing(counted):
+    vault, ix, _ = counted
+    stop = time.monotonic() + 6
+    (vault / "Tide.md").write_text("# Tide\n\nLow tide is at 14:10 on Saturday.\n")
+    written = time.monotonic()
+    n = 0
+    while time.monotonic() < stop and "Tide.md" not in indexed_paths(ix):  # git busy writing objects
+        (vault / ".git" / f"obj{n % 5}").write_text(str(n))
+        (vault / ".obsidian" / "workspace.json").write_text(str(n))
+        n += 1
+        time.sleep(0.05)
+    assert "Tide.md" in indexed_paths(ix)
+    assert time.monotonic() - written < 4  # before: every .git write restarted the 0.5 s quiet time
+
+
+def test_new_folders_under_git_or_obsidian_trigger_no_reconcile(counted):
+    vault, ix, rescans = counted
+    (vault / ".git" / "refs" / "tags").mkdir(parents=True)
+    (vault / ".obsidian" / "plugins" / "calendar").mkdir(parents=True)
+    os.rename(vault / ".git" / "refs" / "tags", vault / ".git" / "refs" / "tags2")
+    time.sleep(2.0)
+    assert rescans == []  # before: each of these ran a full reconcile
+    (vault / "Trips").mkdir()  # a folder that can hold notes still does
+    assert wait_for(lambda: len(rescans) == 1, timeout=10)

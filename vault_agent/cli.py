@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -23,14 +24,30 @@ def _settings(vault: Optional[Path]):
     return load_settings(vault=vault)
 
 
-def open_indexer(vault: Optional[Path]):
+def open_indexer(vault: Optional[Path], *, readonly: bool = False):
+    """The vault's index, opened in this process: the writer (holds the index lock; refused with one
+    line while another process writes) or, with readonly, a reader that never writes or resets."""
     from .index.indexer import Indexer
     from .paths import app_dirs
+
+    settings, root = _vault(vault)
+    dirs = app_dirs() if readonly else app_dirs().ensure()
+    return Indexer(settings, root, dirs, readonly=readonly)
+
+
+def _vault(vault: Optional[Path]):
     from .vault.files import resolve_vault
 
     settings = _settings(vault)
-    root = resolve_vault(settings.vault)
-    return Indexer(settings, root, app_dirs().ensure())
+    return settings, resolve_vault(settings.vault)
+
+
+def _daemon_for(root: Path, timeout: float | None = 120.0):
+    """The running daemon that owns this vault's index, or None."""
+    from .client import ApiClient
+    from .paths import app_dirs
+
+    return ApiClient.for_vault(app_dirs(), root, timeout=timeout)
 
 
 def _console():
@@ -41,24 +58,58 @@ def _console():
 
 @app.command()
 def index(vault: Optional[Path] = VaultOpt, full: bool = typer.Option(False, help="Re-embed every note.")):
-    """Index the vault (only what changed since last time)."""
+    """Index the vault (only what changed since last time); through the daemon when one runs."""
+    _, root = _vault(vault)
+    console = _console()
+    client = _daemon_for(root, timeout=None)
+    if client is not None:
+        try:
+            with console.status(f"indexing through the running daemon at {client.base_url}"):
+                out = client.reindex(full)
+        finally:
+            client.close()
+        report, st = out["report"], out["status"]
+    else:
+        report, st = _index_here(vault, full, console)
+    console.print(
+        f"{st['notes_indexed']}/{st['notes_total']} notes indexed, {st['chunks']} chunks "
+        f"({report['indexed']} updated, {report['removed']} removed, {report['chunks_embedded']} chunks embedded, "
+        f"{report['chunks_reused']} reused) in {report['seconds']:.1f}s"
+    )
+    if report["orphan_vectors_pruned"] or report["missing_vectors_restored"]:
+        console.print(f"repaired: {report['orphan_vectors_pruned']} orphan vectors pruned, "
+                      f"{report['missing_vectors_restored']} missing vectors re-embedded")
+    for path, why in report["errors"].items():
+        console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False)
+    if report["stopped"]:
+        console.print("[yellow]stopped before the end[/] (the index is consistent): run `vault-agent index` "
+                      "again to finish")
+        raise typer.Exit(130)
+
+
+def _index_here(vault: Optional[Path], full: bool, console) -> tuple[dict, dict]:
+    """Index in this process. The first Ctrl-C stops at the next batch, leaving the index consistent."""
+    import signal
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     indexer = open_indexer(vault)
-    console = _console()
-    with Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("index", total=None)
-        report = indexer.reconcile(progress=lambda done, total: bar.update(task, completed=done, total=total), force=full)
-    st = indexer.status()
-    console.print(
-        f"{st['notes_indexed']}/{st['notes_total']} notes indexed, {st['chunks']} chunks "
-        f"({report.indexed} updated, {report.removed} removed, {report.chunks_embedded} chunks embedded, "
-        f"{report.chunks_reused} reused) in {report.seconds:.1f}s"
-    )
-    for path, why in report.errors.items():
-        console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False)
-    indexer.close()
+
+    def stop(signum, frame):
+        indexer.stop()
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        with Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("index", total=None)
+            report = indexer.reconcile(progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                       force=full)
+        return report.to_dict(), indexer.status()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        indexer.close()
 
 
 @app.command()
@@ -69,36 +120,65 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Search the index; prints ranked [[note#heading]] links with a snippet."""
-    from .index.search import search as run_search
-
-    indexer = open_indexer(vault)
-    hits = run_search(indexer, query, k or indexer.settings.search.top_k)
-    if as_json:
-        print(json.dumps([h.to_dict(indexer.vault.name) for h in hits], indent=2))
+    settings, root = _vault(vault)
+    k = k or settings.search.top_k
+    client = _daemon_for(root)
+    if client is not None:
+        try:
+            hits = client.search(query, k)
+        finally:
+            client.close()
     else:
-        console = _console()
-        if not hits:
-            console.print("no matches (is the vault indexed? run `vault-agent index`)")
-        for n, hit in enumerate(hits, 1):
-            console.print(f"[bold]{n}. {hit.link}[/]", highlight=False)
-            console.print(f"   {hit.snippet()}", highlight=False, style="dim")
-    indexer.close()
+        from .index.search import search as run_search
+
+        indexer = open_indexer(vault, readonly=True)
+        try:
+            hits = [h.to_dict(root.name) for h in run_search(indexer, query, k)]
+        finally:
+            indexer.close()
+    if as_json:
+        print(json.dumps(hits, indent=2))
+        return
+    console = _console()
+    if not hits:
+        console.print("no matches (is the vault indexed? run `vault-agent index`)")
+    for n, hit in enumerate(hits, 1):
+        console.print(f"[bold]{n}. {hit['link']}[/]", highlight=False)
+        console.print(f"   {hit['snippet']}", highlight=False, style="dim")
 
 
 @app.command()
 def status(vault: Optional[Path] = VaultOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Index coverage, chunk count, last sync and files that failed (with why)."""
-    indexer = open_indexer(vault)
-    st = indexer.status()
-    indexer.close()
+    """Index coverage, chunk count, last sync, repairs and files that failed (with why)."""
+    _, root = _vault(vault)
+    client = _daemon_for(root)
+    if client is not None:
+        try:
+            st = {**client.status()["index"], "daemon": client.base_url}
+        finally:
+            client.close()
+    else:
+        indexer = open_indexer(vault, readonly=True)
+        try:
+            st = {**indexer.status(), "daemon": None}
+        finally:
+            indexer.close()
     if as_json:
         print(json.dumps(st, indent=2))
         return
     console = _console()
     console.print(f"vault:        {st['vault']}", highlight=False)
-    console.print(f"notes:        {st['notes_indexed']} indexed / {st['notes_total']} total")
+    console.print(f"daemon:       {st['daemon'] or 'not running'}", highlight=False)
+    syncing = "  (syncing)" if st["syncing"] else ""
+    console.print(f"notes:        {st['notes_indexed']} indexed / {st['notes_total']} total{syncing}")
     console.print(f"chunks:       {st['chunks']}  (embeddings: {st['embedding_model']})")
     console.print(f"last sync:    {st['last_sync'] or 'never'}")
+    if st["orphan_vectors_pruned"] or st["missing_vectors_restored"]:
+        console.print(f"last repair:  {st['orphan_vectors_pruned']} orphan vectors pruned, "
+                      f"{st['missing_vectors_restored']} missing vectors re-embedded")
+    if st["settings_changed"]:
+        console.print("[yellow]settings changed[/] (embedding model or chunk size): the index was built with "
+                      "others; `vault-agent index` rebuilds it")
     for path, why in st["failed"].items():
         console.print(f"[red]failed[/]   {path}: {why}", highlight=False)
     for path, why in st["warnings"].items():
@@ -146,7 +226,14 @@ def serve(
                   "(with the token)", highlight=False)
     console.print("token: `vault-agent token` prints it (send it as `Authorization: Bearer <token>`)")
     console.print("Ctrl-C stops.")
-    daemon.serve()
+    try:
+        daemon.serve()
+    finally:
+        if daemon.busy_threads():  # closed and consistent, but a native call is still running: leave now
+            logging.shutdown()
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(130 if sys.exc_info()[0] is KeyboardInterrupt else 0)
 
 
 @app.command()

@@ -172,7 +172,7 @@ def _print_summary(r: dict) -> None:
                 f"{plan['dpo']['num_train_epochs']} epochs, max length {plan['dpo']['max_length']}")
         if plan.get("memory"):
             m = plan["memory"]
-            c.print(f"memory estimate: {m['total_gib']} GiB (weights {m['weights_gib']}, activations "
+            c.print(f"memory estimate (at train.max_length): {m['total_gib']} GiB (weights {m['weights_gib']}, activations "
                     f"{m['activations_gib']}, logits {m['logits_gib']})")
     if r.get("dry_run"):
         c.print("dry run: nothing was trained")

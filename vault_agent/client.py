@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,6 +46,35 @@ class ApiClient:
             return None
         return client
 
+    @classmethod
+    def for_vault(cls, dirs: AppDirs, vault: Path, timeout: float | None = 120.0) -> "ApiClient | None":
+        """A client for the daemon that owns this vault's index (its owner.json names the URL), else
+        for the user's daemon when it serves this vault; None when none answers. Read-only commands
+        go through it: the daemon's index must not be opened behind its back."""
+        from .index.lock import read_owner
+
+        owner = read_owner(dirs.index_for(vault)) or {}
+        url = owner.get("url") if owner.get("role") == "serve" else None
+        if url is None:
+            try:
+                info = json.loads(dirs.daemon_file.read_text())
+                url = info["url"] if Path(info["vault"]) == vault else None
+            except (OSError, ValueError, KeyError, TypeError):
+                url = None
+        if url is None:
+            return None
+        try:
+            token = dirs.token_file.read_text().strip()
+        except OSError:
+            return None
+        client = cls(url, token, timeout)
+        try:
+            client.health()
+        except UserError:
+            client.close()
+            return None
+        return client
+
     def close(self) -> None:
         self.http.close()
 
@@ -70,6 +100,10 @@ class ApiClient:
 
     def status(self) -> dict:
         return self._call("GET", "/status")
+
+    def reindex(self, full: bool = False) -> dict:
+        """Have the daemon reconcile now (`vault-agent index` while it runs): {report, status}."""
+        return self._call("POST", "/index", json={"full": full}, timeout=None)  # a big vault takes a while
 
     def search(self, query: str, k: int | None = None) -> list[dict]:
         """k None: the daemon's search.top_k."""

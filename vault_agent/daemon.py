@@ -1,7 +1,12 @@
 """The daemon: index + live watcher + llama.cpp model + preference log + HTTP API, wired together.
 
-Start-up order matters: the watcher starts before the reconcile pass, so an edit made while we
+Start-up order matters: the index lock is taken first (a second daemon on the same vault stops
+there, naming the first), the watcher starts before the reconcile pass, so an edit made while we
 catch up is never missed; the HTTP server is up at once and /status shows the catch-up.
+
+Shutdown is the reverse: the reconcile is asked to stop (it checks between embedding batches and
+never leaves a half-written batch), the watcher and reconcile threads are joined, and only then
+are the log, the model and the index closed, each on its own so one failure skips nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from .errors import UserError
 from .paths import AppDirs
 
 log = logging.getLogger(__name__)
+
+JOIN_SECONDS = 3.0  # how long shutdown waits for a sync to reach its next batch boundary (~2 s idle CPU)
 
 
 class Daemon:
@@ -37,6 +44,7 @@ class Daemon:
         self.server = None
         self.services = None
         self._threads: list[threading.Thread] = []
+        self._watcher = None
 
     def build(self):
         from .feedback.store import PreferenceLog
@@ -48,15 +56,30 @@ class Daemon:
         from .server.gate import GenerationGate
         from .vault.watcher import DebouncedWatcher
 
+        from .index.lock import IndexBusy
+
         s = self.settings
-        indexer = Indexer(s, self.vault, self.dirs, embedder=self._embedder)
-        backend = self._backend or LlamaBackend(s.llm)
+        try:
+            indexer = Indexer(s, self.vault, self.dirs, embedder=self._embedder, role="serve")
+        except IndexBusy as e:
+            owner = e.owner or {}
+            if owner.get("role") == "serve":
+                where = f"at {owner['url']}" if owner.get("url") else "(still starting)"
+                raise UserError(f"vault-agent already serves {self.vault}: pid {owner['pid']} {where}; "
+                                "use that one or stop it first") from None
+            raise
+        try:
+            backend = self._backend or LlamaBackend(s.llm)
+        except BaseException:
+            indexer.close()
+            raise
         pref_log = PreferenceLog(self.dirs.preference_db)
         watcher = DebouncedWatcher(indexer.files, indexer.sync_paths, indexer.reconcile,
                                    debounce=s.index.debounce_seconds)
         extra_hosts = set() if is_loopback(s.server.host) else {s.server.host}
-        self.services = Services(settings=s, indexer=indexer, rag=RagService(indexer, backend, pref_log, s),
-                                 log=pref_log, gate=GenerationGate(s.server.queue_size), watcher=watcher,
+        rag = RagService(indexer, backend, pref_log, s, version_pair=self._version_pair(backend))
+        self.services = Services(settings=s, indexer=indexer, rag=rag, log=pref_log,
+                                 gate=GenerationGate(s.server.queue_size), watcher=watcher,
                                  extra_hosts=extra_hosts, dirs=self.dirs)
         from .train.active import apply_at_startup
 
@@ -67,15 +90,25 @@ class Daemon:
         from .train.schedule import NightlyScheduler
 
         self.services.scheduler = NightlyScheduler(self.dirs, self.vault, s.train)
+        self._watcher = watcher
         self.token = load_or_create_token(self.dirs.token_file)
         self.app = create_app(self.services, self.token)
         return self
 
+    def _version_pair(self, backend):
+        from .train.active import version_pair
+
+        return lambda: version_pair(self.dirs, backend)
+
     def _catch_up(self) -> None:
+        indexer = self.services.indexer
         try:
-            report = self.services.indexer.reconcile()
+            report = indexer.reconcile()
+            if report.stopped:
+                log.info("start-up index stopped for shutdown: %d notes written", report.indexed)
+                return
             log.info("index up to date: %d updated, %d removed, %d failed", report.indexed, report.removed, report.failed)
-            self.services.indexer.embedder.model  # load now, so the first question doesn't pay for it
+            indexer.embedder.model  # load now, so the first question doesn't pay for it
         except Exception:
             log.exception("start-up reconcile failed; live watching continues")
 
@@ -93,10 +126,10 @@ class Daemon:
         config = uvicorn.Config(self.app, host=self.settings.server.host, port=self.settings.server.port,
                                 log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
-        self.start_background()
-        watcher = threading.Thread(target=self._announce, args=(ready,), daemon=True)
-        watcher.start()
         try:
+            self.start_background()
+            watcher = threading.Thread(target=self._announce, args=(ready,), daemon=True)
+            watcher.start()
             self.server.run()
         finally:
             self.close()
@@ -119,6 +152,9 @@ class Daemon:
                 return
             time.sleep(0.02)
         info = {"url": self.url, "pid": os.getpid(), "vault": str(self.vault)}
+        services = self.services
+        if services is not None:
+            services.indexer.owner.set_url(self.url)  # clients of this vault find us through its index
         path = self.dirs.daemon_file
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
@@ -135,18 +171,53 @@ class Daemon:
         if s is None:
             return
         self.services = None
+        s.indexer.stop()  # first: the reconcile thread sees it at its next batch
+        steps = [
+            ("daemon file", self._remove_daemon_file),
+            ("watcher", lambda: s.watcher.stop(timeout=JOIN_SECONDS)),
+            ("nightly scheduler", s.scheduler.stop),
+            ("pair generation", self._stop_pair_job),  # before the log and model close under it
+            ("reconcile thread", self._join_threads),
+            ("preference log", s.log.close),
+        ]
+        if self._backend is None:
+            steps.append(("model", s.rag.backend.close))
+        steps.append(("index", lambda: s.indexer.close(timeout=0.5 if self.busy_threads() else JOIN_SECONDS)))
+        started = time.monotonic()
+        for name, step in steps:
+            t0 = time.monotonic()
+            try:
+                step()
+            except Exception:  # one failing close must not skip the rest
+                log.exception("closing the %s failed", name)
+            if time.monotonic() - t0 > 1:
+                log.info("closing the %s took %.1fs", name, time.monotonic() - t0)
+        log.info("stopped in %.1fs", time.monotonic() - started)
+
+    def _stop_pair_job(self) -> None:
+        if (job := getattr(self.app.state, "pair_job", None)) is not None:
+            job.stop()
+
+    def _remove_daemon_file(self) -> None:
         try:
             if json.loads(self.dirs.daemon_file.read_text()).get("pid") == os.getpid():
                 self.dirs.daemon_file.unlink()
         except (OSError, ValueError):
             pass
-        s.watcher.stop()
-        s.scheduler.stop()
-        if (job := getattr(self.app.state, "pair_job", None)) is not None:
-            job.stop()  # before the log and model close under it
+
+    def busy_threads(self) -> list[str]:
+        """Threads of ours still running after close(): one can only be inside an embedding batch
+        (native code) that will never write again. The process must then leave with os._exit:
+        interpreter teardown under a running torch forward aborts (seen on SIGINT mid-index)."""
+        threads = list(self._threads)
+        if self._watcher is not None:
+            threads.append(self._watcher.worker)
+        return [t.name for t in threads if t.is_alive()]
+
+    def _join_threads(self) -> None:
+        # The reconcile checks its stop flag between embedding batches (about a second each on an
+        # idle CPU). Past the wait, the index's close() makes sure it never writes again.
         for t in self._threads:
-            t.join(timeout=30)
-        s.log.close()
-        if self._backend is None:
-            s.rag.backend.close()
-        s.indexer.close()
+            t.join(timeout=JOIN_SECONDS)
+            if t.is_alive():
+                log.warning("thread %s still busy after %.0f s; it will not write again", t.name, JOIN_SECONDS)

@@ -6,6 +6,7 @@ under one folder (tests and portable installs use it).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ class AppDirs:
     def index_dir(self) -> Path:
         return self.data / "index"
 
+    def index_for(self, vault: Path) -> Path:
+        """One vault's index directory (catalog, vectors, writer lock, owner.json)."""
+        return self.index_dir / index_key(vault)
+
     @property
     def preference_db(self) -> Path:
         return self.data / "preferences.sqlite"
@@ -44,6 +49,10 @@ class AppDirs:
         for d in (self.config, self.data, self.state):
             d.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def index_key(vault: Path) -> str:
+    return f"{vault.name}-{hashlib.sha1(str(vault).encode()).hexdigest()[:8]}"
 
 
 def app_dirs() -> AppDirs:

@@ -6,6 +6,7 @@ corrections, comparisons) can refer to it by id.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -51,11 +52,14 @@ class Answer:
 
 
 class RagService:
-    def __init__(self, indexer, backend, log, settings):
+    def __init__(self, indexer, backend, log, settings, version_pair=None):
         self.indexer = indexer
         self.backend = backend
         self.log = log
         self.settings = settings
+        # () -> ((path, version) of the active adapter, (path, version) of the one before) or None;
+        # the daemon wires it to the adapter registry
+        self.version_pair = version_pair
 
     @property
     def vault_name(self) -> str:
@@ -108,9 +112,16 @@ class RagService:
         return _final(self.stream(question, k=k))
 
     def compare(self, question: str, k: int | None = None, attempts: int = 4) -> tuple[Answer, Answer]:
-        """Two candidate answers to one prompt, differing by sampling seed (adapter versions join
-        in with the training issue). Retries a few seeds so the two texts differ."""
+        """Two candidate answers to one prompt. Once adapter versions exist, the active adapter
+        against the one before it (or the base), in random order, so the user's choices judge each
+        promotion; otherwise two samples that differ by seed (a few seeds are tried until they do)."""
         prep = self.prepare(question, k)
+        versions = self.version_pair() if self.version_pair is not None else None
+        if versions is not None:
+            first, second = versions if random.random() < 0.5 else versions[::-1]  # no position bias
+            a = _final(self.generate(prep, source="compare", adapter=first))
+            b = _final(self.generate(prep, source="compare", adapter=second))
+            return a, b
         temperature = max(self.settings.llm.temperature, 0.8)
         base = self.settings.llm.seed
         a = _final(self.generate(prep, source="compare", temperature=temperature, seed=base + 1))

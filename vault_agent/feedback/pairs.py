@@ -241,6 +241,26 @@ def derive_comparison_pair(conn: sqlite3.Connection, comparison_id: str) -> str 
     )
 
 
+def adapter_win_rates(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Per adapter version ('none' = the base), how it fared in decided comparisons against another
+    version: the user's verdict on each promotion. A tie counts half a win."""
+    rows = conn.execute(
+        """SELECT coalesce(a.adapter_version, 'none'), coalesce(b.adapter_version, 'none'), m.choice
+           FROM comparisons m JOIN responses a ON a.id = m.response_a JOIN responses b ON b.id = m.response_b
+           WHERE m.choice IS NOT NULL AND coalesce(a.adapter_version, '') != coalesce(b.adapter_version, '')""")
+    tally: dict[str, dict[str, int]] = {}
+    for va, vb, choice in rows:
+        for me, side in ((va, "A"), (vb, "B")):
+            t = tally.setdefault(me, {"won": 0, "lost": 0, "tied": 0})
+            t["tied" if choice == "tie" else "won" if choice == side else "lost"] += 1
+    out = []
+    for version, t in sorted(tally.items()):
+        decided = t["won"] + t["lost"] + t["tied"]
+        out.append({"version": version, **t, "decided": decided,
+                    "win_rate": round((t["won"] + 0.5 * t["tied"]) / decided, 3)})
+    return out
+
+
 def feedback_stats(conn: sqlite3.Connection) -> dict[str, Any]:
     """Counts for status screens. Undone ratings are left out everywhere; rated_today counts
     today's (UTC) ratings, corrections, and comparisons decided (chosen_at) today."""
@@ -267,6 +287,7 @@ def feedback_stats(conn: sqlite3.Connection) -> dict[str, Any]:
         "pairs": by_source,
         "pairs_total": sum(by_source.values()),
         "pairs_untrained": one("SELECT count(*) FROM pairs WHERE trained_in_version IS NULL"),
+        "adapter_win_rates": adapter_win_rates(conn),
         "rated_today": one(
             """SELECT (SELECT count(*) FROM ratings
                        WHERE undone = 0 AND substr(created, 1, 10) = :d)

@@ -55,12 +55,27 @@ class ChunkRow:
 
 
 class Catalog:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # the index can always be rebuilt from the vault
-        self.db.executescript(SCHEMA)
+    def __init__(self, path: Path, *, readonly: bool = False):
+        self.readonly = readonly
+        if readonly:
+            # Never creates or migrates anything. No catalog yet reads as an empty one (in memory).
+            if path.exists():
+                # mode=ro still creates -wal/-shm files. With no WAL left to replay (the writer closed
+                # cleanly) and the shared index lock held (no writer can start), the file is immutable
+                # for as long as we read it; after a writer's crash, ro lets SQLite replay its WAL.
+                wal = path.with_name(path.name + "-wal")
+                mode = "mode=ro" if wal.exists() and wal.stat().st_size > 0 else "immutable=1"
+                self.db = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, check_same_thread=False,
+                                          isolation_level=None)
+            else:
+                self.db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+                self.db.executescript(SCHEMA)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # the index can always be rebuilt from the vault
+            self.db.executescript(SCHEMA)
         self.lock = threading.RLock()
 
     def close(self) -> None:
@@ -80,6 +95,17 @@ class Catalog:
     def all_chunk_ids(self) -> set[str]:
         with self.lock:
             return {r[0] for r in self.db.execute("SELECT id FROM chunks")}
+
+    def paths_of(self, ids: set[str]) -> set[str]:
+        """The notes these chunk ids belong to."""
+        out: set[str] = set()
+        ids_list = sorted(ids)
+        with self.lock:
+            for i in range(0, len(ids_list), 500):
+                part = ids_list[i : i + 500]
+                marks = ",".join("?" * len(part))
+                out.update(r[0] for r in self.db.execute(f"SELECT DISTINCT path FROM chunks WHERE id IN ({marks})", part))
+        return out
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, ChunkRow]:
         if not ids:
@@ -199,25 +225,33 @@ class Catalog:
                 self.db.execute("DELETE FROM notes WHERE path=?", (path,))
                 self.db.execute("DELETE FROM failures WHERE path=?", (path,))
 
-    def record_failure(self, path: str, error: str) -> None:
-        """A note that cannot be indexed: drop what was indexed of it and say why."""
+    def record_failure(self, path: str, error: str) -> set[str]:
+        """A note that cannot be indexed: drop what was indexed of it and say why. Returns the dropped
+        chunk ids: their vectors must go too (the indexer deletes them after this commit)."""
         with self.lock, self.db:
             self.db.execute("BEGIN")
+            dropped = {r[0] for r in self.db.execute("SELECT id FROM chunks WHERE path=?", (path,))}
             self._delete_chunks(path)
             self.db.execute("DELETE FROM notes WHERE path=?", (path,))
             self.db.execute("INSERT OR REPLACE INTO failures(path, error, at) VALUES (?,?,?)", (path, error, now_iso()))
+        return dropped
 
     def clear_failures(self, keep: set[str]) -> None:
-        with self.lock:
+        with self.lock, self.db:
+            self.db.execute("BEGIN")
             for (path,) in self.db.execute("SELECT path FROM failures").fetchall():
                 if path not in keep:
                     self.db.execute("DELETE FROM failures WHERE path=?", (path,))
 
-    def reset(self) -> None:
+    def reset(self, signature: str | None = None) -> None:
+        """Empty the catalog; with `signature`, record the settings it is now built for, in the same
+        transaction (a crash leaves either the old signature, so the next start resets again, or both)."""
         with self.lock, self.db:
             self.db.execute("BEGIN")
             for table in ("notes", "chunks", "chunks_fts", "failures"):
                 self.db.execute(f"DELETE FROM {table}")
+            if signature is not None:
+                self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('signature', ?)", (signature,))
 
     def _delete_chunks(self, path: str) -> None:
         rowids = [r[0] for r in self.db.execute("SELECT rowid FROM chunks WHERE path=?", (path,))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Callable
 
 from ..config import BUNDLED, IndexSettings
 from ..errors import UserError
@@ -23,14 +24,30 @@ def resolve_embedding_model(spec: str) -> str:
 
 
 def model_label(spec: str) -> str:
-    """A short stable name for a model spec: it keys the vector collection."""
+    """A short name for a model spec, for people (status, logs)."""
     return BUNDLED_NAME if spec == BUNDLED else Path(spec).name or spec
+
+
+def model_identity(spec: str) -> str:
+    """What the vectors were made by: the bundled model by name, a local model by its resolved path
+    (two folders called `model` are two models), anything else as the hub id it names."""
+    if spec == BUNDLED:
+        return f"bundled:{BUNDLED_NAME}"
+    path = Path(spec).expanduser()
+    if path.exists():
+        return f"path:{path.resolve()}"
+    return f"id:{spec}"
+
+
+class Cancelled(Exception):
+    """Embedding stopped between batches because the caller asked (shutdown)."""
 
 
 class Embedder:
     def __init__(self, settings: IndexSettings):
         self.spec = settings.embedding_model
         self.label = model_label(self.spec)
+        self.identity = model_identity(self.spec)
         self.device = settings.device
         self.batch_size = settings.batch_size
         self._model = None
@@ -68,10 +85,22 @@ class Embedder:
                 f"cannot load embedding model {self.spec!r}: {str(e).splitlines()[0]} (check index.embedding_model)"
             ) from None
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    @property
+    def dimension(self) -> int:
+        """Length of the vectors; part of the vector collection's identity (loads the model)."""
+        model = self.model
+        get = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension", None)
+        dim = get() if get else None
+        return int(dim) if dim else len(self.embed_query("dimension probe"))
+
+    def embed(self, texts: list[str], should_stop: Callable[[], bool] | None = None) -> list[list[float]]:
         """Vectors for texts, in order. Batches are formed from texts of similar *token* length:
         every batch is padded to its longest member, and sentence-transformers groups by character
-        length only, which on chunked notes cost ~20% more CPU (benchmarks/index_bench.py)."""
+        length only, which on chunked notes cost ~20% more CPU (benchmarks/index_bench.py).
+
+        `should_stop` is asked between batches (True raises Cancelled). Batches stay at batch_size even
+        so: a forward pass cannot be interrupted, but smaller batches cost CPU (on 2 cores, MiniLM
+        used ~18% more CPU per chunk at 16 and ~45% more at 8 than at 64); shutdown copes instead."""
         if not texts:
             return []
         import numpy as np
@@ -79,8 +108,11 @@ class Embedder:
         model = self.model
         order = self._longest_first(model, texts)
         out: list = [None] * len(texts)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        step, start = self.batch_size, 0
+        while start < len(order):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            batch = order[start : start + step]
             vectors = model.encode(
                 [texts[i] for i in batch],
                 batch_size=len(batch),
@@ -90,6 +122,7 @@ class Embedder:
             )
             for i, vector in zip(batch, vectors):
                 out[i] = vector
+            start += len(batch)
         self.embedded_count += len(texts)
         return np.stack(out).tolist()
 

@@ -198,42 +198,58 @@ class LlamaBackend:
         seed: int | None = None,
         cancel: threading.Event | None = None,
         stamp: ModelStamp | None = None,
+        adapter: tuple[Path | None, str | None] | None = None,
     ) -> Iterator[str]:
         """Yield the answer piece by piece. The lock is taken at the first next() and held
         until the generator ends, is cancelled, or is closed (a client disconnect). `stamp`,
-        if given, records the model and adapter this generation runs on."""
+        if given, records the model and adapter this generation runs on. `adapter` (path,
+        version) generates this one answer with another adapter (A/B comparisons of versions);
+        the active one is put back before the lock is released."""
         with self.generation_lock:
             llm = self._open()
-            if stamp is not None:
-                stamp.take(self)
-            # llama-cpp-python reuses the KV cache for the longest common token prefix with
-            # the previous request (the rest is dropped, so nothing leaks). On the CPU backend
-            # logits came out bit-identical to a fresh eval at every split point tried, so
-            # answers stay reproducible and a repeated prompt (A/B samples) skips prompt eval.
-            # GPU kernels may differ by batch size (unverified): start fresh there.
-            if self._fresh_kv_each_request:
-                llm.reset()
-            if cancel is not None and cancel.is_set():
-                return
-            chunks = llm.create_chat_completion(
-                messages=messages, stream=True,
-                **sampling_args(self.settings, max_tokens=max_tokens, temperature=temperature, seed=seed),
-            )
+            restore = None
+            if adapter is not None and adapter[1] != self.adapter_version:
+                restore = (self.adapter_path, self.adapter_version)
+                self._swap_locked(*adapter)
             try:
-                for chunk in chunks:
-                    if cancel is not None and cancel.is_set():
-                        break
-                    piece = chunk["choices"][0]["delta"].get("content")
-                    if piece:
-                        yield piece
-            except ValueError as e:  # raised at the first chunk when the prompt can't fit
-                if "exceed context window" not in str(e):
-                    raise
-                raise UserError(
-                    f"the prompt is too long for the model: {e}; shorten it or raise llm.n_ctx"
-                ) from None
-            finally:  # also on GeneratorExit: stop llama's generator before releasing the lock
-                chunks.close()
+                if stamp is not None:
+                    stamp.take(self)
+                yield from self._generate_locked(llm, messages, max_tokens, temperature, seed, cancel)
+            finally:
+                if restore is not None:
+                    self._swap_locked(*restore)
+
+    def _generate_locked(self, llm, messages, max_tokens, temperature, seed, cancel) -> Iterator[str]:
+        """The generation proper; the caller holds generation_lock."""
+        # llama-cpp-python reuses the KV cache for the longest common token prefix with
+        # the previous request (the rest is dropped, so nothing leaks). On the CPU backend
+        # the base model's logits came out bit-identical to a fresh eval at every split point
+        # tried, and a repeated prompt (A/B samples) skips prompt eval. With a LoRA adapter
+        # active they differ by rounding (a sampled token can flip; tests/test_adapters.py).
+        # GPU kernels may differ by batch size (unverified): start fresh there.
+        if self._fresh_kv_each_request:
+            llm.reset()
+        if cancel is not None and cancel.is_set():
+            return
+        chunks = llm.create_chat_completion(
+            messages=messages, stream=True,
+            **sampling_args(self.settings, max_tokens=max_tokens, temperature=temperature, seed=seed),
+        )
+        try:
+            for chunk in chunks:
+                if cancel is not None and cancel.is_set():
+                    break
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    yield piece
+        except ValueError as e:  # raised at the first chunk when the prompt can't fit
+            if "exceed context window" not in str(e):
+                raise
+            raise UserError(
+                f"the prompt is too long for the model: {e}; shorten it or raise llm.n_ctx"
+            ) from None
+        finally:  # also on GeneratorExit: stop llama's generator before releasing the lock
+            chunks.close()
 
     def chat(
         self,
@@ -244,10 +260,11 @@ class LlamaBackend:
         seed: int | None = None,
         cancel: threading.Event | None = None,
         stamp: ModelStamp | None = None,
+        adapter: tuple[Path | None, str | None] | None = None,
     ) -> str:
         """The whole answer at once; same arguments as stream_chat."""
         pieces = self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                                  cancel=cancel, stamp=stamp)
+                                  cancel=cancel, stamp=stamp, adapter=adapter)
         return "".join(pieces)
 
     # --- adapter slot -----------------------------------------------------------------
@@ -258,36 +275,39 @@ class LlamaBackend:
         Waits for the running generation to finish. On failure the previous adapter stays
         active and UserError says why. Returns the time the swap took, in milliseconds.
         """
+        with self.generation_lock:
+            return self._swap_locked(path, version, scale)
+
+    def _swap_locked(self, path: Path | None, version: str | None, scale: float = 1.0) -> float:
         llama_cpp = _llama_cpp()
 
-        with self.generation_lock:
-            llm = self._open()
-            t0 = time.perf_counter()
-            new = None
-            if path is not None:
-                path = Path(path)
-                if not path.is_file():
-                    raise UserError(f"LoRA adapter {path} does not exist")
-                with _llama_errors() as errors:
-                    new = llama_cpp.llama_adapter_lora_init(llm._model.model, str(path).encode("utf-8"))
-                if not new:  # NULL pointer
-                    raise UserError(f"cannot load LoRA adapter {path}: {_reason(errors)}")
-                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
-                scales = (ctypes.c_float * 1)(scale)
-                rc = llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, adapters, 1, scales)
-            else:
-                rc = llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
-            if rc != 0:
-                if new:
-                    llama_cpp.llama_adapter_lora_free(new)
-                raise UserError(f"llama.cpp refused the LoRA adapter {path} (code {rc})")
-            old, self._adapter = self._adapter, new
-            if old:  # detached from the context above, so nothing refers to it any more
-                llama_cpp.llama_adapter_lora_free(old)
-            llm.reset()  # cached KV was computed with the old weights
-            self.adapter_path = path
-            self.adapter_version = version if path is not None else None
-            return (time.perf_counter() - t0) * 1000.0
+        llm = self._open()
+        t0 = time.perf_counter()
+        new = None
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise UserError(f"LoRA adapter {path} does not exist")
+            with _llama_errors() as errors:
+                new = llama_cpp.llama_adapter_lora_init(llm._model.model, str(path).encode("utf-8"))
+            if not new:  # NULL pointer
+                raise UserError(f"cannot load LoRA adapter {path}: {_reason(errors)}")
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
+            scales = (ctypes.c_float * 1)(scale)
+            rc = llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, adapters, 1, scales)
+        else:
+            rc = llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+        if rc != 0:
+            if new:
+                llama_cpp.llama_adapter_lora_free(new)
+            raise UserError(f"llama.cpp refused the LoRA adapter {path} (code {rc})")
+        old, self._adapter = self._adapter, new
+        if old:  # detached from the context above, so nothing refers to it any more
+            llama_cpp.llama_adapter_lora_free(old)
+        llm.reset()  # cached KV was computed with the old weights
+        self.adapter_path = path
+        self.adapter_version = version if path is not None else None
+        return (time.perf_counter() - t0) * 1000.0
 
     # --- lifetime ---------------------------------------------------------------------
 

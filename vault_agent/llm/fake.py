@@ -65,12 +65,13 @@ class FakeBackend:
                 "seed": 0 if seed is None else seed}
 
     def answer_for(self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
-                   temperature: float | None = None, seed: int | None = None) -> list[str]:
-        """The pieces stream_chat would yield for these arguments."""
+                   temperature: float | None = None, seed: int | None = None,
+                   adapter_version: str | None = None) -> list[str]:
+        """The pieces stream_chat would yield for these arguments (an adapter changes the words)."""
         args = self.generation_args(max_tokens=max_tokens, temperature=temperature, seed=seed)
         # Greedy decoding ignores the seed, as llama.cpp does at temperature 0.
         salt = args["seed"] if args["temperature"] > 0 and not self.one_answer else 0
-        digest = hashlib.sha256(json.dumps([messages, salt]).encode()).digest()
+        digest = hashlib.sha256(json.dumps([messages, salt, adapter_version]).encode()).digest()
         has_context = any(m.get("role") == "user" and "\n[1] " in m.get("content", "") for m in messages)
         pieces = ["From", " your", " notes", " [1]:"] if has_context else ["I", " don't", " know:"]
         pieces += [" " + _WORDS[b % len(_WORDS)] for b in digest]
@@ -78,16 +79,19 @@ class FakeBackend:
 
     def stream_chat(self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
                     temperature: float | None = None, seed: int | None = None,
-                    cancel: threading.Event | None = None, stamp: Any = None) -> Iterator[str]:
+                    cancel: threading.Event | None = None, stamp: Any = None,
+                    adapter: tuple[Path | None, str | None] | None = None) -> Iterator[str]:
         delay = self.token_delay_s(messages) if callable(self.token_delay_s) else self.token_delay_s
         if self.before_generation is not None:  # a test's hook, e.g. to hold generations back
             self.before_generation(messages)
         with self.generation_lock:  # one generation at a time, as with llama.cpp
             self._open()
+            version = self.adapter_version if adapter is None else adapter[1]  # a one-answer override
             if stamp is not None:  # rag's ModelStamp: identity taken under the lock
-                stamp.model_id, stamp.adapter_version = self.model_id, self.adapter_version
+                stamp.model_id, stamp.adapter_version = self.model_id, version
             self.last_args = self.generation_args(max_tokens=max_tokens, temperature=temperature, seed=seed)
-            pieces = self.answer_for(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+            pieces = self.answer_for(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                     adapter_version=version)
             if self.parallel:  # a server with several slots: others generate between our tokens
                 self.generation_lock.release()
             try:

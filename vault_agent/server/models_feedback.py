@@ -90,6 +90,15 @@ class DecidedPending(_Open):
     pending: int
 
 
+class WinRate(_Open):
+    version: str  # 'none': the base model without an adapter
+    won: int
+    lost: int
+    tied: int
+    decided: int
+    win_rate: float  # (won + tied / 2) / decided, in comparisons against another version
+
+
 class Stats(_Open):
     responses: int
     ratings: UpDown
@@ -100,3 +109,4 @@ class Stats(_Open):
     pairs_total: int
     pairs_untrained: int
     rated_today: int
+    adapter_win_rates: list[WinRate] = []

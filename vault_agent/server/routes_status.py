@@ -1,32 +1,31 @@
-"""GET /status: index coverage, model, adapter and queue."""
+"""GET /status (index coverage, repairs, model, adapter, queue) and POST /index (reconcile now: what
+`vault-agent index` asks of a running daemon, which alone may write its index)."""
 
 from __future__ import annotations
 
 import time
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 
 router = APIRouter(tags=["meta"])
+
+
+class IndexRequest(BaseModel):
+    full: bool = Field(False, description="Re-embed every note instead of only what changed.")
+
+
+def index_status(services) -> dict:
+    index = services.indexer.status()
+    return {**index, "vault_name": services.indexer.vault.name, "watching": services.watcher is not None}
 
 
 @router.get("/status")
 def status(request: Request) -> dict:
     s = request.app.state.services
-    index = s.indexer.status()
     backend = s.rag.backend if s.rag else None
     return {
-        "index": {
-            "vault": index["vault"],
-            "vault_name": s.indexer.vault.name,
-            "notes_indexed": index["notes_indexed"],
-            "notes_total": index["notes_total"],
-            "chunks": index["chunks"],
-            "last_sync": index["last_sync"],
-            "failed": index["failed"],
-            "warnings": index["warnings"],
-            "embedding_model": index["embedding_model"],
-            "watching": s.watcher is not None,
-        },
+        "index": index_status(s),
         "model": backend.model_id if backend else None,
         "adapter": backend.adapter_version if backend else None,
         "adapter_warning": s.adapter_warning,
@@ -44,3 +43,12 @@ def _training(s) -> dict | None:
         return training_status(s)
     except Exception as exc:  # noqa: BLE001
         return {"error": str(exc)}
+
+
+@router.post("/index")
+def reindex(body: IndexRequest, request: Request) -> dict:
+    """Reconcile the index with the vault now (waits for a sync in progress). Runs in a worker thread
+    (a sync route), never on the event loop; the answer comes when the index is up to date."""
+    s = request.app.state.services
+    report = s.indexer.reconcile(force=body.full)
+    return {"report": report.to_dict(), "status": index_status(s)}

@@ -51,5 +51,5 @@ def training_status(s) -> dict:
     dirs = s.dirs or app_dirs()
     sched = getattr(s, "scheduler", None) or NightlyScheduler(dirs, None, s.settings.train)
     out = sched.status()
-    out["versions"] = registry.versions(dirs)
+    out["versions"] = registry.versions(sched.dirs)
     return out

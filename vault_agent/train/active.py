@@ -145,3 +145,14 @@ def apply_at_startup(dirs: AppDirs, backend) -> str | None:
             write_state(dirs, ActiveState(None, []))
             problems.append("serving without an adapter")
     return "; ".join(problems) or None
+
+
+def version_pair(dirs: AppDirs, backend) -> tuple[tuple, tuple] | None:
+    """What an A/B comparison pits: the served adapter against the one served before it (or the
+    plain base), as ((path, version), (path, version)); None while no adapter is served."""
+    current = backend.adapter_version
+    if current is None:
+        return None
+    state, _ = read_state(dirs)
+    before = previous(state, dirs) if state.active == current else None
+    return (backend.adapter_path, current), (gguf_path(dirs, before) if before else None, before)

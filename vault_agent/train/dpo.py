@@ -112,7 +112,8 @@ def estimate_memory(plan: TrainingPlan, dims: ModelDims, seq_len: int) -> dict[s
     optimizer = lora_params * (4 + 4 + (2 if "8bit" in plan.optim else 8))  # fp32 weights, grads, Adam state
     seqs = 2 * plan.dpo["per_device_train_batch_size"]  # chosen and rejected go through together
     act_bytes = 2 if plan.bf16 else 4
-    per_token_layer = dims.hidden * 34 + dims.intermediate * 10  # attention + MLP activations kept for backward
+    # activations kept for backward per token and layer: linear inputs, norms, rotary q/k, SiLU and product
+    per_token_layer = dims.hidden * 14 + dims.intermediate * 5
     if plan.gradient_checkpointing:
         activations = seqs * seq_len * (dims.layers * dims.hidden + per_token_layer) * act_bytes
     else:

@@ -8,7 +8,9 @@ new; the next run trains them again, which is harmless.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -109,9 +111,11 @@ def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = Fa
     """Train one version. Returns the summary (`--json`). Raises UserError subclasses for what a
     user can fix (too few pairs, another run holding the lock, divergence)."""
     dirs.ensure()
-    with TrainingLock(dirs):
+    # A dry run reads and plans only, so it needs no lock and may run beside a training.
+    with contextlib.nullcontext() if dry_run else TrainingLock(dirs):
         started = time.perf_counter()
-        registry.remove_leftovers(dirs)
+        if not dry_run:
+            registry.remove_leftovers(dirs)
         tset = load_training_set(settings, dirs)
         summary: dict[str, Any] = {"version": None, "pairs": tset.summary(), "corrupt_pairs": tset.skipped}
         if if_due and ds.new_pairs(tset) < settings.train.min_new_pairs:
@@ -129,7 +133,13 @@ def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = Fa
         from .base import materialise
 
         location = materialise(base)
-        summary.update(_train(plan, location, tset, dirs, settings, progress, callbacks, trainer_overrides or {}))
+        try:
+            summary.update(_train(plan, location, tset, dirs, settings, progress, callbacks, trainer_overrides or {}))
+        except OSError as exc:  # full disk, permissions: the temp version is gone already
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                raise
+            raise UserError(f"could not write the new version under {registry.adapters_dir(dirs)} "
+                            f"({exc.strerror or exc}); no version was written; free disk space and retry") from None
         if settings.train.promote:  # export -> gate (llama.cpp, held-out pairs) -> hot-swap if it wins
             from .promote import promote_version
 

@@ -61,16 +61,27 @@ class TrainingLock:
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # an empty file reads as "no run" to is_locked()
             os.close(self._fd)  # closing releases the flock
             self._fd = None
 
 
 def is_locked(dirs: AppDirs) -> bool:
+    """Whether a retrain runs now, without taking the lock (a probe that took it, even briefly,
+    could make a starting run refuse): the holder's pid is in the file while it runs."""
     try:
-        with TrainingLock(dirs):
-            return False
-    except TrainingBusy:
+        text = lock_path(dirs).read_text()
+    except OSError:
+        return False
+    if not text.startswith("pid "):
+        return False
+    try:
+        os.kill(int(text.split()[1].rstrip(",")), 0)
+    except (ValueError, ProcessLookupError):
+        return False  # a run killed with SIGKILL leaves its pid behind; the kernel freed the lock
+    except PermissionError:
         return True
+    return True
 
 
 def next_run(nightly_at: str, now: datetime | None = None) -> datetime:

@@ -189,8 +189,8 @@ def draft_pair(chunk: SourceChunk, generate: Generate, retrieve: Retrieve, *, co
     if fit is not None:
         contexts = fit(contexts)
     messages = build_rag_messages(question, contexts)
-    chosen = generate(messages, answer_tokens).strip()
-    rejected = generate(build_plain_messages(question), answer_tokens).strip()
+    chosen = finish_sentence(generate(messages, answer_tokens).strip(), answer_tokens)
+    rejected = finish_sentence(generate(build_plain_messages(question), answer_tokens).strip(), answer_tokens)
     if not rejected:
         return None, "rejected_empty", from_model
     if not uses_context(chosen, contexts, question):
@@ -200,6 +200,20 @@ def draft_pair(chunk: SourceChunk, generate: Generate, retrieve: Retrieve, *, co
     if " ".join(chosen.split()).casefold() == " ".join(rejected.split()).casefold():
         return None, "identical", from_model
     return PairDraft(chunk, question, from_model, messages, chosen, rejected), None, from_model
+
+
+_SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])?(?=\s|$)")
+
+
+def finish_sentence(text: str, max_tokens: int) -> str:
+    """An answer cut off by max_tokens, trimmed back to its last whole sentence when that keeps
+    a quarter of it or more; otherwise unchanged (and the 'truncated' rule drops it)."""
+    if not _truncated(text, max_tokens):
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    if ends and ends[-1] >= len(text) * 0.25:
+        return text[: ends[-1]].strip()
+    return text
 
 
 def _truncated(text: str, max_tokens: int) -> bool:

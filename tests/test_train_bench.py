@@ -1,0 +1,43 @@
+"""benchmarks/train_bench.py --smoke: the trainer-vs-plain throughput measurement runs end to end
+(tiny random llama, 2 steps) and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_train_bench_smoke_writes_the_figures(tmp_path):
+    out = tmp_path / "train_bench.json"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_bench.py"), "--smoke", "--no-synthetic",
+                          "--out", str(out)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["steps"] == 2 and data["tokens_per_step"] > 0
+    assert data["trainer_tokens_per_s"] > 0 and data["plain_peft_tokens_per_s"] > 0
+    assert 0 < data["trainer_vs_plain"] < 5
+    assert data["plan"] == {"bf16": False, "gradient_checkpointing": False, "optim": "adamw_torch",
+                            "dtype": "float32"}
+    assert data["peak_rss_mb"] > 100
+
+
+def test_cuda_bench_pairs_have_the_requested_length():
+    """--cuda builds its own word tokenizer and pairs (no downloads there): each side is exactly --seq tokens."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import train_bench
+
+    tok = train_bench._word_tokenizer(1000)
+    pairs = train_bench._token_pairs(3, 512, 1000)
+    for p in pairs:
+        prompt = tok(p["prompt"], add_special_tokens=False)["input_ids"]
+        chosen = tok(p["chosen"], add_special_tokens=False)["input_ids"]
+        assert len(prompt) + len(chosen) == 511 and tok.unk_token_id not in prompt + chosen
