@@ -351,6 +351,8 @@ def pairs_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 from .cli_train import register as _register_training  # noqa: E402  (pairs generate, retrain)
 
 _register_training(app, pairs_app)
+from .cli_eval import register as _register_eval  # noqa: E402  (eval)
+_register_eval(app)
 
 
 @app.command()
