@@ -34,12 +34,13 @@ def test_real_pairs_and_retrain_raise_the_heldout_preference(sample_vault_copy, 
         summary.dropped[r] for r in synthetic.PAIR_RULES) == summary.chunks_seen
     assert len({p["origin_id"].split(":")[0] for p in kept}) == len(kept)  # one pair per chunk
 
-    for key, value in {"MIN_PAIRS": "2", "BATCH_SIZE": "2", "MAX_LENGTH": "320", "LEARNING_RATE": "0.0003",
+    # one pair per step: the held-out split hashes random pair ids, so the train side's size varies
+    for key, value in {"MIN_PAIRS": "2", "BATCH_SIZE": "1", "MAX_LENGTH": "384", "LEARNING_RATE": "0.0003",
                        "EPOCHS": "1", "HELDOUT_FRACTION": "0.3"}.items():
         monkeypatch.setenv(f"VAULT_AGENT_TRAIN__{key}", value)
     result = retrain(load_settings(), dirs)
     h = result["heldout"]
-    assert result["version"] == "v0001" and h["pairs"] >= 1 and result["steps"] >= 2
+    assert result["version"] == "v0001" and h["pairs"] >= 1 and result["steps"] >= 2, result
     assert h["margin_after"] > h["margin_before"], h
     assert (dirs.data / "train-base").is_dir()  # the served GGUF, materialised once and cached
 

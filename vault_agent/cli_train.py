@@ -142,7 +142,7 @@ def retrain_command(
 def _json_summary(r: dict) -> dict:
     out = {"version": r.get("version"), "pairs": r["pairs"], "heldout": r.get("heldout"),
            "seconds": r.get("seconds"), "corrupt_pairs": r.get("corrupt_pairs", [])}
-    for key in ("due", "reason", "dry_run", "plan", "path", "steps", "train_loss"):
+    for key in ("due", "reason", "dry_run", "plan", "path", "steps", "train_loss", "gate"):
         if key in r:
             out[key] = r[key]
     return out
@@ -182,4 +182,11 @@ def _print_summary(r: dict) -> None:
             f"mean loss {r['train_loss']:.4f})")
     c.print(f"held-out ({h['pairs']} pairs): accuracy {h['accuracy_before']} -> {h['accuracy_after']}, "
             f"margin {h['margin_before']} -> {h['margin_after']} (mean per-token log-prob, chosen minus rejected)")
-    c.print("the active adapter is unchanged")
+    gate = r.get("gate")
+    if gate is None:
+        c.print("the active adapter is unchanged (train.promote is off)")
+        return
+    verdict = "promoted: " + gate.get("activation", "") if gate["promoted"] else "not promoted; the active adapter is unchanged"
+    c.print(f"gate (llama.cpp, held-out pairs): {verdict}")
+    for reason in gate["reasons"]:
+        c.print(f"  {reason}")

@@ -106,11 +106,14 @@ def listing(dirs: AppDirs) -> dict:
             gate = json.loads((vdir / "gate.json").read_text())
         except (OSError, ValueError):
             gate = None
-        pairs = metrics.get("pairs") or {}
+        try:
+            pairs = len(json.loads((vdir / "pairs.json").read_text()).get("train", []))
+        except (OSError, ValueError, AttributeError):
+            pairs = None
         rows.append({
             "version": version,
-            "created": metrics.get("created"),
-            "pairs": pairs.get("train") if isinstance(pairs, dict) else pairs,
+            "created": metrics.get("created") or _mtime(vdir),
+            "pairs": pairs,
             "heldout": metrics.get("heldout"),
             "gate": None if gate is None else {
                 "promote": gate.get("promote"), "reasons": gate.get("reasons"),
@@ -122,6 +125,12 @@ def listing(dirs: AppDirs) -> dict:
             "active": version == state.active,
         })
     return {"active": state.active, "history": state.history, "versions": rows, "warning": warning}
+
+
+def _mtime(path: Path) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="minutes")
 
 
 def apply_at_startup(dirs: AppDirs, backend) -> str | None:

@@ -156,8 +156,24 @@ def _require_bitsandbytes() -> None:
                         "for 4-bit QLoRA") from None
 
 
+def _quiet_libraries() -> None:
+    """Our progress display and summary are the output: the libraries' own progress bars and
+    deprecation warnings would scroll them away (they still reach train.log through our callbacks)."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    for module in ("transformers", "trl", "peft", "accelerate"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+
+
 def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, progress, callbacks,
            overrides: dict) -> dict[str, Any]:
+    _quiet_libraries()
     import torch
 
     from .dpo import completion_logprobs, fits_length, load_model, make_trainer, preference_metrics, reward_metrics
