@@ -84,6 +84,17 @@ export class AskView extends ItemView {
 		return controller;
 	}
 
+	/** A request that failed or was stopped: say so in its status line, and in a notice unless the user stopped it. */
+	private failed(status: HTMLElement, e: unknown, stopped: string): null {
+		if (e instanceof Aborted) status.setText(stopped);
+		else {
+			status.setText(describeError(e));
+			status.addClass("vault-agent-error");
+			new Notice(describeError(e));
+		}
+		return null;
+	}
+
 	private end(controller: AbortController): void {
 		if (this.running !== controller) return;
 		this.running = null;
@@ -119,13 +130,7 @@ export class AskView extends ItemView {
 			return answer;
 		} catch (e) {
 			textEl.removeClass("is-streaming");
-			if (e instanceof Aborted) status.setText(text ? "Stopped." : "Stopped before the answer began.");
-			else {
-				status.setText(describeError(e));
-				status.addClass("vault-agent-error");
-				new Notice(describeError(e));
-			}
-			return null;
+			return this.failed(status, e, text ? "Stopped." : "Stopped before the answer began.");
 		} finally {
 			this.end(controller);
 		}
@@ -199,13 +204,7 @@ export class AskView extends ItemView {
 			}
 			return cmp;
 		} catch (e) {
-			if (e instanceof Aborted) status.setText("Stopped.");
-			else {
-				status.setText(describeError(e));
-				status.addClass("vault-agent-error");
-				new Notice(describeError(e));
-			}
-			return null;
+			return this.failed(status, e, "Stopped.");
 		} finally {
 			this.end(controller);
 		}
