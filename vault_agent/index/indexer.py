@@ -393,11 +393,16 @@ class Indexer:
         """What an answer is made with: `syncing` until the first full pass is done and while a
         reconcile runs, else `ready`; notes indexed / total so far. Cheap enough for every answer."""
         indexed = self.catalog.counts()["notes"]
-        settled = indexed + len([p for p in self.catalog.failures() if not p.endswith("/")])
-        total = self._vault_total if self.syncing and self._vault_total is not None else settled
         syncing = self.syncing or self.catalog.get_meta("last_sync") is None
         return {"state": "syncing" if syncing else "ready", "notes_indexed": indexed,
-                "notes_total": max(total, indexed)}
+                "notes_total": self._notes_total(indexed, self.catalog.failures())}
+
+    def _notes_total(self, indexed: int, failures: dict) -> int:
+        """The vault's note count: the running scan's while syncing, else indexed plus failed notes
+        (an unlistable folder, `Folder/`, is not a note)."""
+        settled = indexed + len([p for p in failures if not p.endswith("/")])
+        total = self._vault_total if self.syncing and self._vault_total is not None else settled
+        return max(total, indexed)
 
     def status(self) -> dict:
         counts = self.catalog.counts()
@@ -406,13 +411,11 @@ class Indexer:
             repair = json.loads(self.catalog.get_meta("last_repair") or "{}")
         except ValueError:
             repair = {}
-        settled = counts["notes"] + len([p for p in failures if not p.endswith("/")])
-        total = self._vault_total if self.syncing and self._vault_total is not None else settled
         stored = self.catalog.get_meta("signature")
         return {
             "vault": str(self.vault),
             "notes_indexed": counts["notes"],
-            "notes_total": max(total, counts["notes"]),
+            "notes_total": self._notes_total(counts["notes"], failures),
             "chunks": counts["chunks"],
             "syncing": self.syncing,
             "last_sync": self.catalog.get_meta("last_sync"),
