@@ -39,7 +39,19 @@ def _vault(vault: Optional[Path]):
     from .vault.files import resolve_vault
 
     settings = _settings(vault)
+    if settings.vault is None and (served := _served_vault()) is not None:
+        settings = _settings(served)  # none configured: the vault the running daemon serves
     return settings, resolve_vault(settings.vault)
+
+
+def _served_vault() -> Path | None:
+    """The vault of the daemon this user runs (its daemon file), if any; `make run` configures none."""
+    from .paths import app_dirs
+
+    try:
+        return Path(json.loads(app_dirs().daemon_file.read_text())["vault"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _daemon_for(root: Path, timeout: float | None = 120.0):
