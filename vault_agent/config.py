@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -103,6 +103,43 @@ class TrainSettings(BaseModel):
         10.0, ge=0, description="The gate refuses a new adapter that raises perplexity on held-out notes by more."
     )
     promote: bool = Field(True, description="After training, export, gate and activate a winning adapter.")
+    # --- which signals train, and how (issue 11) ---
+    method: Literal["auto", "dpo", "kto"] = Field(
+        "auto", description="'dpo' trains on pairs, 'kto' on single thumbs (pairs split into both), "
+                            "'auto' picks from what the log holds and says why.")
+    sft_weight: float = Field(
+        1.0, ge=0, le=100, description="Weight of an SFT term on the user's corrected answers, added to the DPO "
+                                       "loss; 0 turns it off. Skipped (with a line) when no corrections train.")
+    dynamic_beta: bool = Field(False, description="beta-DPO: beta per batch from its reward margin against a running "
+                                                  "mean, with margin-guided filtering of uninformative pairs.")
+    dynamic_beta_alpha: float = Field(0.6, ge=0, le=10, description="beta-DPO: how strongly the margin moves beta.")
+    dynamic_beta_momentum: float = Field(0.9, ge=0, lt=1, description="beta-DPO: momentum of the running margin mean.")
+    dynamic_beta_keep: float = Field(0.8, gt=0, le=1, description="beta-DPO: share of each batch kept by the "
+                                                                  "margin-guided filter (1 keeps all).")
+    source_margins: dict[str, float] = Field(
+        default_factory=dict, description="DPO margin per source, e.g. {correction = 1.0, synthetic = 0.0}: the "
+                                          "chosen must beat the rejected by this much implicit reward.")
+
+    @field_validator("source_margins")
+    @classmethod
+    def _known_sources(cls, v: dict[str, float]) -> dict[str, float]:
+        sources = ("comparison", "correction", "rating", "synthetic")
+        for key, value in v.items():
+            if key not in sources:
+                raise ValueError(f"unknown source {key!r}; one of {', '.join(sources)}")
+            if not (value >= 0):  # also refuses NaN
+                raise ValueError(f"margin for {key} must be >= 0, got {value}")
+        return v
+
+    @model_validator(mode="after")
+    def _dpo_only_options(self) -> "TrainSettings":
+        if self.method == "kto":
+            if any(self.source_margins.values()):
+                raise ValueError("train.source_margins applies to DPO pairs; KTO trains single answers: remove it "
+                                 "or set train.method to dpo or auto")
+            if self.dynamic_beta:
+                raise ValueError("train.dynamic_beta is a DPO variant; it does not apply to train.method = kto")
+        return self
 
 
 class Settings(BaseSettings):
