@@ -45,7 +45,7 @@ def _switch(route: str, target) -> None:
 
 @adapters_app.command("list")
 def list_versions(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Versions, their pairs and gate figures, and which one is active."""
+    """Versions, their pairs, gate figures (KL to the base among them), A/B win rate, and which one is active."""
     from .paths import app_dirs
     from .train import active
 
@@ -54,7 +54,8 @@ def list_versions(as_json: bool = typer.Option(False, "--json", help="Print JSON
         with client:
             data = client.get("/adapters")
     else:
-        data = active.listing(app_dirs())
+        dirs = app_dirs()
+        data = active.listing(dirs, active.win_rates_offline(dirs))
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -65,12 +66,25 @@ def list_versions(as_json: bool = typer.Option(False, "--json", help="Print JSON
         held = row.get("heldout") or {}
         acc = gate.get("accuracy", held.get("accuracy_after"))
         figures = f"held-out accuracy {acc:.2f}" if isinstance(acc, (int, float)) else "not gated"
+        kl = gate.get("kl_to_base")
+        if isinstance(kl, (int, float)):
+            figures += f"  KL to base {kl:.4f}"
+        figures += _ab_text(row.get("ab"))
         verdict = {True: "promoted", False: "refused", None: ""}[gate.get("promote")]
         mark = "*" if row["active"] else " "
         print(f"{mark} {row['version']}  {row.get('created') or '':<20}  {row.get('pairs') or '?':>5} pairs  "
               f"{figures}  {verdict}{'' if row['servable'] else '  (no GGUF: cannot be served)'}")
+    if data.get("base_ab"):
+        print(f"  base model (no adapter){_ab_text(data['base_ab'])}")
     if data.get("warning"):
         print(f"warning: {data['warning']}")
+
+
+def _ab_text(ab: dict | None) -> str:
+    """'  A/B win rate 0.75 (3 won, 1 lost, 0 tied)' once comparisons were judged, else ''."""
+    if not ab or not ab.get("decided"):
+        return ""
+    return f"  A/B win rate {ab['win_rate']:.2f} ({ab['won']} won, {ab['lost']} lost, {ab['tied']} tied)"
 
 
 @adapters_app.command("activate")

@@ -102,6 +102,10 @@ class TrainSettings(BaseModel):
     max_perplexity_rise_pct: float = Field(
         10.0, ge=0, description="The gate refuses a new adapter that raises perplexity on held-out notes by more."
     )
+    max_kl_to_base: float = Field(
+        0.0, ge=0, description="The gate refuses a new adapter whose mean per-token KL to the base on held-out "
+                               "answers (nats) is above this; 0 only reports it."
+    )
     promote: bool = Field(True, description="After training, export, gate and activate a winning adapter.")
     # --- which signals train, and how (issue 11) ---
     method: Literal["auto", "dpo", "kto"] = Field(

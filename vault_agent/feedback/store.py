@@ -279,6 +279,10 @@ class PreferenceLog:
                 f"choose a writable path with free space") from exc
         return len(rows)
 
+    def adapter_win_rates(self) -> list[dict[str, Any]]:
+        """Per adapter version ('none' = the base), its record in decided A/B comparisons."""
+        return self._read(pairlib.adapter_win_rates)
+
     def stats(self) -> dict[str, Any]:
         """Counts for status screens. Undone ratings are left out everywhere; rated_today counts
         today's (UTC) ratings, corrections, and comparisons decided today."""

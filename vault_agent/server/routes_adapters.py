@@ -11,6 +11,7 @@ import threading
 from fastapi import APIRouter, Request
 
 from . import schema
+from .models_adapters import AdapterList
 
 router = APIRouter(tags=["adapters"])
 _switching = threading.Lock()  # one switch at a time: the backend swap and active.json change together
@@ -38,13 +39,19 @@ def switch(services, target) -> dict:
     return {"active": new.active, "previous": state.active, "swap_ms": round(swap_ms, 2)}
 
 
-@router.get("/adapters")
+@router.get("/adapters", response_model=AdapterList)
 def list_adapters(request: Request) -> dict:
-    """Adapter versions with their training and gate figures; which one is active and served."""
+    """Adapter versions with their training and gate figures (KL to the base among them), their A/B
+    win rate once comparisons were judged, and which one is active and served."""
+    from ..feedback.store import PreferenceLogError
     from ..train import active
 
     s = request.app.state.services
-    out = active.listing(_dirs(s))
+    try:
+        win_rates = s.log.adapter_win_rates() if s.log is not None else None
+    except PreferenceLogError:  # a locked log: the versions are still worth listing
+        win_rates = None
+    out = active.listing(_dirs(s), win_rates)
     out["serving"] = s.rag.backend.adapter_version
     out["warning"] = getattr(s, "adapter_warning", None) or out["warning"]
     return out

@@ -95,9 +95,11 @@ def after_rollback(state: ActiveState, dirs: AppDirs) -> ActiveState:
     return ActiveState(target, history)
 
 
-def listing(dirs: AppDirs) -> dict:
-    """Every version with its figures (training metrics, gate verdict) and the active marker."""
+def listing(dirs: AppDirs, win_rates: list[dict] | None = None) -> dict:
+    """Every version with its figures (training metrics, gate verdict with KL to the base, A/B win
+    rate from `win_rates`: the preference log's adapter_win_rates) and the active marker."""
     state, warning = read_state(dirs)
+    ab = {r["version"]: r for r in win_rates or []}
     rows = []
     for version in registry.versions(dirs):
         vdir = registry.adapters_dir(dirs) / version
@@ -120,11 +122,27 @@ def listing(dirs: AppDirs) -> dict:
                 "accuracy": (gate.get("candidate") or {}).get("accuracy"),
                 "margin": (gate.get("candidate") or {}).get("margin"),
                 "perplexity": (gate.get("candidate") or {}).get("perplexity"),
+                "kl_to_base": (gate.get("candidate") or {}).get("kl_to_base"),
             },
+            "ab": ab.get(version),
             "servable": (vdir / GGUF_NAME).is_file(),
             "active": version == state.active,
         })
-    return {"active": state.active, "history": state.history, "versions": rows, "warning": warning}
+    return {"active": state.active, "history": state.history, "versions": rows, "base_ab": ab.get("none"),
+            "warning": warning}
+
+
+def win_rates_offline(dirs: AppDirs) -> list[dict] | None:
+    """The A/B win rates from the preference log file, for when no daemon owns it; None without a log."""
+    from ..feedback.store import PreferenceLog, PreferenceLogError
+
+    if not dirs.preference_db.is_file():
+        return None
+    try:
+        with PreferenceLog(dirs.preference_db) as plog:
+            return plog.adapter_win_rates()
+    except PreferenceLogError:  # an unreadable log: the listing still shows the versions
+        return None
 
 
 def _mtime(path: Path) -> str:

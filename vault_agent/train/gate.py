@@ -4,6 +4,9 @@ on the stable held-out pairs, and promote it only if it beats the adapter now ac
 Preference accuracy compares *mean per-token* log-probs of chosen and rejected: by summed
 log-prob a short chosen answer beats a long rejected one before any training. Perplexity on
 held-out vault chunks guards against an adapter that wins the pairs by wrecking the language model.
+KL to the base measures how far the adapter moved the whole next-token distribution on the
+held-out answers (teacher-forced), not just the probability of the tokens written there: both
+distributions come from the same llama.cpp context, the adapter switched on and off between passes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class Scores:
     accuracy: float | None = None  # share of pairs whose chosen has the higher mean token log-prob
     margin: float | None = None  # mean of (chosen - rejected) mean token log-probs, nats
     perplexity: float | None = None  # on held-out vault chunks
+    kl_to_base: float | None = None  # mean per-token KL(adapter || base) over the held-out answers, nats
     skipped: int = 0  # pairs too long for the context window
 
 
@@ -38,11 +42,13 @@ class Verdict:
     candidate: Scores
     active: Scores
     max_perplexity_rise_pct: float
+    max_kl_to_base: float = 0.0  # 0: KL is reported, never a reason to refuse
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"promote": self.promote, "reasons": self.reasons, "candidate": asdict(self.candidate),
-                "active": asdict(self.active), "max_perplexity_rise_pct": self.max_perplexity_rise_pct, **self.extra}
+                "active": asdict(self.active), "max_perplexity_rise_pct": self.max_perplexity_rise_pct,
+                "max_kl_to_base": self.max_kl_to_base, **self.extra}
 
 
 def _text(part: Any) -> str:
@@ -55,8 +61,9 @@ def _text(part: Any) -> str:
 
 
 class LlamaScorer:
-    """A llama.cpp model that keeps every position's logits, with an optional LoRA adapter applied
-    through the same low-level calls the serving backend uses for hot-swaps."""
+    """A llama.cpp model that keeps every position's logits. LoRA adapters are loaded with the same
+    low-level calls the serving backend uses for hot-swaps, and switched on and off between passes
+    (`use`), so an adapter and the plain base are compared inside one context."""
 
     def __init__(self, gguf_path: Path, adapter_path: Path | None, n_ctx: int = 2048, n_threads: int | None = None):
         from ..llm.backend import _llama_cpp
@@ -66,29 +73,52 @@ class LlamaScorer:
         self.n_ctx = n_ctx
         self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, logits_all=True,
                                    n_threads=n_threads or os.cpu_count() or 1, verbose=False)
-        self._adapter = None
-        if adapter_path is not None:
-            self._adapter = llama_cpp.llama_adapter_lora_init(self.llm._model.model, str(adapter_path).encode())
-            if not self._adapter:
-                self.llm.close()
-                raise UserError(f"llama.cpp cannot load the adapter {adapter_path}")
-            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapter)
-            llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, arr, 1, (ctypes.c_float * 1)(1.0))
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        self._loaded: list[Any] = []  # adapter handles, freed by close()
+        self._current: Any = None
+        try:
+            if adapter_path is not None:
+                self.use(self.load_adapter(adapter_path))
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        model = self.llm._model
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise UserError(f"{gguf_path.name} has no chat template; the gate scores chat prompts")
+            model = self.llm._model
+            template = self.llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise UserError(f"{gguf_path.name} has no chat template; the gate scores chat prompts")
+        except BaseException:
+            self.close()
+            raise
         self._format = Jinja2ChatFormatter(template, eos_token=model.token_get_text(self.llm.token_eos()),
                                            bos_token=model.token_get_text(self.llm.token_bos()))
         self._end = self._format(messages=[{"role": "user", "content": ""}]).stop
 
+    def load_adapter(self, path: Path) -> Any:
+        """Load a GGUF LoRA for this model (not applied yet: see `use`)."""
+        handle = self._lib.llama_adapter_lora_init(self.llm._model.model, str(path).encode())
+        if not handle:
+            raise UserError(f"llama.cpp cannot load the adapter {path}")
+        self._loaded.append(handle)
+        return handle
+
+    def use(self, handle: Any) -> None:
+        """Apply a loaded adapter (None: the plain base) to the following passes. Every pass
+        starts from an empty KV cache, so nothing computed under the other weights is reused."""
+        if handle is self._current:
+            return
+        if handle is None:
+            rc = self._lib.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
+        else:
+            arr = (self._lib.llama_adapter_lora_p_ctypes * 1)(handle)
+            rc = self._lib.llama_set_adapters_lora(self.llm._ctx.ctx, arr, 1, (ctypes.c_float * 1)(1.0))
+        if rc != 0:
+            raise UserError(f"llama.cpp refused to switch the LoRA adapter (code {rc})")
+        self._current = handle
+
     def close(self) -> None:
-        if self._adapter:
+        if self._loaded:
             self._lib.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
-            self._lib.llama_adapter_lora_free(self._adapter)
-            self._adapter = None
+            for handle in self._loaded:
+                self._lib.llama_adapter_lora_free(handle)
+            self._loaded, self._current = [], None
         self.llm.close()
 
     def __enter__(self) -> LlamaScorer:
@@ -97,28 +127,38 @@ class LlamaScorer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _token_logprobs(self, tokens: list[int], start: int) -> list[float]:
-        """log p(tokens[i] | tokens[:i]) for i >= start."""
+    def log_probs(self, tokens: list[int], start: int):
+        """log p(. | tokens[:i]) over the whole vocabulary for i >= start: (len - start, vocab) array."""
         import numpy as np
 
         self.llm.reset()
         self.llm.eval(tokens)
         logits = np.asarray(self.llm.scores[start - 1: len(tokens) - 1], dtype=np.float64)
         logits -= logits.max(-1, keepdims=True)
-        logz = np.log(np.exp(logits).sum(-1))
-        targets = np.asarray(tokens[start:])
-        return list(logits[np.arange(len(targets)), targets] - logz)
+        return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
 
-    def completion_logprob(self, prompt: list[dict], completion: str) -> float | None:
-        """Mean log-prob per token of `completion` answered to the chat `prompt`, in the serving
-        prompt format; None when it does not fit the context window."""
+    def _token_logprobs(self, tokens: list[int], start: int) -> list[float]:
+        """log p(tokens[i] | tokens[:i]) for i >= start."""
+        return list(_picked(self.log_probs(tokens, start), tokens, start))
+
+    def answer_tokens(self, prompt: list[dict], completion: str) -> tuple[list[int], int] | None:
+        """(token ids of prompt + completion in the serving chat format, index of the first answer
+        token); None when it does not fit the context window or the answer is empty."""
         head = self._format(messages=prompt).prompt
         end = self._end[0] if isinstance(self._end, list) and self._end else ""
         head_ids = self.llm.tokenize(head.encode(), add_bos=False, special=True)
         ids = head_ids + self.llm.tokenize((completion + end).encode(), add_bos=False, special=True)
         if len(ids) > self.n_ctx or len(ids) == len(head_ids):
             return None
-        lps = self._token_logprobs(ids, len(head_ids))
+        return ids, len(head_ids)
+
+    def completion_logprob(self, prompt: list[dict], completion: str) -> float | None:
+        """Mean log-prob per token of `completion` answered to the chat `prompt`, in the serving
+        prompt format; None when it does not fit the context window."""
+        found = self.answer_tokens(prompt, completion)
+        if found is None:
+            return None
+        lps = self._token_logprobs(*found)
         return sum(lps) / len(lps)
 
     def perplexity(self, texts: list[str], max_tokens: int = 512) -> float | None:
@@ -133,34 +173,84 @@ class LlamaScorer:
         return math.exp(total / count) if count else None
 
 
+def _picked(log_probs, tokens: list[int], start: int):
+    """Each row's log-prob of the token that actually came next."""
+    import numpy as np
+
+    return log_probs[np.arange(len(tokens) - start), np.asarray(tokens[start:])]
+
+
+def _kl_rows(p_log, q_log) -> float:
+    """Sum over positions of KL(p || q) between full next-token distributions (log-probs in)."""
+    import numpy as np
+
+    return float((np.exp(p_log) * (p_log - q_log)).sum())
+
+
 def score(gguf_path: Path, adapter_path: Path | None, pairs: list[dict], texts: list[str],
           n_ctx: int = 2048, label: str | None = None) -> Scores:
     """Held-out figures for one adapter. `pairs`: TRL conversational rows (prompt, chosen, rejected)."""
-    out = Scores(adapter=label)
-    margins = []
-    with LlamaScorer(gguf_path, adapter_path, n_ctx) as scorer:
+    return score_all(gguf_path, [(label, adapter_path)], pairs, texts, n_ctx)[0]
+
+
+def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], pairs: list[dict],
+              texts: list[str], n_ctx: int = 2048) -> list[Scores]:
+    """Held-out figures for several adapters ((label, GGUF LoRA path or None for the plain base)) in
+    one llama.cpp context: each answer is scored once by the base, then once per adapter, and the
+    adapter's KL to the base is taken position by position from the two passes."""
+    n = len(adapters)
+    out = [Scores(adapter=label) for label, _ in adapters]
+    margins: list[list[float]] = [[] for _ in range(n)]
+    kl_sum, kl_positions = [0.0] * n, 0
+    with LlamaScorer(gguf_path, None, n_ctx) as scorer:
+        handles = [None if path is None else scorer.load_adapter(path) for _, path in adapters]
         for pair in pairs:
-            chosen = scorer.completion_logprob(pair["prompt"], _text(pair["chosen"]))
-            rejected = scorer.completion_logprob(pair["prompt"], _text(pair["rejected"]))
-            if chosen is None or rejected is None:
-                out.skipped += 1
+            answers = [scorer.answer_tokens(pair["prompt"], _text(pair[side])) for side in ("chosen", "rejected")]
+            if None in answers:
+                for s in out:
+                    s.skipped += 1
                 continue
-            margins.append(chosen - rejected)
-        out.perplexity = scorer.perplexity(texts) if texts else None
-    out.pairs = len(margins)
-    if margins:
-        out.accuracy = sum(m > 0 for m in margins) / len(margins)
-        out.margin = sum(margins) / len(margins)
+            means = [[] for _ in range(n)]
+            for ids, start in answers:
+                scorer.use(None)
+                base = scorer.log_probs(ids, start)
+                kl_positions += len(base)
+                for i, handle in enumerate(handles):
+                    if handle is None:
+                        lp = base  # the base itself: KL 0 by definition, no second pass
+                    else:
+                        scorer.use(handle)
+                        lp = scorer.log_probs(ids, start)
+                        kl_sum[i] += _kl_rows(lp, base)
+                    means[i].append(float(_picked(lp, ids, start).mean()))
+            for i in range(n):
+                margins[i].append(means[i][0] - means[i][1])
+        perplexities: dict[int, float | None] = {}
+        for i, handle in enumerate(handles):
+            key = id(handle) if handle is not None else 0
+            if key not in perplexities:
+                scorer.use(handle)
+                perplexities[key] = scorer.perplexity(texts) if texts else None
+            out[i].perplexity = perplexities[key]
+    for i, s in enumerate(out):
+        s.pairs = len(margins[i])
+        if margins[i]:
+            s.accuracy = sum(m > 0 for m in margins[i]) / len(margins[i])
+            s.margin = sum(margins[i]) / len(margins[i])
+        if kl_positions:
+            s.kl_to_base = kl_sum[i] / kl_positions
     return out
 
 
-def decide(candidate: Scores, active: Scores, max_perplexity_rise_pct: float = 10.0) -> Verdict:
+def decide(candidate: Scores, active: Scores, max_perplexity_rise_pct: float = 10.0,
+           max_kl_to_base: float = 0.0) -> Verdict:
     """Promote only a candidate that beats the active adapter on the held-out pairs (accuracy, then
-    margin on a tie) without raising perplexity by more than the configured share."""
+    margin on a tie) without raising perplexity by more than the configured share, nor (when
+    `max_kl_to_base` > 0) drifting further than that from the base."""
     reasons: list[str] = []
     if not candidate.pairs:
         return Verdict(False, ["no held-out pair fits the context window: nothing to judge by"], candidate, active,
-                       max_perplexity_rise_pct)
+                       max_perplexity_rise_pct, max_kl_to_base)
     better = (candidate.accuracy, candidate.margin) > (active.accuracy or 0.0, active.margin or -math.inf)
     if better:
         reasons.append(f"held-out accuracy {candidate.accuracy:.2f} vs {active.accuracy or 0:.2f}, "
@@ -174,7 +264,13 @@ def decide(candidate: Scores, active: Scores, max_perplexity_rise_pct: float = 1
         ppl_ok = rise <= max_perplexity_rise_pct
         reasons.append(f"perplexity on held-out notes {active.perplexity:.2f} -> {candidate.perplexity:.2f} "
                        f"({rise:+.1f}%, limit +{max_perplexity_rise_pct:g}%)")
-    return Verdict(better and ppl_ok, reasons, candidate, active, max_perplexity_rise_pct)
+    kl_ok = True
+    if candidate.kl_to_base is not None:
+        kl_ok = not max_kl_to_base or candidate.kl_to_base <= max_kl_to_base
+        limit = f"limit {max_kl_to_base:g}" if max_kl_to_base else "no limit set"
+        was = f", active {active.kl_to_base:.4f}" if active.kl_to_base is not None else ""
+        reasons.append(f"KL to the base on held-out answers {candidate.kl_to_base:.4f} nats/token{was} ({limit})")
+    return Verdict(better and ppl_ok and kl_ok, reasons, candidate, active, max_perplexity_rise_pct, max_kl_to_base)
 
 
 def write_verdict(version_dir: Path, verdict: Verdict) -> Path:

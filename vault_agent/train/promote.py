@@ -59,10 +59,12 @@ def promote_version(settings, dirs: AppDirs, version: str, heldout: list, vault:
     pairs = [p.record() for p in heldout]
     texts = heldout_chunks(settings, vault)
     n_ctx = settings.llm.n_ctx
-    candidate = gate.score(base_gguf, vdir / active.GGUF_NAME, pairs, texts, n_ctx, label=version)
-    incumbent = gate.score(base_gguf, active.gguf_path(dirs, current) if current else None, pairs, texts, n_ctx,
-                           label=current)
-    verdict = gate.decide(candidate, incumbent, settings.train.max_perplexity_rise_pct)
+    # one llama.cpp context: the base is scored once, for the base itself (no adapter active) and
+    # as the reference of both adapters' KL
+    candidate, incumbent = gate.score_all(
+        base_gguf, [(version, vdir / active.GGUF_NAME), (current, active.gguf_path(dirs, current) if current else None)],
+        pairs, texts, n_ctx)
+    verdict = gate.decide(candidate, incumbent, settings.train.max_perplexity_rise_pct, settings.train.max_kl_to_base)
     verdict.extra["export"] = export
     gate.write_verdict(vdir, verdict)
     result = {"promoted": verdict.promote, "exported": True, "reasons": verdict.reasons,
