@@ -42,8 +42,8 @@ class Verdict:
     candidate: Scores
     active: Scores
     max_perplexity_rise_pct: float
-    max_kl_to_base: float = 0.0  # 0: KL is reported, never a reason to refuse
     extra: dict[str, Any] = field(default_factory=dict)
+    max_kl_to_base: float = 0.0  # 0: KL is reported, never a reason to refuse
 
     def to_dict(self) -> dict:
         return {"promote": self.promote, "reasons": self.reasons, "candidate": asdict(self.candidate),
@@ -250,7 +250,7 @@ def decide(candidate: Scores, active: Scores, max_perplexity_rise_pct: float = 1
     reasons: list[str] = []
     if not candidate.pairs:
         return Verdict(False, ["no held-out pair fits the context window: nothing to judge by"], candidate, active,
-                       max_perplexity_rise_pct, max_kl_to_base)
+                       max_perplexity_rise_pct, max_kl_to_base=max_kl_to_base)
     better = (candidate.accuracy, candidate.margin) > (active.accuracy or 0.0, active.margin or -math.inf)
     if better:
         reasons.append(f"held-out accuracy {candidate.accuracy:.2f} vs {active.accuracy or 0:.2f}, "
@@ -270,7 +270,8 @@ def decide(candidate: Scores, active: Scores, max_perplexity_rise_pct: float = 1
         limit = f"limit {max_kl_to_base:g}" if max_kl_to_base else "no limit set"
         was = f", active {active.kl_to_base:.4f}" if active.kl_to_base is not None else ""
         reasons.append(f"KL to the base on held-out answers {candidate.kl_to_base:.4f} nats/token{was} ({limit})")
-    return Verdict(better and ppl_ok and kl_ok, reasons, candidate, active, max_perplexity_rise_pct, max_kl_to_base)
+    return Verdict(better and ppl_ok and kl_ok, reasons, candidate, active, max_perplexity_rise_pct,
+                   max_kl_to_base=max_kl_to_base)
 
 
 def write_verdict(version_dir: Path, verdict: Verdict) -> Path:
