@@ -67,6 +67,11 @@ def test_kl_is_zero_for_the_base_and_clearly_positive_for_a_strong_adapter(bundl
     total, positions = _kl_by_hand(bundled_gguf, kl_adapters["strong"], PAIRS[0])
     (one,) = score_all(bundled_gguf, [("v0002", kl_adapters["strong"])], PAIRS[:1], [], n_ctx=512)
     assert one.kl_to_base == pytest.approx(total / positions, rel=1e-3, abs=1e-5)
+    # the same answers given as single completions (a KTO version's held-out answers): same KL, no pairs
+    singles = [{"prompt": PAIRS[0]["prompt"], "completion": PAIRS[0][side], "label": side == "chosen"}
+               for side in ("chosen", "rejected")]
+    (alone,) = score_all(bundled_gguf, [("v0002", kl_adapters["strong"])], [], [], n_ctx=512, answers=singles)
+    assert alone.pairs == 0 and alone.kl_to_base == pytest.approx(one.kl_to_base, rel=1e-6)
 
 
 @pytest.mark.slow

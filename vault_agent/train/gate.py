@@ -194,37 +194,48 @@ def score(gguf_path: Path, adapter_path: Path | None, pairs: list[dict], texts: 
 
 
 def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], pairs: list[dict],
-              texts: list[str], n_ctx: int = 2048) -> list[Scores]:
+              texts: list[str], n_ctx: int = 2048, answers: list[dict] | None = None) -> list[Scores]:
     """Held-out figures for several adapters ((label, GGUF LoRA path or None for the plain base)) in
     one llama.cpp context: each answer is scored once by the base, then once per adapter, and the
-    adapter's KL to the base is taken position by position from the two passes."""
+    adapter's KL to the base is taken position by position from the two passes. `answers` (TRL
+    unpaired rows: prompt, completion) add positions to the KL only: a KTO version's held-out answers."""
     n = len(adapters)
     out = [Scores(adapter=label) for label, _ in adapters]
     margins: list[list[float]] = [[] for _ in range(n)]
     kl_sum, kl_positions = [0.0] * n, 0
     with LlamaScorer(gguf_path, None, n_ctx) as scorer:
         handles = [None if path is None else scorer.load_adapter(path) for _, path in adapters]
+
+        def mean_logprobs(ids: list[int], start: int) -> list[float]:
+            """Each adapter's mean token log-prob of the answer; adds to the KL sums on the way."""
+            nonlocal kl_positions
+            scorer.use(None)
+            base = scorer.log_probs(ids, start)
+            kl_positions += len(base)
+            means = []
+            for i, handle in enumerate(handles):
+                if handle is None:
+                    lp = base  # the base itself: KL 0 by definition, no second pass
+                else:
+                    scorer.use(handle)
+                    lp = scorer.log_probs(ids, start)
+                    kl_sum[i] += _kl_rows(lp, base)
+                means.append(float(_picked(lp, ids, start).mean()))
+            return means
+
         for pair in pairs:
-            answers = [scorer.answer_tokens(pair["prompt"], _text(pair[side])) for side in ("chosen", "rejected")]
-            if None in answers:
+            found = [scorer.answer_tokens(pair["prompt"], _text(pair[side])) for side in ("chosen", "rejected")]
+            if None in found:
                 for s in out:
                     s.skipped += 1
                 continue
-            means = [[] for _ in range(n)]
-            for ids, start in answers:
-                scorer.use(None)
-                base = scorer.log_probs(ids, start)
-                kl_positions += len(base)
-                for i, handle in enumerate(handles):
-                    if handle is None:
-                        lp = base  # the base itself: KL 0 by definition, no second pass
-                    else:
-                        scorer.use(handle)
-                        lp = scorer.log_probs(ids, start)
-                        kl_sum[i] += _kl_rows(lp, base)
-                    means[i].append(float(_picked(lp, ids, start).mean()))
+            chosen, rejected = (mean_logprobs(*f) for f in found)
             for i in range(n):
-                margins[i].append(means[i][0] - means[i][1])
+                margins[i].append(chosen[i] - rejected[i])
+        for row in answers or []:
+            found = scorer.answer_tokens(row["prompt"], _text(row["completion"]))
+            if found is not None:
+                mean_logprobs(*found)
         perplexities: dict[int, float | None] = {}
         for i, handle in enumerate(handles):
             key = id(handle) if handle is not None else 0
