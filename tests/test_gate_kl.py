@@ -63,6 +63,13 @@ def test_kl_is_zero_for_the_base_and_clearly_positive_for_a_strong_adapter(bundl
     assert strong.kl_to_base > 0.05, strong.kl_to_base
     assert strong.kl_to_base > 1000 * max(same.kl_to_base, 1e-7)
 
+    # the prompt is evaluated once per pair and both answers continue from its cache: the same
+    # figures as evaluating each answer in one pass from scratch
+    with LlamaScorer(bundled_gguf, None, n_ctx=512) as scorer:
+        one_pass = [scorer.completion_logprob(p["prompt"], _text(p["chosen"]))
+                    - scorer.completion_logprob(p["prompt"], _text(p["rejected"])) for p in PAIRS]
+    assert base.margin == pytest.approx(sum(one_pass) / len(one_pass), abs=1e-3)
+
     # switching the adapter on and off in one context gives what two separate contexts give
     total, positions = _kl_by_hand(bundled_gguf, kl_adapters["strong"], PAIRS[0])
     (one,) = score_all(bundled_gguf, [("v0002", kl_adapters["strong"])], PAIRS[:1], [], n_ctx=512)

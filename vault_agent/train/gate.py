@@ -129,13 +129,24 @@ class LlamaScorer:
 
     def log_probs(self, tokens: list[int], start: int):
         """log p(. | tokens[:i]) over the whole vocabulary for i >= start: (len - start, vocab) array."""
-        import numpy as np
-
         self.llm.reset()
         self.llm.eval(tokens)
-        logits = np.asarray(self.llm.scores[start - 1: len(tokens) - 1], dtype=np.float64)
-        logits -= logits.max(-1, keepdims=True)
-        return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        return _log_softmax(self.llm.scores[start - 1: len(tokens) - 1])
+
+    def answers_log_probs(self, found: list[tuple[list[int], int]]) -> list:
+        """`log_probs` for several answers to one prompt (`answer_tokens` results with the same head):
+        the prompt is evaluated once, each answer then continues from the prompt's KV cache."""
+        ids0, start = found[0]
+        self.llm.reset()
+        self.llm.eval(ids0[:start])
+        out = []
+        for ids, at in found:
+            if at != start or ids[:start] != ids0[:start]:
+                raise ValueError("answers_log_probs needs answers to the same prompt")
+            self.llm.n_tokens = start  # the next eval drops the previous answer's cache entries
+            self.llm.eval(ids[start:])
+            out.append(_log_softmax(self.llm.scores[start - 1: len(ids) - 1]))
+        return out
 
     def _token_logprobs(self, tokens: list[int], start: int) -> list[float]:
         """log p(tokens[i] | tokens[:i]) for i >= start."""
@@ -173,6 +184,14 @@ class LlamaScorer:
         return math.exp(total / count) if count else None
 
 
+def _log_softmax(logits):
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float64)
+    logits = logits - logits.max(-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+
 def _picked(log_probs, tokens: list[int], start: int):
     """Each row's log-prob of the token that actually came next."""
     import numpy as np
@@ -206,21 +225,22 @@ def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], p
     with LlamaScorer(gguf_path, None, n_ctx) as scorer:
         handles = [None if path is None else scorer.load_adapter(path) for _, path in adapters]
 
-        def mean_logprobs(ids: list[int], start: int) -> list[float]:
-            """Each adapter's mean token log-prob of the answer; adds to the KL sums on the way."""
+        def mean_logprobs(found: list[tuple[list[int], int]]) -> list[list[float]]:
+            """Per adapter, the mean token log-prob of each answer (all to one prompt); adds to the
+            KL sums on the way. The base pass comes first and serves every adapter."""
             nonlocal kl_positions
             scorer.use(None)
-            base = scorer.log_probs(ids, start)
-            kl_positions += len(base)
+            base = scorer.answers_log_probs(found)
+            kl_positions += sum(len(b) for b in base)
             means = []
             for i, handle in enumerate(handles):
                 if handle is None:
-                    lp = base  # the base itself: KL 0 by definition, no second pass
+                    lps = base  # the base itself: KL 0 by definition, no second pass
                 else:
                     scorer.use(handle)
-                    lp = scorer.log_probs(ids, start)
-                    kl_sum[i] += _kl_rows(lp, base)
-                means.append(float(_picked(lp, ids, start).mean()))
+                    lps = scorer.answers_log_probs(found)
+                    kl_sum[i] += sum(_kl_rows(lp, b) for lp, b in zip(lps, base))
+                means.append([float(_picked(lp, ids, at).mean()) for lp, (ids, at) in zip(lps, found)])
             return means
 
         for pair in pairs:
@@ -229,13 +249,12 @@ def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], p
                 for s in out:
                     s.skipped += 1
                 continue
-            chosen, rejected = (mean_logprobs(*f) for f in found)
-            for i in range(n):
-                margins[i].append(chosen[i] - rejected[i])
+            for i, (chosen, rejected) in enumerate(mean_logprobs(found)):
+                margins[i].append(chosen - rejected)
         for row in answers or []:
             found = scorer.answer_tokens(row["prompt"], _text(row["completion"]))
             if found is not None:
-                mean_logprobs(*found)
+                mean_logprobs([found])
         perplexities: dict[int, float | None] = {}
         for i, handle in enumerate(handles):
             key = id(handle) if handle is not None else 0
