@@ -239,6 +239,10 @@ def test_dry_run_says_the_sft_term_is_skipped_without_corrections(agent_home, ti
     assert run.returncode == 0, run.stderr
     assert "loss: dpo\n" in run.stdout.replace("\r", "")
     assert "SFT term skipped: no correction pairs among the training pairs" in run.stdout
-    out = json.loads(cli("retrain", "--dry-run", "--json").stdout)
+    from vault_agent.config import load_settings
+    from vault_agent.paths import app_dirs
+    from vault_agent.train.retrain import retrain
+
+    out = retrain(load_settings(), app_dirs().ensure(), dry_run=True)
     assert out["variants"] == {"ran": ["dpo"], "notes": ["SFT term skipped: no correction pairs among the training "
                                                          "pairs"]}
