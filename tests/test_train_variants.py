@@ -51,6 +51,9 @@ def test_dynamic_beta_rises_with_a_large_margin_and_falls_with_a_small_one():
     assert beta == pytest.approx(0.1 * (1 - 0.6 * 1.08))
     beta, _ = d.step(torch.tensor([-10.0]))  # 1 + 0.6 * (-10 + 0.928) < 0: clamped, beta stays positive
     assert beta == pytest.approx(1e-3)
+    before = (d.margin_mean, d.margin_std)
+    beta, _ = d.step(torch.tensor([5.0]), update=False)  # an evaluation batch leaves the running state alone
+    assert (d.margin_mean, d.margin_std) == before and beta == pytest.approx(0.1 * (1 + 0.6 * (5.0 - d.margin_mean)))
 
 
 def test_margin_guided_filter_weights_and_drops_the_outlier_pair():
@@ -152,13 +155,14 @@ def _records(n: int = 4):
     return out
 
 
-def _trainer(tiny_llama, tmp_path, records, **settings):
+def _trainer(tiny_llama, tmp_path, records, precompute_ref_log_probs=False, **settings):
     from vault_agent.config import TrainSettings
     from vault_agent.train.dpo import make_plan, make_trainer
 
     model, tokenizer = tiny_llama
     plan = make_plan(TrainSettings(batch_size=len(records), max_length=128, **settings), device="cpu")
-    return make_trainer(plan, model, tokenizer, records, str(tmp_path / "t"), max_steps=1)
+    return make_trainer(plan, model, tokenizer, records, str(tmp_path / "t"), max_steps=1,
+                        precompute_ref_log_probs=precompute_ref_log_probs)
 
 
 def test_margin_and_correction_flag_survive_tokenization_and_the_collator(tiny_llama, tmp_path):
@@ -170,11 +174,13 @@ def test_margin_and_correction_flag_survive_tokenization_and_the_collator(tiny_l
     assert batch["input_ids"].shape[0] == 2 * len(records)  # chosen then rejected, as TRL collates
 
 
-def test_without_variants_the_loss_is_trls_own_and_the_variant_path_matches_it(tiny_llama, tmp_path):
+@pytest.mark.parametrize("precompute", [False, True], ids=["reference-per-batch", "reference-precomputed"])
+def test_without_variants_the_loss_is_trls_own_and_the_variant_path_matches_it(tiny_llama, tmp_path, precompute):
     """sft_weight 0, no margins, no dynamic beta: TRL's _compute_loss runs. The variants path with
-    margins 0 and no SFT computes the same number (same forward, same reference)."""
+    margins 0 and no SFT computes the same number (same forward, same reference), also with the
+    reference log-probs precomputed as the CUDA plan does."""
     records = [dict(r, margin=0.0, is_correction=False) for r in _records()]
-    trainer = _trainer(tiny_llama, tmp_path, records, sft_weight=0.0)
+    trainer = _trainer(tiny_llama, tmp_path, records, sft_weight=0.0, precompute_ref_log_probs=precompute)
     assert not trainer.variants_on
     model = trainer.model
     with torch.no_grad():  # move the adapter off zero so policy != reference
@@ -182,6 +188,7 @@ def test_without_variants_the_loss_is_trls_own_and_the_variant_path_matches_it(t
             if "lora_B" in name:
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    assert ("ref_chosen_logps" in batch) == precompute
     trl_loss = trainer.compute_loss(model, dict(batch)).item()
     trl_margin = trainer._metrics["train"]["rewards/margins"][-1]
     trainer.variants_on = True

@@ -102,8 +102,11 @@ class DynamicBeta:
         batch_margin = float(margins.detach().float()[kept].mean())
         return max(self.min_beta, self.beta0 * (1 + self.alpha * (batch_margin - self.margin_mean)))
 
-    def step(self, margins: torch.Tensor, generator: torch.Generator | None = None) -> tuple[float, torch.Tensor]:
-        """Update the running statistics with this batch, then (beta_batch, kept mask)."""
-        self.update(margins)
+    def step(self, margins: torch.Tensor, generator: torch.Generator | None = None,
+             update: bool = True) -> tuple[float, torch.Tensor]:
+        """Update the running statistics with this batch (not for evaluation batches), then
+        (beta_batch, kept mask)."""
+        if update:
+            self.update(margins)
         kept = self.select(margins, generator)
         return self.beta_for(margins, kept), kept

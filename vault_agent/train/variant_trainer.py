@@ -99,7 +99,7 @@ class VariantDPOTrainer(DPOTrainer):
         kept = torch.ones_like(chosen_logps, dtype=torch.bool)
         if self.dynamic_beta is not None:
             delta = (chosen_logps - ref_chosen) - (rejected_logps - ref_rejected)
-            beta, kept = self.dynamic_beta.step(delta)
+            beta, kept = self.dynamic_beta.step(delta, update=mode == "train")
             metrics["beta"].append(beta)
             metrics["dynamic_beta/kept"].append(kept.float().mean().item())
             metrics["dynamic_beta/margin_mean"].append(self.dynamic_beta.margin_mean)
