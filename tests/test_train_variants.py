@@ -8,10 +8,12 @@ import json
 import math
 
 import pytest
+import test_train  # tests/ is on sys.path (rootdir conftest, no package): its fixtures and helpers
 import torch
 
-from tests.test_train import tiny_base  # noqa: F401  (fixture: the tiny llama as train.base_model)
 from vault_agent.train.losses import DynamicBeta, dpo_sigmoid_loss, sft_loss
+
+tiny_base = test_train.tiny_base  # the fixture: the tiny random llama configured as train.base_model
 
 
 def softplus(x: float) -> float:
@@ -62,7 +64,7 @@ def test_margin_guided_filter_weights_and_drops_the_outlier_pair():
     assert d.weights(torch.tensor([0.0, 1.0, 2.0])).tolist() == pytest.approx(
         [1.0, math.exp(-0.5), math.exp(-2.0)])  # exp(-(M - M0)^2 / (2 sigma^2)) with M0 0, sigma 1
     for seed in range(20):
-        state = DynamicBeta(**{**d.__dict__})
+        state = DynamicBeta(**d.__dict__)
         beta, kept = state.step(margins, torch.Generator().manual_seed(seed))
         # M0 = 0.9 * 0 + 0.1 * 10 = 1; sigma = 0.9 * 1 + 0.1 * std([0, 1, -1, 40]) (population std)
         std = math.sqrt(sum((m - 10.0) ** 2 for m in [0.0, 1.0, -1.0, 40.0]) / 4)
@@ -208,7 +210,7 @@ def test_without_variants_the_loss_is_trls_own_and_the_variant_path_matches_it(t
     ("margins", {"SOURCE_MARGINS": '{"synthetic": 0.5, "correction": 1.0}', "SFT_WEIGHT": "0"}, ["dpo_loss"]),
 ])
 def test_each_variant_trains_and_logs_finite_figures(agent_home, tiny_base, monkeypatch, variant, env, logged):
-    from tests.test_train import seed_pairs
+    seed_pairs = test_train.seed_pairs
     from vault_agent.config import load_settings
     from vault_agent.paths import app_dirs
     from vault_agent.train.retrain import retrain
@@ -236,11 +238,11 @@ def test_each_variant_trains_and_logs_finite_figures(agent_home, tiny_base, monk
 
 
 def test_dry_run_says_the_sft_term_is_skipped_without_corrections(agent_home, tiny_base):
-    from tests.test_train import FACTS, cli, rag_prompt
+    cli, rag_prompt = test_train.cli, test_train.rag_prompt
     from vault_agent.feedback.store import PreferenceLog
 
     with PreferenceLog(agent_home / "data" / "preferences.sqlite") as log:
-        for i, fact in enumerate(FACTS):
+        for i, fact in enumerate(test_train.FACTS):
             log.add_synthetic_pair(rag_prompt(i, fact), f"{fact} [1]", "I don't know.", origin_id=f"c{i}:h")
     run = cli("retrain", "--dry-run")
     assert run.returncode == 0, run.stderr
@@ -249,7 +251,7 @@ def test_dry_run_says_the_sft_term_is_skipped_without_corrections(agent_home, ti
     from vault_agent.config import load_settings
     from vault_agent.paths import app_dirs
     from vault_agent.train.retrain import retrain
+    from vault_agent.train.variants import SFT_SKIPPED_NO_CORRECTIONS
 
     out = retrain(load_settings(), app_dirs().ensure(), dry_run=True)
-    assert out["variants"] == {"ran": ["dpo"], "notes": ["SFT term skipped: no correction pairs among the training "
-                                                         "pairs"]}
+    assert out["variants"] == {"ran": ["dpo"], "notes": [SFT_SKIPPED_NO_CORRECTIONS]}

@@ -221,7 +221,6 @@ def make_trainer(plan: TrainingPlan, model, tokenizer, records: list[dict], outp
     """A DPOTrainer (with the plan's DPO variants, variant_trainer.py) and the plan's LoRA adapter on
     `model` (the reference is the base with the adapter disabled: no second copy in memory)."""
     from datasets import Dataset
-
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from .variant_trainer import VariantDPOTrainer
