@@ -121,6 +121,8 @@ def test_plan_records_the_variants_and_the_summary_says_which_run():
     assert synthetic_only["notes"] == [SFT_SKIPPED_NO_CORRECTIONS, "margins skipped: no training pairs from correction"]
     assert describe(make_plan(TrainSettings(sft_weight=0), device="cpu").variants, _pairs("correction")) == \
         {"ran": ["dpo"], "notes": []}
+    ipo = describe(make_plan(TrainSettings(loss_type="ipo"), device="cpu").variants, _pairs("correction"))
+    assert ipo == {"ran": ["dpo"], "notes": ["SFT term skipped: it is added to the sigmoid loss, train.loss_type is 'ipo'"]}
 
 
 def test_variant_on_a_non_sigmoid_loss_is_refused_before_any_model_loads():
