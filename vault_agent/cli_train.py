@@ -142,7 +142,7 @@ def retrain_command(
 def _json_summary(r: dict) -> dict:
     out = {"version": r.get("version"), "pairs": r["pairs"], "heldout": r.get("heldout"),
            "seconds": r.get("seconds"), "corrupt_pairs": r.get("corrupt_pairs", [])}
-    for key in ("due", "reason", "dry_run", "plan", "path", "steps", "train_loss", "gate"):
+    for key in ("due", "reason", "dry_run", "plan", "variants", "path", "steps", "train_loss", "gate"):
         if key in r:
             out[key] = r[key]
     return out
@@ -174,6 +174,10 @@ def _print_summary(r: dict) -> None:
             m = plan["memory"]
             c.print(f"memory estimate (at train.max_length): {m['total_gib']} GiB (weights {m['weights_gib']}, activations "
                     f"{m['activations_gib']}, logits {m['logits_gib']})")
+    if r.get("variants"):
+        c.print("loss: " + " + ".join(r["variants"]["ran"]))
+        for note in r["variants"]["notes"]:
+            c.print(note)
     if r.get("dry_run"):
         c.print("dry run: nothing was trained")
         return

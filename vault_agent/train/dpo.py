@@ -57,6 +57,7 @@ class TrainingPlan:
     dpo: dict[str, Any]
     dims: dict[str, Any] | None = None
     memory: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, Any] = field(default_factory=dict)  # SFT term, dynamic beta, margins (variants.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +74,8 @@ def detect_device() -> str:
 def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | None = None,
               dims: ModelDims | None = None, seq_len: int | None = None) -> TrainingPlan:
     """Everything a run would load and use; `settings` is a TrainSettings."""
+    from .variants import variant_plan
+
     device = device or detect_device()
     cuda = device == "cuda"
     micro = min(settings.batch_size, 2) if cuda else settings.batch_size
@@ -92,6 +95,7 @@ def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | Non
              "num_train_epochs": settings.epochs, "per_device_train_batch_size": micro,
              "gradient_accumulation_steps": max(1, math.ceil(settings.batch_size / micro)),
              "max_length": settings.max_length, "seed": settings.seed},
+        variants=variant_plan(settings),
     )
     if dims is not None:
         plan.dims = asdict(dims)
@@ -214,16 +218,16 @@ def prepare_tokenizer(tokenizer) -> None:
 
 def make_trainer(plan: TrainingPlan, model, tokenizer, records: list[dict], output_dir: str,
                  callbacks: list | None = None, **overrides):
-    """A DPOTrainer with the plan's LoRA adapter on `model` (the reference is the base with the
-    adapter disabled: no second copy in memory)."""
+    """A DPOTrainer (with the plan's DPO variants, variant_trainer.py) and the plan's LoRA adapter on
+    `model` (the reference is the base with the adapter disabled: no second copy in memory)."""
     from datasets import Dataset
-    from trl import DPOTrainer
-
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    trainer = DPOTrainer(model=model, args=dpo_config(plan, output_dir, **overrides),
-                         train_dataset=Dataset.from_list(records), processing_class=tokenizer,
-                         peft_config=lora_config(plan), callbacks=callbacks or [])
+    from .variant_trainer import VariantDPOTrainer
+
+    trainer = VariantDPOTrainer(model=model, args=dpo_config(plan, output_dir, **overrides),
+                                train_dataset=Dataset.from_list(records), processing_class=tokenizer,
+                                peft_config=lora_config(plan), callbacks=callbacks or [], variants=plan.variants)
     for noisy in (PrinterCallback, ProgressCallback):  # they print to stdout; `--json` owns it, we show progress
         trainer.remove_callback(noisy)
     return trainer

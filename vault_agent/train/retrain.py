@@ -24,6 +24,7 @@ from ..paths import AppDirs
 from . import dataset as ds
 from . import registry
 from .schedule import TrainingLock
+from .variants import describe as describe_variants
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, dict], None]  # (step, total steps, latest logs)
@@ -125,6 +126,7 @@ def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = Fa
         ds.require_enough(tset, settings.train)
         plan, base = plan_for(settings, dirs, device)
         summary["plan"] = plan.to_dict()
+        summary["variants"] = describe_variants(plan.variants, tset.train)
         if dry_run:
             summary.update(dry_run=True, seconds=round(time.perf_counter() - started, 2))
             return summary
@@ -219,7 +221,8 @@ def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, p
                        "margin_before": b["margin"], "margin_after": a["margin"],
                        **reward_metrics(before, after, settings.train.beta)}
             losses = [h["loss"] for h in history if "loss" in h]
-            metrics = {"version": version, "steps": result.global_step, "too_long_left_out": too_long, "train_loss": result.training_loss,
+            variants = describe_variants(plan.variants, tset.train)  # after too-long pairs left out
+            metrics = {"version": version, "variants": variants, "steps": result.global_step, "too_long_left_out": too_long, "train_loss": result.training_loss,
                        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                        "heldout": heldout, "history": history}
             plot_note = _plot(history, tmp / "training.png")
@@ -240,6 +243,7 @@ def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, p
             handler.close()
     _mark_trained(dirs, [p.id for p in tset.train], version)
     return {"version": version, "path": str(registry.adapters_dir(dirs) / version), "steps": result.global_step,
+            "variants": variants,
             "too_long_left_out": too_long,
             "train_loss": result.training_loss, "heldout": heldout}
 
