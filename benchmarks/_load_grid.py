@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,11 +88,13 @@ def run_raw_child(script: str, job: dict, root: Path, name: str, policy: str | N
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy:
         env["OMP_WAIT_POLICY"] = policy
-    child = subprocess.Popen([sys.executable, script, "--raw-child", str(job_path), str(out_path)], env=env)
+    # its own process group, so a timeout also kills the embedder process it started
+    child = subprocess.Popen([sys.executable, script, "--raw-child", str(job_path), str(out_path)], env=env,
+                             start_new_session=True)
     try:  # spinning threads collapse when another job holds a core: bound the damage
         rc = child.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        child.kill()
+        os.killpg(child.pid, signal.SIGKILL)
         child.wait()
         return {"error": f"killed after {timeout:.0f} s"}
     return json.loads(out_path.read_text()) if rc == 0 else {"error": f"exit code {rc}"}
