@@ -89,7 +89,10 @@ class ExampleSet:
 
 
 def _thumb(row: sqlite3.Row) -> Example:
-    messages = json.loads(row["messages_json"])
+    try:
+        messages = json.loads(row["messages_json"])
+    except ValueError:
+        raise ValueError("messages are not valid JSON") from None
     if not isinstance(messages, list) or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
             for m in messages):
@@ -166,11 +169,11 @@ def load(db_path: Path, settings) -> ExampleSet:
     return build(pairs, thumbs, settings, bad_pairs + bad_thumbs)
 
 
-def kto_weights(n_desirable: int, n_undesirable: int) -> dict[str, float]:
+def kto_weights(desirable: int, undesirable: int) -> dict[str, float]:
     """KTO's balance for skewed data (Ethayarajh et al. 2024, section 4): lambda_D * n_D / (lambda_U * n_U)
     must lie in [1, 4/3]. The scarcer side is weighted up to make the ratio 1 (rounded up, so it
     never falls below 1); balanced data keeps both at 1."""
-    n_d, n_u = max(n_desirable, 1), max(n_undesirable, 1)
+    n_d, n_u = max(desirable, 1), max(undesirable, 1)
     if n_d >= n_u:
         return {"desirable_weight": 1.0, "undesirable_weight": math.floor(n_d / n_u * 1000) / 1000}
     return {"desirable_weight": math.ceil(n_u / n_d * 1000) / 1000, "undesirable_weight": 1.0}
