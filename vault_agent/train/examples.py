@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
 from ..feedback.pairs import prompt_messages, rating_in_origin
 from . import dataset as ds
 
@@ -110,23 +109,10 @@ def _thumb(row: sqlite3.Row) -> Example:
 def read_thumbs(db_path: Path) -> tuple[list[Example], list[str]]:
     """The live thumbs that no 'rating' pair already carries, the latest per response, oldest first;
     and 'rating id: why' for each that could not be used."""
-    if not Path(db_path).exists():
-        return [], []
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute(
-            f"""SELECT r.id, r.value, r.created, r.response_id, s.answer, s.messages_json
-                FROM ratings r JOIN responses s ON s.id = r.response_id
-                WHERE r.undone = 0 AND NOT EXISTS (
-                    SELECT 1 FROM pairs WHERE source = 'rating' AND {rating_in_origin("r.id")})
-                ORDER BY r.created, r.rowid""").fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return [], []
-        raise UserError(f"cannot read the preference log {db_path}: {exc}") from None
-    finally:
-        conn.close()
+    rows = ds.read_rows(db_path, f"""SELECT r.id, r.value, r.created, r.response_id, s.answer, s.messages_json
+        FROM ratings r JOIN responses s ON s.id = r.response_id
+        WHERE r.undone = 0 AND NOT EXISTS (SELECT 1 FROM pairs WHERE source = 'rating' AND {rating_in_origin("r.id")})
+        ORDER BY r.created, r.rowid""")
     latest = {row["response_id"]: row for row in rows}  # later rows overwrite: the latest thumb wins
     thumbs, skipped = [], []
     for row in rows:

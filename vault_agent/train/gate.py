@@ -219,8 +219,9 @@ def _perplexity_check(candidate: Scores, active: Scores, max_rise_pct: float) ->
     if candidate.perplexity is None or not active.perplexity:
         return True, []
     rise = 100.0 * (candidate.perplexity / active.perplexity - 1.0)
-    return rise <= max_rise_pct, [f"perplexity on held-out notes {active.perplexity:.2f} -> {candidate.perplexity:.2f} "
-                                  f"({rise:+.1f}%, limit +{max_rise_pct:g}%)"]
+    line = (f"perplexity on held-out notes {active.perplexity:.2f} -> {candidate.perplexity:.2f} "
+            f"({rise:+.1f}%, limit +{max_rise_pct:g}%)")
+    return rise <= max_rise_pct, [line]
 
 
 def decide(candidate: Scores, active: Scores, max_perplexity_rise_pct: float = 10.0,
