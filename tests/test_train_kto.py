@@ -119,6 +119,25 @@ def test_kto_weights_keep_the_papers_balance_on_skewed_thumbs():
     assert kto_weights(2, 10) == {"desirable_weight": 5.0, "undesirable_weight": 1.0}
 
 
+def test_kto_config_follows_the_plan_on_cuda_and_cpu_without_a_gpu():
+    """No GPU here: what the CUDA path WOULD configure (nf4 plan, bf16, checkpointing, paged 8-bit AdamW),
+    and that KTO's batch of 2 (its KL term pairs neighbours) survives a train.batch_size of 1."""
+    from vault_agent.train.dpo import make_plan
+    from vault_agent.train.kto import kto_config, kto_config_kwargs
+
+    weights = {"desirable_weight": 1.0, "undesirable_weight": 2.5}
+    plan = make_plan(settings_for(batch_size=8), device="cuda")
+    args = kto_config_kwargs(plan, "/tmp/out", weights)
+    assert plan.quantization["bnb_4bit_quant_type"] == "nf4"
+    assert args["bf16"] and args["gradient_checkpointing"] and args["optim"] == "paged_adamw_8bit"
+    assert args["loss_type"] == "kto" and args["undesirable_weight"] == 2.5
+    assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == 8
+    cpu = kto_config(make_plan(settings_for(batch_size=1), device="cpu"), "/tmp/out", weights)
+    assert cpu.per_device_train_batch_size == 2 and cpu.gradient_accumulation_steps == 1
+    assert not cpu.bf16 and not cpu.gradient_checkpointing and cpu.optim == "adamw_torch"
+    assert cpu.loss_type == "kto" and cpu.train_sampling_strategy == "sequential"
+
+
 # --- which method ----------------------------------------------------------------------------------
 
 def test_auto_chooses_kto_without_pairs_and_dpo_with_them():
@@ -241,14 +260,16 @@ def test_if_due_with_too_little_feedback_is_not_due_rather_than_an_error(agent_h
 def test_gate_judges_kto_candidates_answer_by_answer():
     from vault_agent.train.gate import Scores, decide, judge_examples
 
+    import numpy as np
+
     rows = [{"label": True}, {"label": True}, {"label": False}, {"label": False}]
     active = [-2.0, -1.5, -1.0, -3.0]
-    good = judge_examples(rows, [-1.5, -1.0, -1.5, None], active)  # the last is too long: skipped
+    good = judge_examples(rows, [np.float64(-1.5), -1.0, -1.5, None], active)  # the last is too long: skipped
     assert (good.examples, good.right, good.skipped) == (3, 3, 1)
     assert good.desirable_logp_change == pytest.approx(0.5) and good.undesirable_logp_change == pytest.approx(-0.5)
     verdict = decide(Scores("v2", perplexity=10.5), Scores("v1", perplexity=10.0), 10.0, examples=good)
     assert verdict.promote and "3/3 held-out answers moved the right way" in verdict.reasons[0]
-    assert verdict.to_dict()["examples"]["right"] == 3
+    assert json.loads(json.dumps(verdict.to_dict()))["examples"]["right"] == 3  # gate.json can hold it
 
     bad = judge_examples(rows, [-2.5, -1.0, -0.5, -2.0], active)  # raises the undesirable answers more
     assert bad.right == 1 and not decide(Scores("v2"), Scores("v1"), examples=bad).promote
@@ -292,7 +313,7 @@ def test_real_kto_retrain_of_the_served_model_is_gated_on_heldout_answers(agent_
     from vault_agent.config import load_settings
     from vault_agent.train.retrain import retrain
 
-    result = retrain(load_settings(), dirs(), device="cpu", trainer_overrides={"max_steps": 3})
+    result = retrain(load_settings(), dirs(), device="cpu", trainer_overrides={"max_steps": 2})
     assert result["method"] == "kto" and result["version"] == "v0001", result
     gate = result["gate"]
     assert gate["exported"], gate

@@ -188,9 +188,9 @@ def judge_examples(examples: list[dict], candidate: list[float | None], active: 
         if c is None or a is None:
             out.skipped += 1
             continue
-        label = bool(e["label"])
-        changes[label].append(c - a)
-        out.right += (c > a) if label else (c < a)
+        label, change = bool(e["label"]), float(c) - float(a)  # llama.cpp's figures are numpy floats
+        changes[label].append(change)
+        out.right += int(change > 0 if label else change < 0)
     out.examples = len(changes[True]) + len(changes[False])
     if out.examples:
         out.accuracy = out.right / out.examples
