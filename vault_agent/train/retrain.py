@@ -146,8 +146,8 @@ def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = Fa
         if chosen == "kto":
             from .kto import kto_section
 
-            summary["kto"] = kto_section(plan, eset.counts(settings.train.seed),
-                                         ex.kto_weights(**eset.counts(settings.train.seed)))
+            counts = eset.counts(settings.train.seed)
+            summary["kto"] = kto_section(plan, counts, ex.kto_weights(**counts))
         if dry_run:
             summary.update(dry_run=True, seconds=round(time.perf_counter() - started, 2))
             return summary
