@@ -99,21 +99,25 @@ def _parse(row: sqlite3.Row) -> Pair:
                 row["chosen"], row["rejected"], row["trained_in_version"])
 
 
-def read_pairs(db_path: Path) -> tuple[list[Pair], list[str]]:
-    """Every pair in the log, oldest first, and 'id: why' for each row that could not be used."""
+def read_rows(db_path: Path, sql: str) -> list[sqlite3.Row]:
+    """Rows of a read-only query on the log; none when the log or its table does not exist yet."""
     if not Path(db_path).exists():
-        return [], []
+        return []
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
     conn.row_factory = sqlite3.Row
     try:
-        try:
-            rows = conn.execute("SELECT * FROM pairs ORDER BY created, rowid").fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return [], []
-            raise UserError(f"cannot read the preference log {db_path}: {exc}") from None
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise UserError(f"cannot read the preference log {db_path}: {exc}") from None
     finally:
         conn.close()
+
+
+def read_pairs(db_path: Path) -> tuple[list[Pair], list[str]]:
+    """Every pair in the log, oldest first, and 'id: why' for each row that could not be used."""
+    rows = read_rows(db_path, "SELECT * FROM pairs ORDER BY created, rowid")
     pairs, skipped = [], []
     for row in rows:
         try:

@@ -252,35 +252,43 @@ def _token_split(tokenizer, prompt: list[dict], answer: str, max_length: int) ->
 def fits_length(tokenizer, pair, max_length: int) -> bool:
     """Whether prompt + each answer fits max_length tokens. TRL truncates from the end, which would
     cut the answers that carry the preference, so longer pairs are left out (and counted)."""
-    for answer in (pair.chosen, pair.rejected):
-        text = tokenizer.apply_chat_template(pair.prompt + [{"role": "assistant", "content": answer}], tokenize=False)
-        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length:
-            return False
-    return True
+    return all(answer_fits(tokenizer, pair.prompt, answer, max_length) for answer in (pair.chosen, pair.rejected))
+
+
+def answer_fits(tokenizer, prompt: list[dict], answer: str, max_length: int) -> bool:
+    text = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_length
+
+
+def answer_logprob(model, tokenizer, prompt: list[dict], answer: str, max_length: int) -> tuple[float, int]:
+    """(sum log p of `answer` given the chat `prompt`, its tokens); call under torch.no_grad()."""
+    import torch
+
+    ids, start = _token_split(tokenizer, prompt, answer, max_length)
+    x = torch.tensor([ids], device=next(model.parameters()).device)
+    logits = model(input_ids=x).logits[0, :-1].float()
+    part = torch.log_softmax(logits, -1).gather(1, x[0, 1:, None])[:, 0][start - 1:]
+    return float(part.sum()), int(part.numel())
+
+
+def answers_logprobs(model, tokenizer, items: list[tuple[list[dict], str]], max_length: int) -> list[tuple[float, int]]:
+    """answer_logprob for each (prompt, answer), with the model in eval mode and no gradients."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = [answer_logprob(model, tokenizer, prompt, answer, max_length) for prompt, answer in items]
+    if was_training:
+        model.train()
+    return out
 
 
 def completion_logprobs(model, tokenizer, pairs, max_length: int) -> list[tuple[float, int, float, int]]:
     """Per pair: (sum log p of chosen, its tokens, sum log p of rejected, its tokens)."""
-    import torch
-
-    out = []
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for p in pairs:
-            row = []
-            for answer in (p.chosen, p.rejected):
-                ids, start = _token_split(tokenizer, p.prompt, answer, max_length)
-                x = torch.tensor([ids], device=device)
-                logits = model(input_ids=x).logits[0, :-1].float()
-                logp = torch.log_softmax(logits, -1).gather(1, x[0, 1:, None])[:, 0]
-                part = logp[start - 1:]
-                row += [float(part.sum()), int(part.numel())]
-            out.append(tuple(row))
-    if was_training:
-        model.train()
-    return out
+    flat = answers_logprobs(model, tokenizer, [(p.prompt, a) for p in pairs for a in (p.chosen, p.rejected)],
+                            max_length)
+    return [(*flat[2 * i], *flat[2 * i + 1]) for i in range(len(pairs))]
 
 
 def preference_metrics(scores: list[tuple[float, int, float, int]]) -> dict[str, float | None]:
