@@ -6,14 +6,19 @@ The daemon (`vault-agent serve`, a subprocess with its own VAULT_AGENT_HOME) ans
 through POST /ask/stream. The exact messages it sent the model are read back from GET /responses;
 after the daemon has stopped (so the two never share the cores) the same messages go, in the same
 order, through `llama_cpp.Llama.create_chat_completion(stream=True)` in this process with the same
-model, n_ctx, threads, seed and sampling arguments, and llama_cpp imported as the daemon imports it
-(LlamaBackend sets OMP_WAIT_POLICY=PASSIVE before libgomp loads). A second raw run, in a child process
-with libgomp's default wait policy (what a plain llama-cpp-python script gets), shows what that
-choice costs on an idle machine. Each side makes --passes passes; per question the fastest pass
-counts, so a pass slowed by another job on a shared machine is rejected (all passes are reported).
+model, n_ctx, threads, seed and sampling arguments and libgomp's default wait policy (what a plain
+llama-cpp-python script, llama-server or Ollama gets, and what the daemon uses since issue 12).
+
+The decode grid (issue 12; --no-grid skips it) measures, in the same run, idle and under indexing
+load: ours; the daemon as it was before issue 12 (OMP_WAIT_POLICY=PASSIVE, fixed threads, no
+pausing of the indexer); raw llama.cpp with libgomp's default and with PASSIVE (child processes,
+beside an embedder process for the load cells); and ours beside an embedder process it cannot
+pause. Under load the daemon indexes --load-notes synthetic notes added to its vault. Each side
+makes --passes passes; per question the fastest pass counts, so a pass slowed by another job on a
+shared machine is rejected (all passes are reported).
 
     .venv/bin/python benchmarks/serve_bench.py [--questions 10] [--max-tokens 128] [--passes 2] [--clients 4]
-        [--wait-quiet 600] [--out f.json] [--smoke]
+        [--wait-quiet 600] [--load-notes 1500] [--no-grid] [--out f.json] [--smoke]
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import percentile, peak_rss_mb, summary_ms, write_result  # noqa: E402
 from _daemon import (daemon_env, busy_processes, wait_quiet, NoiseMonitor, DaemonProcess, copy_sample_vault)  # noqa: E402
+from _load_grid import add_notes, embedder_process, index_progress, run_raw_child, wait_for_indexing  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 QUESTIONS = HERE / "data" / "sample_vault_questions.jsonl"
@@ -115,9 +120,15 @@ def raw_passes(messages: list[list[dict]], warm_messages: list[dict], passes: in
 
 
 def raw_child(job: str, result: str) -> None:
-    """--raw-child: raw_passes in a fresh process (another OMP_WAIT_POLICY needs a fresh libgomp)."""
+    """--raw-child: raw_passes in a fresh process (another OMP_WAIT_POLICY needs a fresh libgomp),
+    with the embedding load process beside it when the job says so."""
+    import contextlib
+
+    from _load_grid import embedder_process
+
     data = json.loads(Path(job).read_text())
-    out, walls, info = raw_passes(data["messages"], data["warm"], data["passes"], plain_import=True)
+    with embedder_process() if data.get("load") else contextlib.nullcontext():
+        out, walls, info = raw_passes(data["messages"], data["warm"], data["passes"], plain_import=True)
     Path(result).write_text(json.dumps({"passes": out, "walls": walls, "info": info}))
 
 
@@ -233,26 +244,101 @@ def comparison(ours: list[dict], raw: list[dict]) -> dict:
     }
 
 
-def spin_figures(spin: dict | None, raw: list[list[dict]], ours_best: list[dict]) -> dict | None:
-    """The raw run with libgomp's default wait policy, beside the in-process raw run and ours."""
-    if spin is None or "error" in spin:
-        return spin
-    best = best_runs(spin["passes"])
-    same = sum(a["text"] == b["text"] for x, y in zip(spin["passes"], raw) for a, b in zip(x, y))
-    return {
-        **raw_figures(best), "OMP_WAIT_POLICY": spin["info"]["OMP_WAIT_POLICY"],
-        "requests_per_s_by_pass": [round(len(best) / w, 3) for w in spin["walls"]],
-        "identical_answers_vs_raw": f"{same}/{sum(len(x) for x in raw)}",
-        "ours_tokens_per_s_ratio_vs_this": round(decode_rate(ours_best) / decode_rate(best), 3),
-        "note": "raw llama-cpp-python as a plain script runs it (libgomp threads spin at barriers); the daemon "
-                "sets OMP_WAIT_POLICY=PASSIVE on purpose (see LlamaBackend._llama_cpp)",
-    }
+def cell(runs: list[list[dict]] | None) -> dict | None:
+    """One grid cell (best of the passes): decode tokens/s and time to the full answer."""
+    if not runs:
+        return None
+    best = best_runs(runs)
+    total = [r["end"] - r["start"] for r in best]
+    return {"decode_tokens_per_s": decode_rate(best), "full_answer": summary_ms(total), "ttft": summary_ms(ttft(best)),
+            "token_events": sum(r["token_events"] for r in best)}
+
+
+def child_cell(out: dict | None) -> dict | None:
+    if out is None or "error" in out:
+        return out
+    return {**cell(out["passes"]), "OMP_WAIT_POLICY": out["info"]["OMP_WAIT_POLICY"]}
+
+
+def ratio(a: dict | None, b: dict | None) -> float | None:
+    if not a or not b or "error" in a or "error" in b:
+        return None
+    return round(a["decode_tokens_per_s"] / b["decode_tokens_per_s"], 3)
+
+
+def grid_table(grid: dict) -> str:
+    lines = ["| decode | idle tok/s | idle full answer p50 | indexing load tok/s | load full answer p50 |",
+             "|---|---|---|---|---|"]
+    for name, row in grid.items():
+        cells = []
+        for key in ("idle", "load"):
+            c = row.get(key)
+            if not c or "error" in c:
+                cells += [str((c or {}).get("error", "-")), "-"]
+            else:
+                cells += [f"{c['decode_tokens_per_s']:.1f}", f"{c['full_answer']['p50_ms'] / 1000:.2f} s"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def load_settings_for_report():
     from vault_agent.config import load_settings
 
     return load_settings().llm
+
+
+OLD_DAEMON = {"VAULT_AGENT_LLM__OMP_WAIT_POLICY": "passive", "VAULT_AGENT_LLM__THREADS_FOLLOW_LOAD": "false",
+              "VAULT_AGENT_INDEX__YIELD_TO_ANSWERS": "false"}  # the daemon before issue 12
+
+
+def daemon_session(root: Path, name: str, questions: list[str], warmup_q: str, args, monitor,
+                   settings_env: dict, main: bool) -> dict:
+    """One daemon on a fresh copy of the sample vault: sequential passes idle, then (main only) the
+    concurrent run and passes beside an embedder process, then passes while it indexes added notes."""
+    vault = copy_sample_vault(root / name)
+    daemon = DaemonProcess(vault, root / name / "home", **settings_env)
+    out: dict = {"name": name}
+    try:
+        monitor.phase = f"{name}_start"
+        daemon.start(monitor=monitor)
+        with daemon.client() as http:
+            out["warm"] = ask_stream(http, warmup_q)  # embedder + model warm-up, not timed
+
+            def passes(tag: str) -> tuple[list, list]:
+                runs, walls = [], []
+                for p in range(args.passes):
+                    monitor.phase = f"{name}_{tag}_{p + 1}"
+                    t0 = time.perf_counter()
+                    runs.append([ask_stream(http, q) for q in questions])
+                    walls.append(time.perf_counter() - t0)
+                return runs, walls
+
+            out["idle"], out["idle_walls"] = passes("sequential")
+            out["stored"] = {r["id"]: r for r in
+                             http.get("/responses", params={"limit": 500}).raise_for_status().json()["responses"]}
+            if main:
+                monitor.phase = f"{name}_concurrent"
+                out["concurrent"] = concurrent_run(daemon, questions, args.clients)
+                if args.grid:
+                    with embedder_process() as load:
+                        monitor.ours.add(load.pid)
+                        out["external_load"], _ = passes("external_load")
+            out["memory_idle"] = daemon.peak_rss_mb()  # before the added notes make it index
+            if args.load_notes:
+                before = index_progress(http)
+                out["added_chars"] = add_notes(vault, args.load_notes)
+                out["index_at_start"] = wait_for_indexing(http, before["notes_total"])
+                out["load"], _ = passes("indexing_load")
+                out["index_at_end"] = index_progress(http)
+        monitor.phase = "between"
+        out["noise_during"] = busy_processes({os.getpid(), daemon.proc.pid})
+        out["memory"] = daemon.peak_rss_mb()
+        out["index"] = daemon.index
+        out["ready_s"] = round(daemon.ready_s, 2)
+        out["env"] = daemon.env
+    finally:
+        out["exit_code"] = daemon.stop()
+    return out
 
 
 def main() -> None:
@@ -267,16 +353,19 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp home (daemon.log, preferences)")
     parser.add_argument("--wait-quiet", type=float, default=0,
                         help="first wait up to this many seconds for the machine to go idle")
-    parser.add_argument("--no-raw-default-omp", dest="raw_default_omp", action="store_false",
-                        help="skip the extra raw run (in a child process) with libgomp's default wait policy")
-    parser.add_argument("--raw-default-omp-timeout", type=float, default=300, help=argparse.SUPPRESS)
+    parser.add_argument("--load-notes", type=int, default=1500,
+                        help="notes added to the served vault for the indexing-load passes (0: no load passes)")
+    parser.add_argument("--no-grid", dest="grid", action="store_false",
+                        help="skip the decode grid: the pre-issue-12 daemon and raw llama.cpp with both wait "
+                             "policies, idle and beside an embedder")
+    parser.add_argument("--raw-timeout", type=float, default=600, help=argparse.SUPPRESS)
     parser.add_argument("--raw-child", nargs=2, metavar=("JOB", "RESULT"), help=argparse.SUPPRESS)
     parser.add_argument("--out")
     parser.add_argument("--smoke", action="store_true",
-                        help="one short question, one pass: checks the script works (figures mean nothing)")
+                        help="one short question, one pass, a small load: checks the script works (figures mean nothing)")
     args = parser.parse_args()
     if args.smoke:
-        args.questions, args.max_tokens, args.passes, args.clients, args.raw_default_omp = 1, 4, 1, 1, False
+        args.questions, args.max_tokens, args.passes, args.clients, args.grid, args.load_notes = 1, 4, 1, 1, False, 40
     if args.raw_child:
         return raw_child(*args.raw_child)
     quiet = wait_quiet(args.wait_quiet) if args.wait_quiet else None
@@ -287,60 +376,32 @@ def main() -> None:
     warmup_q, questions = all_q[-1], all_q[: args.questions]
 
     root = Path(tempfile.mkdtemp(prefix="va-serve-bench-"))
-    vault = copy_sample_vault(root)
     settings_env = {"VAULT_AGENT_LLM__MAX_TOKENS": str(args.max_tokens)}
     noise_before = busy_processes({os.getpid()})
     load_before = os.getloadavg()
     monitor = NoiseMonitor().start()
-    monitor.phase = "daemon_start"
 
-    # ---- the daemon ----
-    daemon = DaemonProcess(vault, root / "home", **settings_env)
-    try:
-        daemon.start(monitor=monitor)
-        with daemon.client() as http:
-            warm = ask_stream(http, warmup_q)  # first question: embedder + model warm-up, not timed
-            seq_passes, seq_walls = [], []
-            for p in range(args.passes):
-                monitor.phase = f"ours_sequential_{p + 1}"
-                t0 = time.perf_counter()
-                seq_passes.append([ask_stream(http, q) for q in questions])
-                seq_walls.append(time.perf_counter() - t0)
-            stored = {r["id"]: r for r in
-                      http.get("/responses", params={"limit": 500}).raise_for_status().json()["responses"]}
-        monitor.phase = "ours_concurrent"
-        conc = concurrent_run(daemon, questions, args.clients)
-        monitor.phase = "between"
-        noise_during = busy_processes({os.getpid(), daemon.proc.pid})
-        daemon_mem = daemon.peak_rss_mb()
-        daemon_index = daemon.index
-        daemon_ready_s = round(daemon.ready_s, 2)
-    finally:
-        rc = daemon.stop()
-
+    # ---- the daemon, then (grid) the daemon as it was before issue 12 ----
+    ours = daemon_session(root, "ours", questions, warmup_q, args, monitor, settings_env, main=True)
+    before = (daemon_session(root, "before", questions, warmup_q, args, monitor, {**settings_env, **OLD_DAEMON},
+                             main=False) if args.grid else None)
+    seq_passes, seq_walls, stored, conc = ours["idle"], ours["idle_walls"], ours["stored"], ours["concurrent"]
     messages = [stored[r["final"]["response_id"]]["messages"] for r in seq_passes[0]]
     same_prompts = all(stored[r["final"]["response_id"]]["messages"] == m
                        for runs in seq_passes[1:] for r, m in zip(runs, messages))
-    warm_messages = stored[warm["final"]["response_id"]]["messages"]
+    warm_messages = stored[ours["warm"]["final"]["response_id"]]["messages"]
 
-    # ---- raw llama-cpp-python, same settings, same prompts, same order; the daemon is gone ----
-    os.environ.update(daemon_env(root / "home", **settings_env))
-    spin = None
-    if args.raw_default_omp:  # first, so this process's llama_cpp (imported below) can't matter
-        job = root / "raw_job.json"
-        job.write_text(json.dumps({"messages": messages, "warm": warm_messages, "passes": args.passes}))
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        monitor.phase = "raw_default_omp"
-        child = subprocess.Popen([sys.executable, __file__, "--raw-child", str(job), str(root / "raw_out.json")],
-                                 env=env)
-        monitor.ours.add(child.pid)
-        try:  # spinning threads collapse when another job holds a core: bound the damage
-            rc_child = child.wait(timeout=args.raw_default_omp_timeout)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-            rc_child = f"killed after {args.raw_default_omp_timeout} s (machine busy?)"
-        spin = json.loads((root / "raw_out.json").read_text()) if rc_child == 0 else {"error": rc_child}
+    # ---- raw llama-cpp-python, same settings, same prompts, same order; no daemon running ----
+    os.environ.update(daemon_env(root / "ours" / "home", **settings_env))
+    raw_children: dict[str, dict | None] = {}
+    job = {"messages": messages, "warm": warm_messages, "passes": args.passes}
+    cells = [("default", "load"), ("PASSIVE", "idle"), ("PASSIVE", "load")] if args.grid else []
+    for policy, load in cells:
+        monitor.phase = f"raw_{policy}_{load}"
+        raw_children[f"{policy}_{load}"] = run_raw_child(__file__, {**job, "load": load == "load"}, root,
+                                                         f"raw_{policy}_{load}", None if policy == "default" else policy,
+                                                         args.raw_timeout)
+    # In this process, llama_cpp imported as the daemon imports it: libgomp's default policy.
     raw_passes_, raw_walls, raw_info = raw_passes(messages, warm_messages, args.passes, monitor)
     noise = monitor.stop()
     s = load_settings_for_report()
@@ -354,25 +415,42 @@ def main() -> None:
     seq_rps = [len(questions) / w for w in seq_walls]
     conc_rps = len(conc["runs"]) / conc["wall_s"]
     cmp = comparison(seq, raw)
-    ratio, added_p50 = cmp["tokens_per_s_ratio_ours_over_raw"], cmp["added_first_token_ms_p50"]
-    peak = daemon_mem["peak_rss_mb"]
-    noisy = [p for p in noise if p.startswith(("ours_", "raw")) and noise[p]["other_cores_mean"] >= 0.2]
+    ratio_idle, added_p50 = cmp["tokens_per_s_ratio_ours_over_raw"], cmp["added_first_token_ms_p50"]
+    peak = ours["memory_idle"]["peak_rss_mb"]
+    noisy = [p for p in noise if p.startswith(("ours_", "raw", "before_")) and noise[p]["other_cores_mean"] >= 0.2]
+    grid = {
+        "ours (daemon)": {"idle": cell(seq_passes), "load": cell(ours.get("load"))},
+        "ours beside an embedder process": {"idle": None, "load": cell(ours.get("external_load"))},
+        "daemon before issue 12 (PASSIVE)": {"idle": cell(before and before["idle"]),
+                                             "load": cell(before and before.get("load"))},
+        "raw llama.cpp, libgomp default": {"idle": cell(raw_passes_),
+                                           "load": child_cell(raw_children.get("default_load"))},
+        "raw llama.cpp, PASSIVE": {"idle": child_cell(raw_children.get("PASSIVE_idle")),
+                                   "load": child_cell(raw_children.get("PASSIVE_load"))},
+    }
+    ours_load, before_load = grid["ours (daemon)"]["load"], grid["daemon before issue 12 (PASSIVE)"]["load"]
+    load_ratio = ratio(ours_load, before_load)
     results = {
         "setup": {
             "questions": len(questions), "passes": args.passes, "context_chunks": s.context_chunks,
             "clients": args.clients, "cpus": os.cpu_count(), "raw": raw_info,
-            "daemon_OMP_WAIT_POLICY": daemon.env.get("OMP_WAIT_POLICY", "(unset: LlamaBackend's choice)"),
-            "index": {k: daemon_index[k] for k in ("notes_indexed", "notes_total", "chunks")},
-            "daemon_ready_s": daemon_ready_s, "daemon_exit_code": rc,
+            "daemon_settings": {k: v for k, v in ours["env"].items() if k.startswith("VAULT_AGENT_L")},
+            "index": {k: ours["index"][k] for k in ("notes_indexed", "notes_total", "chunks")},
+            "indexing_load": {"notes_added": args.load_notes, "ours": {k: ours.get(k) for k in (
+                "index_at_start", "index_at_end")}, "before": before and {k: before.get(k) for k in (
+                    "index_at_start", "index_at_end")}},
+            "daemon_ready_s": ours["ready_s"], "daemon_exit_code": ours["exit_code"],
             "prompts_identical_across_passes": same_prompts,
             "identical_answers_ours_vs_raw": f"{same_text}/{len(questions) * args.passes}",
             "loadavg_before": [round(x, 2) for x in load_before], "waited_for_quiet": quiet,
-            "other_busy_processes": sorted(set(noise_before + noise_during)),
+            "other_busy_processes": sorted(set(noise_before + ours["noise_during"])),
             "other_cpu_load_by_phase": noise,
         },
         "method": "per question, the fastest of --passes passes (ours and raw alike); 'all_passes' has every run",
+        "decode_grid": grid,
+        "decode_grid_table": grid_table(grid),
         "ours": {**ours_figures(seq), "requests_per_s_by_pass": [round(x, 3) for x in seq_rps]},
-        "raw_llama_cpp": {**raw_figures(raw),
+        "raw_llama_cpp": {**raw_figures(raw), "OMP_WAIT_POLICY": raw_info["OMP_WAIT_POLICY"],
                           "requests_per_s_by_pass": [round(len(questions) / w, 3) for w in raw_walls]},
         "comparison": cmp,
         "all_passes": {
@@ -381,7 +459,6 @@ def main() -> None:
             "comparison": comparison([r for runs in seq_passes for r in runs],
                                      [r for runs in raw_passes_ for r in runs]),
         },
-        "raw_llama_cpp_libgomp_default_wait": spin_figures(spin, raw_passes_, seq),
         "concurrent": {
             "clients": args.clients,
             "completed": len(conc["runs"]),
@@ -394,15 +471,20 @@ def main() -> None:
             "ttft_client_incl_queue": summary_ms(ttft(conc["runs"])),
             "note": "the daemon runs one generation at a time (generation_lock + GenerationGate); ~1x is expected",
         },
-        "memory": {"daemon": daemon_mem, "bench_process_peak_rss_mb_raw_llama": peak_rss_mb()},
+        "memory": {"daemon_before_indexing_load": ours["memory_idle"], "daemon_at_end": ours["memory"],
+                   "bench_process_peak_rss_mb_raw_llama": peak_rss_mb()},
         "noisy_phases": noisy,
         "targets": {
             "measured_on_a_quiet_machine": not noisy,
-            "tokens_per_s_ratio>=0.9": {"value": ratio, "result": "PASS" if ratio >= 0.9 else "FAIL"},
+            "tokens_per_s_ratio>=0.9 (idle, vs raw with libgomp's default)": {
+                "value": ratio_idle, "result": "PASS" if ratio_idle >= 0.9 else "FAIL"},
+            "indexing_load_tokens_per_s_ratio>=1.0 (vs the daemon before issue 12)": {
+                "value": load_ratio, "result": None if load_ratio is None else "PASS" if load_ratio >= 1.0 else "FAIL"},
             "added_first_token_ms<100": {"value": added_p50, "result": "PASS" if added_p50 < 100 else "FAIL"},
             "daemon_peak_rss_mb<1536": {"value": peak, "result": "PASS" if peak and peak < 1536 else "FAIL"},
         },
     }
+    print(results["decode_grid_table"])
     if args.keep:
         results["setup"]["home"] = str(root)
     else:

@@ -45,3 +45,8 @@ def test_serve_bench_smoke(tmp_path):
     sampling = result["setup"]["raw"]["sampling"]
     assert sampling["max_tokens"] == 4 and "repeat_penalty" in sampling  # from the backend's own arguments
     assert result["setup"]["daemon_exit_code"] in (0, 130)  # a clean stop on SIGINT, as `vault-agent serve`
+    # the indexing-load passes ran while the daemon indexed the notes the bench added
+    load = result["setup"]["indexing_load"]["ours"]
+    assert load["index_at_start"]["notes_total"] >= result["setup"]["index"]["notes_total"] + 40
+    assert result["decode_grid"]["ours (daemon)"]["load"]["token_events"] > 0
+    assert "| ours (daemon) |" in result["decode_grid_table"]

@@ -114,13 +114,15 @@ def retrain_command(
     if_due: bool = typer.Option(False, "--if-due", help="Only when train.min_new_pairs new pairs exist (timers)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the dataset, model, quantization and memory estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    method: Optional[str] = typer.Option(None, "--method", help="auto, dpo or kto (overrides train.method)."),
 ):
-    """Train a new LoRA adapter version on the preference log (DPO)."""
+    """Train a new LoRA adapter version on the preference log (DPO on pairs, or KTO on single thumbs)."""
     from .config import load_settings
     from .paths import app_dirs
+    from .train.method import with_method
     from .train.retrain import retrain
 
-    settings = load_settings(vault=vault)
+    settings = with_method(load_settings(vault=vault), method)  # refused here, before any model loads
     if as_json or dry_run:
         result = retrain(settings, app_dirs(), if_due=if_due, dry_run=dry_run)
     else:
@@ -142,7 +144,8 @@ def retrain_command(
 def _json_summary(r: dict) -> dict:
     out = {"version": r.get("version"), "pairs": r["pairs"], "heldout": r.get("heldout"),
            "seconds": r.get("seconds"), "corrupt_pairs": r.get("corrupt_pairs", [])}
-    for key in ("due", "reason", "dry_run", "plan", "path", "steps", "train_loss", "gate"):
+    for key in ("examples", "method", "method_reason", "kto", "variants", "due", "reason", "dry_run", "plan", "path",
+                "steps", "train_loss", "gate"):
         if key in r:
             out[key] = r[key]
     return out
@@ -156,8 +159,18 @@ def _print_summary(r: dict) -> None:
     src = ", ".join(f"{k} {v}" for k, v in p["by_source"].items())
     c.print(f"pairs: {p['train']} train ({src}), {p['heldout']} held out, {p['duplicates_dropped']} duplicates "
             f"dropped, {p['corrupt_skipped']} corrupt skipped")
+    e = r.get("examples")
+    if e:
+        c.print(f"single answers (for KTO): {e['train']} train ({e['desirable']} desirable, {e['undesirable']} "
+                f"undesirable), {e['heldout']} held out, {e['duplicates_dropped']} duplicates dropped")
     for line in r.get("corrupt_pairs", []):
-        c.print(f"[yellow]skipped[/] pair {line}")
+        c.print(f"[yellow]skipped[/] {'row' if r.get('method') == 'kto' else 'pair'} {line}")
+    if r.get("method"):
+        c.print(f"method: {r['method'].upper()} ({r['method_reason']})")
+    if r.get("kto"):
+        k = r["kto"]
+        c.print(f"KTO: {k['desirable']} desirable / {k['undesirable']} undesirable rows, weights "
+                f"{k['desirable_weight']} / {k['undesirable_weight']} (KTO's balance for skewed thumbs)")
     if r.get("due") is False:
         c.print(f"not due: {r['reason']}")
         return
@@ -174,19 +187,27 @@ def _print_summary(r: dict) -> None:
             m = plan["memory"]
             c.print(f"memory estimate (at train.max_length): {m['total_gib']} GiB (weights {m['weights_gib']}, activations "
                     f"{m['activations_gib']}, logits {m['logits_gib']})")
+    if r.get("variants"):
+        c.print("loss: " + " + ".join(r["variants"]["ran"]))
+        for note in r["variants"]["notes"]:
+            c.print(note)
     if r.get("dry_run"):
         c.print("dry run: nothing was trained")
         return
     h = r["heldout"]
     c.print(f"[bold]{r['version']}[/] written to {r['path']} in {r['seconds']}s ({r['steps']} steps, "
             f"mean loss {r['train_loss']:.4f})")
-    c.print(f"held-out ({h['pairs']} pairs): accuracy {h['accuracy_before']} -> {h['accuracy_after']}, "
-            f"margin {h['margin_before']} -> {h['margin_after']} (mean per-token log-prob, chosen minus rejected)")
+    if r.get("method") == "kto":
+        c.print(f"held-out ({h['examples']} answers): mean token log-prob change desirable "
+                f"{h['desirable_logp_change']}, undesirable {h['undesirable_logp_change']}")
+    else:
+        c.print(f"held-out ({h['pairs']} pairs): accuracy {h['accuracy_before']} -> {h['accuracy_after']}, "
+                f"margin {h['margin_before']} -> {h['margin_after']} (mean per-token log-prob, chosen minus rejected)")
     gate = r.get("gate")
     if gate is None:
         c.print("the active adapter is unchanged (train.promote is off)")
         return
     verdict = "promoted: " + gate.get("activation", "") if gate["promoted"] else "not promoted; the active adapter is unchanged"
-    c.print(f"gate (llama.cpp, held-out pairs): {verdict}")
+    c.print(f"gate (llama.cpp, held-out {'answers' if r.get('method') == 'kto' else 'pairs'}): {verdict}")
     for reason in gate["reasons"]:
         c.print(f"  {reason}")

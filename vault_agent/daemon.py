@@ -45,6 +45,7 @@ class Daemon:
         self.services = None
         self._threads: list[threading.Thread] = []
         self._watcher = None
+        self.cpu_share = None
 
     def build(self):
         from .feedback.store import PreferenceLog
@@ -58,7 +59,13 @@ class Daemon:
 
         from .index.lock import IndexBusy
 
+        from .cpu.share import CpuShare
+        from .llm.backend import configure_openmp
+
         s = self.settings
+        configure_openmp(s.llm)  # before the embedder or the model loads libgomp
+        share = CpuShare(yield_to_answers=s.index.yield_to_answers, follow_load=s.llm.threads_follow_load)
+        self.cpu_share = share
         try:
             indexer = Indexer(s, self.vault, self.dirs, embedder=self._embedder, role="serve")
         except IndexBusy as e:
@@ -72,7 +79,10 @@ class Daemon:
             backend = self._backend or LlamaBackend(s.llm)
         except BaseException:
             indexer.close()
+            share.close()
             raise
+        backend.cpu_share = share
+        indexer.embedder.cpu_share = share
         pref_log = PreferenceLog(self.dirs.preference_db)
         watcher = DebouncedWatcher(indexer.files, indexer.sync_paths, indexer.reconcile,
                                    debounce=s.index.debounce_seconds)
@@ -179,6 +189,7 @@ class Daemon:
             ("pair generation", self._stop_pair_job),  # before the log and model close under it
             ("reconcile thread", self._join_threads),
             ("preference log", s.log.close),
+            ("cpu load sampler", self.cpu_share.close),
         ]
         if self._backend is None:
             steps.append(("model", s.rag.backend.close))

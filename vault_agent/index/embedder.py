@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -54,6 +55,7 @@ class Embedder:
         self._lock = threading.Lock()
         self._query_lock = threading.Lock()
         self.embedded_count = 0  # chunks embedded since start: a no-op restart keeps this at 0
+        self.cpu_share = None  # set by the daemon: batches wait while an answer is generated
 
     @property
     def model(self):
@@ -113,18 +115,28 @@ class Embedder:
             if should_stop is not None and should_stop():
                 raise Cancelled()
             batch = order[start : start + step]
-            vectors = model.encode(
-                [texts[i] for i in batch],
-                batch_size=len(batch),
-                normalize_embeddings=True,
-                show_progress_bar=False,
-                convert_to_numpy=True,
-            )
+            with self._turn(should_stop):
+                vectors = model.encode(
+                    [texts[i] for i in batch],
+                    batch_size=len(batch),
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                )
             for i, vector in zip(batch, vectors):
                 out[i] = vector
             start += len(batch)
         self.embedded_count += len(texts)
         return np.stack(out).tolist()
+
+    def _turn(self, should_stop: Callable[[], bool] | None):
+        """One batch's turn on the CPU: after any answer being generated (see cpu/share.py)."""
+        share = self.cpu_share
+        if share is None or self.model.device.type != "cpu":
+            return contextlib.nullcontext()
+        import torch
+
+        return share.embedding(torch.get_num_threads(), should_stop)
 
     @staticmethod
     def _longest_first(model, texts: list[str]) -> list[int]:

@@ -6,8 +6,10 @@ CLI and HTTP server must start fast.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
+import logging
 import os
 import re
 import threading
@@ -16,26 +18,43 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import BUNDLED, LLMSettings
 from ..errors import UserError
 
+if TYPE_CHECKING:
+    from ..cpu.share import CpuShare
+
 _SET_HINT = "set llm.model_path in config.toml or VAULT_AGENT_LLM__MODEL_PATH"
 _CLOSE_WAIT_S = 60.0
+_THREAD_CHECK_TOKENS = 16  # ~0.2 s of decoding: how often the thread count follows the load
+log = logging.getLogger(__name__)
+
+
+def configure_openmp(settings: LLMSettings) -> None:
+    """Apply llm.omp_wait_policy before libgomp starts (torch, which the embedder loads, ships a
+    libgomp with the same soname, so whichever loads first decides for both). 'default' leaves
+    libgomp's own choice: spin at ggml's per-op barriers for a while, then sleep. That decodes
+    ~2.5x faster than PASSIVE; CpuShare keeps the spinning threads off cores other work holds.
+    A user's own OMP_WAIT_POLICY wins."""
+    if settings.omp_wait_policy != "default" and "OMP_WAIT_POLICY" not in os.environ:
+        if _openmp_loaded():
+            log.warning("llm.omp_wait_policy=%s has no effect: OpenMP is already loaded in this process",
+                        settings.omp_wait_policy)
+        os.environ["OMP_WAIT_POLICY"] = settings.omp_wait_policy.upper()
+
+
+def _openmp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as f:
+            return "libgomp" in f.read()
+    except OSError:
+        return False
 
 
 def _llama_cpp() -> Any:
-    """Import llama_cpp on first use, after choosing how its OpenMP threads wait.
-
-    ggml's CPU backend meets at an OpenMP barrier after every op, and libgomp spins there by
-    default. When anything else holds a core (our own indexer, nightly training, another
-    app) the spinning threads starve the one doing the work. Bundled model, 2 threads on 2
-    cores: default ~110 tokens/s idle but 2-27 when busy; PASSIVE ~50 idle, 35-45 busy.
-    We take predictable over peak. Only works if libgomp isn't loaded yet; a user's own
-    OMP_WAIT_POLICY (e.g. ACTIVE on a dedicated box) wins.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Import llama_cpp on first use (it is large, and the CLI's light commands never need it)."""
     import llama_cpp
 
     return llama_cpp
@@ -156,10 +175,15 @@ class LlamaBackend:
     streaming generator resumed on different worker threads can still release it.
     """
 
-    def __init__(self, settings: LLMSettings | None = None) -> None:
-        llama_cpp = _llama_cpp()
-
+    def __init__(self, settings: LLMSettings | None = None, cpu_share: CpuShare | None = None) -> None:
         self.settings = settings or LLMSettings()
+        configure_openmp(self.settings)
+        llama_cpp = _llama_cpp()
+        # Shared with the indexer by the daemon: the indexer pauses while we answer, and we
+        # decode on the cores that other work leaves free (None: always the configured threads).
+        self.cpu_share = cpu_share
+        self.threads = llama_args(self.settings)["n_threads"]
+        self.threads_used: list[int] = []  # per thread-count change in the last generation (timings, benches)
         self.model_path = resolve_model_path(self.settings.model_path)
         self.model_id = self.model_path.name
         self.adapter_version: str | None = None
@@ -231,25 +255,42 @@ class LlamaBackend:
             llm.reset()
         if cancel is not None and cancel.is_set():
             return
-        chunks = llm.create_chat_completion(
-            messages=messages, stream=True,
-            **sampling_args(self.settings, max_tokens=max_tokens, temperature=temperature, seed=seed),
-        )
-        try:
-            for chunk in chunks:
-                if cancel is not None and cancel.is_set():
-                    break
-                piece = chunk["choices"][0]["delta"].get("content")
-                if piece:
-                    yield piece
-        except ValueError as e:  # raised at the first chunk when the prompt can't fit
-            if "exceed context window" not in str(e):
-                raise
-            raise UserError(
-                f"the prompt is too long for the model: {e}; shorten it or raise llm.n_ctx"
-            ) from None
-        finally:  # also on GeneratorExit: stop llama's generator before releasing the lock
-            chunks.close()
+        share = self.cpu_share
+        with share.answering() if share is not None else contextlib.nullcontext():
+            self.threads_used = []
+            self._set_threads(llm)
+            chunks = llm.create_chat_completion(
+                messages=messages, stream=True,
+                **sampling_args(self.settings, max_tokens=max_tokens, temperature=temperature, seed=seed),
+            )
+            try:
+                for n, chunk in enumerate(chunks, 1):
+                    if cancel is not None and cancel.is_set():
+                        break
+                    piece = chunk["choices"][0]["delta"].get("content")
+                    if piece:
+                        yield piece
+                    if n % _THREAD_CHECK_TOKENS == 0:  # the load may have come or gone mid-answer
+                        self._set_threads(llm)
+            except ValueError as e:  # raised at the first chunk when the prompt can't fit
+                if "exceed context window" not in str(e):
+                    raise
+                raise UserError(
+                    f"the prompt is too long for the model: {e}; shorten it or raise llm.n_ctx"
+                ) from None
+            finally:  # also on GeneratorExit: stop llama's generator before releasing the lock
+                chunks.close()
+                self._set_threads(llm, self.threads)  # idle at the configured count, as constructed
+
+    def _set_threads(self, llm, threads: int | None = None) -> None:
+        """Decode (and prompt) threads for the next llama_decode calls; the caller holds the lock."""
+        if threads is None:
+            threads = self.cpu_share.decode_threads(self.threads) if self.cpu_share is not None else self.threads
+            if not self.threads_used or self.threads_used[-1] != threads:
+                self.threads_used.append(threads)
+        if threads != llm.context_params.n_threads:
+            _llama_cpp().llama_set_n_threads(llm._ctx.ctx, threads, threads)
+            llm.context_params.n_threads = llm.context_params.n_threads_batch = threads
 
     def chat(
         self,

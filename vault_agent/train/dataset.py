@@ -35,10 +35,13 @@ class Pair:
     rejected: str
     trained_in_version: str | None = None
 
-    def record(self) -> dict[str, Any]:
-        """TRL's conversational preference format."""
+    def record(self, margin: float = 0.0) -> dict[str, Any]:
+        """TRL's conversational preference format, plus two per-pair columns the DPO variants read
+        (variant_trainer.py): the pair's margin (train.source_margins) and whether its chosen answer
+        is the user's own correction (the SFT term trains on those)."""
         return {"prompt": self.prompt, "chosen": [{"role": "assistant", "content": self.chosen}],
-                "rejected": [{"role": "assistant", "content": self.rejected}]}
+                "rejected": [{"role": "assistant", "content": self.rejected}],
+                "margin": float(margin), "is_correction": self.source == "correction"}
 
     @property
     def content_key(self) -> str:
@@ -55,6 +58,7 @@ class TrainingSet:
     weights: dict[str, float]
     skipped: list[str] = field(default_factory=list)  # "pair id: why" for corrupt rows
     duplicates: int = 0
+    margins: dict[str, float] = field(default_factory=dict)  # train.source_margins
 
     def train_records(self) -> list[dict[str, Any]]:
         """Each train pair repeated by its source weight (fractions by a stable hash)."""
@@ -62,7 +66,7 @@ class TrainingSet:
         for p in self.train:
             w = self.weights.get(p.source, 1.0)
             times = int(w) + (heldout_bucket(p.id + "#w") < w - int(w))
-            out.extend([p.record()] * max(times, 0))
+            out.extend([p.record(self.margins.get(p.source, 0.0))] * max(times, 0))
         return out
 
     def by_source(self) -> dict[str, int]:
@@ -95,21 +99,25 @@ def _parse(row: sqlite3.Row) -> Pair:
                 row["chosen"], row["rejected"], row["trained_in_version"])
 
 
-def read_pairs(db_path: Path) -> tuple[list[Pair], list[str]]:
-    """Every pair in the log, oldest first, and 'id: why' for each row that could not be used."""
+def read_rows(db_path: Path, sql: str) -> list[sqlite3.Row]:
+    """Rows of a read-only query on the log; none when the log or its table does not exist yet."""
     if not Path(db_path).exists():
-        return [], []
+        return []
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
     conn.row_factory = sqlite3.Row
     try:
-        try:
-            rows = conn.execute("SELECT * FROM pairs ORDER BY created, rowid").fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return [], []
-            raise UserError(f"cannot read the preference log {db_path}: {exc}") from None
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise UserError(f"cannot read the preference log {db_path}: {exc}") from None
     finally:
         conn.close()
+
+
+def read_pairs(db_path: Path) -> tuple[list[Pair], list[str]]:
+    """Every pair in the log, oldest first, and 'id: why' for each row that could not be used."""
+    rows = read_rows(db_path, "SELECT * FROM pairs ORDER BY created, rowid")
     pairs, skipped = [], []
     for row in rows:
         try:
@@ -133,7 +141,8 @@ def build(pairs: list[Pair], settings, skipped: list[str] | None = None) -> Trai
         heldout = [min(unique, key=lambda p: heldout_bucket(p.id))]  # stable: the lowest bucket
     held = {p.id for p in heldout}
     train = [p for p in unique if p.id not in held]
-    return TrainingSet(train, heldout, weights, list(skipped or []), len(pairs) - len(unique))
+    margins = {s: float(m) for s, m in getattr(settings, "source_margins", {}).items()}
+    return TrainingSet(train, heldout, weights, list(skipped or []), len(pairs) - len(unique), margins)
 
 
 def require_enough(ts: TrainingSet, settings) -> None:

@@ -57,6 +57,7 @@ class TrainingPlan:
     dpo: dict[str, Any]
     dims: dict[str, Any] | None = None
     memory: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, Any] = field(default_factory=dict)  # SFT term, dynamic beta, margins (variants.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +74,8 @@ def detect_device() -> str:
 def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | None = None,
               dims: ModelDims | None = None, seq_len: int | None = None) -> TrainingPlan:
     """Everything a run would load and use; `settings` is a TrainSettings."""
+    from .variants import variant_plan
+
     device = device or detect_device()
     cuda = device == "cuda"
     micro = min(settings.batch_size, 2) if cuda else settings.batch_size
@@ -92,6 +95,7 @@ def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | Non
              "num_train_epochs": settings.epochs, "per_device_train_batch_size": micro,
              "gradient_accumulation_steps": max(1, math.ceil(settings.batch_size / micro)),
              "max_length": settings.max_length, "seed": settings.seed},
+        variants=variant_plan(settings),
     )
     if dims is not None:
         plan.dims = asdict(dims)
@@ -214,16 +218,16 @@ def prepare_tokenizer(tokenizer) -> None:
 
 def make_trainer(plan: TrainingPlan, model, tokenizer, records: list[dict], output_dir: str,
                  callbacks: list | None = None, **overrides):
-    """A DPOTrainer with the plan's LoRA adapter on `model` (the reference is the base with the
-    adapter disabled: no second copy in memory)."""
+    """A DPOTrainer (with the plan's DPO variants, variant_trainer.py) and the plan's LoRA adapter on
+    `model` (the reference is the base with the adapter disabled: no second copy in memory)."""
     from datasets import Dataset
-    from trl import DPOTrainer
-
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    trainer = DPOTrainer(model=model, args=dpo_config(plan, output_dir, **overrides),
-                         train_dataset=Dataset.from_list(records), processing_class=tokenizer,
-                         peft_config=lora_config(plan), callbacks=callbacks or [])
+    from .variant_trainer import VariantDPOTrainer
+
+    trainer = VariantDPOTrainer(model=model, args=dpo_config(plan, output_dir, **overrides),
+                                train_dataset=Dataset.from_list(records), processing_class=tokenizer,
+                                peft_config=lora_config(plan), callbacks=callbacks or [], variants=plan.variants)
     for noisy in (PrinterCallback, ProgressCallback):  # they print to stdout; `--json` owns it, we show progress
         trainer.remove_callback(noisy)
     return trainer
@@ -248,35 +252,43 @@ def _token_split(tokenizer, prompt: list[dict], answer: str, max_length: int) ->
 def fits_length(tokenizer, pair, max_length: int) -> bool:
     """Whether prompt + each answer fits max_length tokens. TRL truncates from the end, which would
     cut the answers that carry the preference, so longer pairs are left out (and counted)."""
-    for answer in (pair.chosen, pair.rejected):
-        text = tokenizer.apply_chat_template(pair.prompt + [{"role": "assistant", "content": answer}], tokenize=False)
-        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length:
-            return False
-    return True
+    return all(answer_fits(tokenizer, pair.prompt, answer, max_length) for answer in (pair.chosen, pair.rejected))
+
+
+def answer_fits(tokenizer, prompt: list[dict], answer: str, max_length: int) -> bool:
+    text = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_length
+
+
+def answer_logprob(model, tokenizer, prompt: list[dict], answer: str, max_length: int) -> tuple[float, int]:
+    """(sum log p of `answer` given the chat `prompt`, its tokens); call under torch.no_grad()."""
+    import torch
+
+    ids, start = _token_split(tokenizer, prompt, answer, max_length)
+    x = torch.tensor([ids], device=next(model.parameters()).device)
+    logits = model(input_ids=x).logits[0, :-1].float()
+    part = torch.log_softmax(logits, -1).gather(1, x[0, 1:, None])[:, 0][start - 1:]
+    return float(part.sum()), int(part.numel())
+
+
+def answers_logprobs(model, tokenizer, items: list[tuple[list[dict], str]], max_length: int) -> list[tuple[float, int]]:
+    """answer_logprob for each (prompt, answer), with the model in eval mode and no gradients."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = [answer_logprob(model, tokenizer, prompt, answer, max_length) for prompt, answer in items]
+    if was_training:
+        model.train()
+    return out
 
 
 def completion_logprobs(model, tokenizer, pairs, max_length: int) -> list[tuple[float, int, float, int]]:
     """Per pair: (sum log p of chosen, its tokens, sum log p of rejected, its tokens)."""
-    import torch
-
-    out = []
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for p in pairs:
-            row = []
-            for answer in (p.chosen, p.rejected):
-                ids, start = _token_split(tokenizer, p.prompt, answer, max_length)
-                x = torch.tensor([ids], device=device)
-                logits = model(input_ids=x).logits[0, :-1].float()
-                logp = torch.log_softmax(logits, -1).gather(1, x[0, 1:, None])[:, 0]
-                part = logp[start - 1:]
-                row += [float(part.sum()), int(part.numel())]
-            out.append(tuple(row))
-    if was_training:
-        model.train()
-    return out
+    flat = answers_logprobs(model, tokenizer, [(p.prompt, a) for p in pairs for a in (p.chosen, p.rejected)],
+                            max_length)
+    return [(*flat[2 * i], *flat[2 * i + 1]) for i in range(len(pairs))]
 
 
 def preference_metrics(scores: list[tuple[float, int, float, int]]) -> dict[str, float | None]:

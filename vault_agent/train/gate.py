@@ -272,11 +272,96 @@ def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], p
     return out
 
 
+@dataclass
+class ExampleScores:
+    """A KTO candidate judged on held-out single answers against the active adapter: an example is
+    right when the candidate raises the mean token log-prob of a desirable answer, or lowers that
+    of an undesirable one, relative to the active adapter (or the base)."""
+
+    examples: int = 0
+    right: int = 0
+    accuracy: float | None = None
+    desirable_logp_change: float | None = None  # mean candidate - active, nats per token
+    undesirable_logp_change: float | None = None
+    skipped: int = 0  # examples too long for the context window
+
+    @property
+    def better(self) -> bool:
+        """More than half right, and desirable answers gained on undesirable ones."""
+        gap = (self.desirable_logp_change or 0.0) - (self.undesirable_logp_change or 0.0)
+        return bool(self.examples) and self.accuracy > 0.5 and gap > 0
+
+
+def score_examples(gguf_path: Path, adapter_path: Path | None, examples: list[dict], n_ctx: int = 2048) -> list[float | None]:
+    """Mean token log-prob of each held-out example's completion under one adapter (None: too long).
+    `examples`: TRL unpaired rows (prompt, completion, label)."""
+    with LlamaScorer(gguf_path, adapter_path, n_ctx) as scorer:
+        return [scorer.completion_logprob(e["prompt"], _text(e["completion"])) for e in examples]
+
+
+def judge_examples(examples: list[dict], candidate: list[float | None], active: list[float | None]) -> ExampleScores:
+    out = ExampleScores()
+    changes: dict[bool, list[float]] = {True: [], False: []}
+    for e, c, a in zip(examples, candidate, active):
+        if c is None or a is None:
+            out.skipped += 1
+            continue
+        label, change = bool(e["label"]), float(c) - float(a)  # llama.cpp's figures are numpy floats
+        changes[label].append(change)
+        out.right += int(change > 0 if label else change < 0)
+    out.examples = len(changes[True]) + len(changes[False])
+    if out.examples:
+        out.accuracy = out.right / out.examples
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    out.desirable_logp_change, out.undesirable_logp_change = mean(changes[True]), mean(changes[False])
+    return out
+
+
+def _decide_on_examples(candidate: Scores, active: Scores, examples: ExampleScores,
+                        max_perplexity_rise_pct: float, max_kl_to_base: float = 0.0) -> Verdict:
+    extra = {"examples": asdict(examples)}
+    if not examples.examples:
+        return Verdict(False, ["no held-out example fits the context window: nothing to judge by"], candidate, active,
+                       max_perplexity_rise_pct, extra, max_kl_to_base)
+    fmt = lambda x: "n/a" if x is None else f"{x:+.3f}"  # noqa: E731
+    figures = (f"{examples.right}/{examples.examples} held-out answers moved the right way; mean log-prob change "
+               f"desirable {fmt(examples.desirable_logp_change)}, undesirable {fmt(examples.undesirable_logp_change)}")
+    reasons = [figures if examples.better else f"does not beat the active adapter on held-out answers ({figures})"]
+    ppl_ok, ppl_reason = _perplexity_check(candidate, active, max_perplexity_rise_pct)
+    kl_ok, kl_reason = _kl_check(candidate, active, max_kl_to_base)
+    reasons += ppl_reason + kl_reason
+    return Verdict(examples.better and ppl_ok and kl_ok, reasons, candidate, active, max_perplexity_rise_pct, extra,
+                   max_kl_to_base)
+
+
+def _perplexity_check(candidate: Scores, active: Scores, max_rise_pct: float) -> tuple[bool, list[str]]:
+    """Whether the candidate keeps perplexity on held-out notes within the limit, and the line saying so."""
+    if candidate.perplexity is None or not active.perplexity:
+        return True, []
+    rise = 100.0 * (candidate.perplexity / active.perplexity - 1.0)
+    line = (f"perplexity on held-out notes {active.perplexity:.2f} -> {candidate.perplexity:.2f} "
+            f"({rise:+.1f}%, limit +{max_rise_pct:g}%)")
+    return rise <= max_rise_pct, [line]
+
+
+def _kl_check(candidate: Scores, active: Scores, max_kl: float) -> tuple[bool, list[str]]:
+    """Whether the candidate stays within train.max_kl_to_base of the base (0: no limit), and the line saying so."""
+    if candidate.kl_to_base is None:
+        return True, []
+    limit = f"limit {max_kl:g}" if max_kl else "no limit set"
+    was = f", active {active.kl_to_base:.4f}" if active.kl_to_base is not None else ""
+    line = f"KL to the base on held-out answers {candidate.kl_to_base:.4f} nats/token{was} ({limit})"
+    return not max_kl or candidate.kl_to_base <= max_kl, [line]
+
+
 def decide(candidate: Scores, active: Scores, max_perplexity_rise_pct: float = 10.0,
-           max_kl_to_base: float = 0.0) -> Verdict:
+           examples: ExampleScores | None = None, max_kl_to_base: float = 0.0) -> Verdict:
     """Promote only a candidate that beats the active adapter on the held-out pairs (accuracy, then
     margin on a tie) without raising perplexity by more than the configured share, nor (when
-    `max_kl_to_base` > 0) drifting further than that from the base."""
+    `max_kl_to_base` > 0) drifting further than that from the base. A KTO version is judged on
+    held-out single answers instead (`examples`, from judge_examples)."""
+    if examples is not None:
+        return _decide_on_examples(candidate, active, examples, max_perplexity_rise_pct, max_kl_to_base)
     reasons: list[str] = []
     if not candidate.pairs:
         return Verdict(False, ["no held-out pair fits the context window: nothing to judge by"], candidate, active,
@@ -288,18 +373,9 @@ def decide(candidate: Scores, active: Scores, max_perplexity_rise_pct: float = 1
     else:
         reasons.append(f"does not beat the active adapter on held-out pairs (accuracy {candidate.accuracy:.2f} vs "
                        f"{active.accuracy or 0:.2f}, margin {candidate.margin:+.3f} vs {active.margin or 0:+.3f})")
-    ppl_ok = True
-    if candidate.perplexity is not None and active.perplexity:
-        rise = 100.0 * (candidate.perplexity / active.perplexity - 1.0)
-        ppl_ok = rise <= max_perplexity_rise_pct
-        reasons.append(f"perplexity on held-out notes {active.perplexity:.2f} -> {candidate.perplexity:.2f} "
-                       f"({rise:+.1f}%, limit +{max_perplexity_rise_pct:g}%)")
-    kl_ok = True
-    if candidate.kl_to_base is not None:
-        kl_ok = not max_kl_to_base or candidate.kl_to_base <= max_kl_to_base
-        limit = f"limit {max_kl_to_base:g}" if max_kl_to_base else "no limit set"
-        was = f", active {active.kl_to_base:.4f}" if active.kl_to_base is not None else ""
-        reasons.append(f"KL to the base on held-out answers {candidate.kl_to_base:.4f} nats/token{was} ({limit})")
+    ppl_ok, ppl_reason = _perplexity_check(candidate, active, max_perplexity_rise_pct)
+    kl_ok, kl_reason = _kl_check(candidate, active, max_kl_to_base)
+    reasons += ppl_reason + kl_reason
     return Verdict(better and ppl_ok and kl_ok, reasons, candidate, active, max_perplexity_rise_pct,
                    max_kl_to_base=max_kl_to_base)
 

@@ -42,9 +42,11 @@ def heldout_chunks(settings, vault: Path | None, n: int = GATE_CHUNKS) -> list[s
     return [text for _, text in sorted(scored)[:n]]
 
 
-def promote_version(settings, dirs: AppDirs, version: str, heldout: list, vault: Path | None) -> dict[str, Any]:
+def promote_version(settings, dirs: AppDirs, version: str, heldout: list, vault: Path | None,
+                    method: str = "dpo") -> dict[str, Any]:
     """Export, gate, maybe activate. Never raises for a refused or unservable candidate: the
-    verdict says why, and the version stays listed (activatable by hand once fixed)."""
+    verdict says why, and the version stays listed (activatable by hand once fixed).
+    `heldout`: Pairs for a DPO version, examples.Example for a KTO one (judged answer by answer)."""
     from ..llm.backend import resolve_model_path
 
     vdir = registry.adapters_dir(dirs) / version
@@ -56,19 +58,28 @@ def promote_version(settings, dirs: AppDirs, version: str, heldout: list, vault:
 
     state, _ = active.read_state(dirs)
     current = state.active if state.active and active.gguf_path(dirs, state.active).is_file() else None
-    pairs = [p.record() for p in heldout]
+    kto = method == "kto"
+    pairs = [] if kto else [p.record() for p in heldout]
     texts = heldout_chunks(settings, vault)
     n_ctx = settings.llm.n_ctx
-    # one llama.cpp context: the base is scored once, for the base itself (no adapter active) and
-    # as the reference of both adapters' KL
-    candidate, incumbent = gate.score_all(
-        base_gguf, [(version, vdir / active.GGUF_NAME), (current, active.gguf_path(dirs, current) if current else None)],
-        pairs, texts, n_ctx)
-    verdict = gate.decide(candidate, incumbent, settings.train.max_perplexity_rise_pct, settings.train.max_kl_to_base)
+    current_gguf = active.gguf_path(dirs, current) if current else None
+    rows = [e.record() for e in heldout] if kto else []
+    # one llama.cpp context: the base is scored once, for the base itself (no adapter active) and as
+    # the reference of both adapters' KL (on the held-out pairs' answers, or a KTO version's answers)
+    candidate, incumbent = gate.score_all(base_gguf, [(version, vdir / active.GGUF_NAME), (current, current_gguf)],
+                                          pairs, texts, n_ctx, answers=rows)
+    judged = None
+    if kto:
+        judged = gate.judge_examples(rows, gate.score_examples(base_gguf, vdir / active.GGUF_NAME, rows, n_ctx),
+                                     gate.score_examples(base_gguf, current_gguf, rows, n_ctx))
+    verdict = gate.decide(candidate, incumbent, settings.train.max_perplexity_rise_pct, examples=judged,
+                          max_kl_to_base=settings.train.max_kl_to_base)
     verdict.extra["export"] = export
     gate.write_verdict(vdir, verdict)
     result = {"promoted": verdict.promote, "exported": True, "reasons": verdict.reasons,
               "candidate": verdict.to_dict()["candidate"], "active_before": verdict.to_dict()["active"]}
+    if judged is not None:
+        result["examples"] = verdict.extra["examples"]
     if verdict.promote:
         result["activation"] = _activate(dirs, version)
     return result

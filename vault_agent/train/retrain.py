@@ -1,4 +1,5 @@
-"""`vault-agent retrain`: log -> dataset -> plan -> LoRA DPO -> a new adapter version.
+"""`vault-agent retrain`: log -> dataset -> method (DPO on pairs, KTO on single answers) -> plan -> LoRA -> a new
+adapter version.
 
 Order matters for the "no half state" rule: everything is written into the version's temp
 directory, the directory is renamed into place, and only then are the pairs marked trained.
@@ -24,6 +25,7 @@ from ..paths import AppDirs
 from . import dataset as ds
 from . import registry
 from .schedule import TrainingLock
+from .variants import describe as describe_variants
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, dict], None]  # (step, total steps, latest logs)
@@ -107,9 +109,13 @@ def load_training_set(settings, dirs: AppDirs) -> ds.TrainingSet:
 
 def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = False, device: str | None = None,
             progress: Progress | None = None, callbacks: list | None = None,
-            trainer_overrides: dict | None = None) -> dict[str, Any]:
+            trainer_overrides: dict | None = None, method: str | None = None) -> dict[str, Any]:
     """Train one version. Returns the summary (`--json`). Raises UserError subclasses for what a
-    user can fix (too few pairs, another run holding the lock, divergence)."""
+    user can fix (too few pairs, another run holding the lock, divergence, a bad --method)."""
+    from . import examples as ex
+    from . import method as how
+
+    settings = how.with_method(settings, method)
     dirs.ensure()
     # A dry run reads and plans only, so it needs no lock and may run beside a training.
     with contextlib.nullcontext() if dry_run else TrainingLock(dirs):
@@ -117,14 +123,34 @@ def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = Fa
         if not dry_run:
             registry.remove_leftovers(dirs)
         tset = load_training_set(settings, dirs)
-        summary: dict[str, Any] = {"version": None, "pairs": tset.summary(), "corrupt_pairs": tset.skipped}
-        if if_due and ds.new_pairs(tset) < settings.train.min_new_pairs:
-            summary.update(due=False, reason=f"{ds.new_pairs(tset)} new pairs, train.min_new_pairs is "
-                                             f"{settings.train.min_new_pairs}", seconds=0.0)
+        eset = ex.load(dirs.preference_db, settings.train)
+        summary: dict[str, Any] = {"version": None, "pairs": tset.summary(), "corrupt_pairs": tset.skipped,
+                                   "examples": eset.summary(settings.train.seed)}
+        try:
+            chosen, why = how.choose(settings.train, tset, eset)
+        except ds.NotEnoughPairs as e:
+            if not if_due:
+                raise
+            summary.update(due=False, reason=str(e), seconds=0.0)
             return summary
-        ds.require_enough(tset, settings.train)
+        summary.update(method=chosen, method_reason=why)
+        if chosen == "kto":
+            summary["corrupt_pairs"] = eset.skipped  # corrupt thumbs too
+        if if_due:
+            fresh = how.new_signal(chosen, tset, eset, dirs)
+            if fresh["new"] < settings.train.min_new_pairs:
+                summary.update(due=False, reason=f"{fresh['what']}, train.min_new_pairs is "
+                                                 f"{settings.train.min_new_pairs}", seconds=0.0)
+                return summary
         plan, base = plan_for(settings, dirs, device)
         summary["plan"] = plan.to_dict()
+        if chosen == "dpo":
+            summary["variants"] = describe_variants(plan.variants, tset.train)
+        if chosen == "kto":
+            from .kto import kto_section
+
+            counts = eset.counts(settings.train.seed)
+            summary["kto"] = kto_section(plan, counts, ex.kto_weights(**counts))
         if dry_run:
             summary.update(dry_run=True, seconds=round(time.perf_counter() - started, 2))
             return summary
@@ -133,17 +159,20 @@ def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = Fa
         from .base import materialise
 
         location = materialise(base)
+        run = _train_kto if chosen == "kto" else _train
+        data = eset if chosen == "kto" else tset
         try:
-            summary.update(_train(plan, location, tset, dirs, settings, progress, callbacks, trainer_overrides or {}))
+            summary.update(run(plan, location, data, dirs, settings, progress, callbacks, trainer_overrides or {}))
         except OSError as exc:  # full disk, permissions: the temp version is gone already
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
                 raise
             raise UserError(f"could not write the new version under {registry.adapters_dir(dirs)} "
                             f"({exc.strerror or exc}); no version was written; free disk space and retry") from None
-        if settings.train.promote:  # export -> gate (llama.cpp, held-out pairs) -> hot-swap if it wins
+        if settings.train.promote:  # export -> gate (llama.cpp, held-out pairs or answers) -> hot-swap if it wins
             from .promote import promote_version
 
-            summary["gate"] = promote_version(settings, dirs, summary["version"], tset.heldout, settings.vault)
+            summary["gate"] = promote_version(settings, dirs, summary["version"], data.heldout, settings.vault,
+                                              method=chosen)
         summary["seconds"] = round(time.perf_counter() - started, 1)
         return summary
 
@@ -171,17 +200,10 @@ def _quiet_libraries() -> None:
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
 
 
-def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, progress, callbacks,
-           overrides: dict) -> dict[str, Any]:
-    _quiet_libraries()
-    import torch
-
-    from .dpo import completion_logprobs, fits_length, load_model, make_trainer, preference_metrics, reward_metrics
-
-    torch.manual_seed(settings.train.seed)
-    records = tset.train_records()
-    max_len = settings.train.max_length
-    history: list[dict] = []
+@contextlib.contextmanager
+def _version_run(dirs: AppDirs, plan, headline: str):
+    """(version, temp dir, run logger): train.log goes into the version, which is published only
+    if the block finishes."""
     with registry.staging(dirs) as (version, tmp):
         handler = logging.FileHandler(tmp / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -189,59 +211,144 @@ def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, p
         runlog.setLevel(logging.INFO)
         runlog.addHandler(handler)
         try:
-            runlog.info("training %s on %d pairs (%d rows), %d held out; plan %s", version, len(tset.train),
-                     len(records), len(tset.heldout), json.dumps(plan.to_dict(), default=str))
-            model, tokenizer = load_model(plan, location)
-            fitting = [p for p in tset.train if fits_length(tokenizer, p, max_len)]
-            too_long = len(tset.train) - len(fitting)
-            if too_long:
-                runlog.info("%d pairs longer than train.max_length=%d left out", too_long, max_len)
-                tset = dataclasses.replace(tset, train=fitting)
-                ds.require_enough(tset, settings.train)
-                records = tset.train_records()
-            before = completion_logprobs(model, tokenizer, tset.heldout, max_len)
-            trainer = make_trainer(plan, model, tokenizer, records, str(tmp / "trainer"),
-                                   _trainer_callbacks(progress, history, runlog) + list(callbacks or []), **overrides)
-            result = trainer.train()
-            if not math.isfinite(result.training_loss):
-                raise TrainingFailed(f"training diverged (mean loss {result.training_loss}); no version was written")
-            if not all(torch.isfinite(p).all() for p in trainer.model.parameters() if p.requires_grad):
-                raise TrainingFailed("training diverged (non-finite adapter weights); no version was written; "
-                                     "lower train.learning_rate and retry")
-            after = completion_logprobs(trainer.model, tokenizer, tset.heldout, max_len)
-            trainer.model.save_pretrained(tmp / "adapter")
-            tokenizer.save_pretrained(tmp / "adapter")
-            import shutil
-
-            shutil.rmtree(tmp / "trainer", ignore_errors=True)
-            b, a = preference_metrics(before), preference_metrics(after)
-            heldout = {"pairs": len(tset.heldout), "accuracy_before": b["accuracy"], "accuracy_after": a["accuracy"],
-                       "margin_before": b["margin"], "margin_after": a["margin"],
-                       **reward_metrics(before, after, settings.train.beta)}
-            losses = [h["loss"] for h in history if "loss" in h]
-            metrics = {"version": version, "steps": result.global_step, "too_long_left_out": too_long, "train_loss": result.training_loss,
-                       "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-                       "heldout": heldout, "history": history}
-            plot_note = _plot(history, tmp / "training.png")
-            if plot_note:
-                metrics["plot"] = plot_note
-            runlog.info("done: %d steps, held-out %s", result.global_step, json.dumps(heldout))
-            registry.write_json(tmp / "metrics.json", metrics)
-            registry.write_json(tmp / "pairs.json", {"train": [p.id for p in tset.train],
-                                                     "heldout": [p.id for p in tset.heldout],
-                                                     "corrupt_skipped": tset.skipped})
-            registry.write_json(tmp / "config.json", {"plan": plan.to_dict(), "train": settings.train.model_dump(),
-                                                      "base_location": location})
+            runlog.info("training %s on %s; plan %s", version, headline, json.dumps(plan.to_dict(), default=str))
+            yield version, tmp, runlog
         except BaseException as exc:
             runlog.error("failed: %s: %s", type(exc).__name__, exc)  # the log goes with the temp dir
             raise
         finally:
             runlog.removeHandler(handler)
             handler.close()
+
+
+def _fit_and_save(trainer, tokenizer, tmp: Path):
+    """Train, refuse a diverged result, save the adapter; the trainer's scratch directory goes."""
+    import shutil
+
+    import torch
+
+    result = trainer.train()
+    if not math.isfinite(result.training_loss):
+        raise TrainingFailed(f"training diverged (mean loss {result.training_loss}); no version was written")
+    if not all(torch.isfinite(p).all() for p in trainer.model.parameters() if p.requires_grad):
+        raise TrainingFailed("training diverged (non-finite adapter weights); no version was written; "
+                             "lower train.learning_rate and retry")
+    trainer.model.save_pretrained(tmp / "adapter")
+    tokenizer.save_pretrained(tmp / "adapter")
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    return result
+
+
+def _write_metrics(tmp: Path, version: str, result, history: list[dict], too_long: int, heldout: dict,
+                   trained_at: str, **extra) -> None:
+    losses = [h["loss"] for h in history if "loss" in h]
+    metrics = {"version": version, "trained_at": trained_at, **extra, "steps": result.global_step,
+               "too_long_left_out": too_long, "train_loss": result.training_loss,
+               "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+               "heldout": heldout, "history": history}
+    plot_note = _plot(history, tmp / "training.png")
+    if plot_note:
+        metrics["plot"] = plot_note
+    registry.write_json(tmp / "metrics.json", metrics)
+
+
+def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, progress, callbacks,
+           overrides: dict) -> dict[str, Any]:
+    """DPO on pairs."""
+    _quiet_libraries()
+    import torch
+
+    from ..feedback.pairs import utcnow
+    from .dpo import completion_logprobs, fits_length, load_model, make_trainer, preference_metrics, reward_metrics
+
+    torch.manual_seed(settings.train.seed)
+    trained_at = utcnow()
+    records = tset.train_records()
+    max_len = settings.train.max_length
+    history: list[dict] = []
+    headline = f"{len(tset.train)} pairs ({len(records)} rows), {len(tset.heldout)} held out"
+    with _version_run(dirs, plan, headline) as (version, tmp, runlog):
+        model, tokenizer = load_model(plan, location)
+        fitting = [p for p in tset.train if fits_length(tokenizer, p, max_len)]
+        too_long = len(tset.train) - len(fitting)
+        if too_long:
+            runlog.info("%d pairs longer than train.max_length=%d left out", too_long, max_len)
+            tset = dataclasses.replace(tset, train=fitting)
+            ds.require_enough(tset, settings.train)
+            records = tset.train_records()
+        variants = describe_variants(plan.variants, tset.train)  # after too-long pairs left out
+        before = completion_logprobs(model, tokenizer, tset.heldout, max_len)
+        trainer = make_trainer(plan, model, tokenizer, records, str(tmp / "trainer"),
+                               _trainer_callbacks(progress, history, runlog) + list(callbacks or []), **overrides)
+        result = _fit_and_save(trainer, tokenizer, tmp)
+        after = completion_logprobs(trainer.model, tokenizer, tset.heldout, max_len)
+        b, a = preference_metrics(before), preference_metrics(after)
+        heldout = {"pairs": len(tset.heldout), "accuracy_before": b["accuracy"], "accuracy_after": a["accuracy"],
+                   "margin_before": b["margin"], "margin_after": a["margin"],
+                   **reward_metrics(before, after, settings.train.beta)}
+        runlog.info("done: %d steps, held-out %s", result.global_step, json.dumps(heldout))
+        _write_metrics(tmp, version, result, history, too_long, heldout, trained_at, method="dpo",
+                       variants=variants)
+        registry.write_json(tmp / "pairs.json", {"train": [p.id for p in tset.train],
+                                                 "heldout": [p.id for p in tset.heldout],
+                                                 "corrupt_skipped": tset.skipped})
+        registry.write_json(tmp / "config.json", {"plan": plan.to_dict(), "train": settings.train.model_dump(),
+                                                  "base_location": location})
     _mark_trained(dirs, [p.id for p in tset.train], version)
     return {"version": version, "path": str(registry.adapters_dir(dirs) / version), "steps": result.global_step,
+            "variants": variants,
             "too_long_left_out": too_long,
             "train_loss": result.training_loss, "heldout": heldout}
+
+
+def _train_kto(plan, location: str, eset, dirs: AppDirs, settings, progress, callbacks,
+               overrides: dict) -> dict[str, Any]:
+    """KTO on single answers: thumbs, and pairs split into a desirable and an undesirable answer."""
+    _quiet_libraries()
+    import torch
+
+    from ..feedback.pairs import utcnow
+    from . import examples as ex
+    from .dpo import answer_fits, load_model
+    from .kto import example_logprobs, heldout_change, kto_section, make_trainer
+
+    torch.manual_seed(settings.train.seed)
+    trained_at = utcnow()  # thumbs given from now on count as new for the next --if-due
+    max_len, seed = settings.train.max_length, settings.train.seed
+    history: list[dict] = []
+    with _version_run(dirs, plan, f"{len(eset.train)} answers, {len(eset.heldout)} held out (KTO)") as (
+            version, tmp, runlog):
+        model, tokenizer = load_model(plan, location)
+        fitting = [e for e in eset.train if answer_fits(tokenizer, e.prompt, e.completion, max_len)]
+        too_long = len(eset.train) - len(fitting)
+        if too_long:
+            runlog.info("%d answers longer than train.max_length=%d left out", too_long, max_len)
+            eset = dataclasses.replace(eset, train=fitting)
+            ex.require_enough(eset, settings.train)
+        counts = eset.counts(seed)
+        weights = ex.kto_weights(**counts)
+        runlog.info("KTO %s", json.dumps(kto_section(plan, counts, weights)))
+        before = example_logprobs(model, tokenizer, eset.heldout, max_len)
+        trainer = make_trainer(plan, model, tokenizer, [e.record() for e in eset.train_examples(seed)],
+                               str(tmp / "trainer"), weights,
+                               _trainer_callbacks(progress, history, runlog) + list(callbacks or []), **overrides)
+        result = _fit_and_save(trainer, tokenizer, tmp)
+        after = example_logprobs(trainer.model, tokenizer, eset.heldout, max_len)
+        heldout = heldout_change(eset.heldout, before, after)
+        runlog.info("done: %d steps, held-out %s", result.global_step, json.dumps(heldout))
+        _write_metrics(tmp, version, result, history, too_long, heldout, trained_at, method="kto",
+                       kto=kto_section(plan, counts, weights))
+        pair_ids = sorted({e.group for e in eset.train if e.source != ex.THUMB})
+        registry.write_json(tmp / "pairs.json", {"method": "kto", "train": pair_ids,
+                                                 "thumbs": [e.id for e in eset.train if e.source == ex.THUMB],
+                                                 "heldout": sorted({e.group for e in eset.heldout}),
+                                                 "corrupt_skipped": eset.skipped})
+        registry.write_json(tmp / "config.json", {"plan": plan.to_dict(), "train": settings.train.model_dump(),
+                                                  "base_location": location})
+    _mark_trained(dirs, pair_ids, version)
+    return {"version": version, "path": str(registry.adapters_dir(dirs) / version), "steps": result.global_step,
+            "too_long_left_out": too_long, "train_loss": result.training_loss, "heldout": heldout,
+            "kto": kto_section(plan, counts, weights)}
 
 
 def _mark_trained(dirs: AppDirs, ids: list[str], version: str) -> None:

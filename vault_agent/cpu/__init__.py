@@ -1,0 +1,1 @@
+"""Sharing the CPU between answers, indexing and whatever else runs on the machine."""

@@ -1,0 +1,92 @@
+"""Answers first: the indexer pauses between embedding batches while an answer is generated,
+and generation decodes on the cores other work leaves free.
+
+Why: llama.cpp decodes fastest with spinning OpenMP threads, and spinning threads collapse
+when another job takes a core (DESIGN.md, benchmarks/serve_bench.py). Our own indexer is the
+usual other job; a user waiting for an answer matters more than a note being searchable a
+few seconds sooner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from .load import OtherLoad, usable_cores
+
+
+class CpuShare:
+    def __init__(self, *, yield_to_answers: bool = True, follow_load: bool = True, max_pause_s: float = 120.0,
+                 load: OtherLoad | None = None, cores: int | None = None) -> None:
+        self.yield_to_answers = yield_to_answers
+        self.follow_load = follow_load
+        self.max_pause_s = max_pause_s  # an endless stream of answers must not stop indexing for good
+        self.cores = cores or usable_cores()
+        self._cond = threading.Condition()
+        self._answering = 0
+        self._embedding = 0
+        self._embed_threads = 1
+        self._load = load if load is not None else (OtherLoad() if follow_load else None)
+        if self._load is not None:
+            self._load.start()
+        self.paused_s = 0.0  # total time the indexer waited for answers (status, benchmarks)
+
+    def close(self) -> None:
+        if self._load is not None:
+            self._load.stop()
+
+    # --- answers ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        with self._cond:
+            self._answering += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._answering -= 1
+                self._cond.notify_all()
+
+    def decode_threads(self, configured: int) -> int:
+        """Threads for the next tokens: the configured count, less the cores other work holds
+        (other processes, and our own embedder while a batch is in flight)."""
+        if not self.follow_load:
+            return configured
+        other = self._load.cores_busy() if self._load is not None else None
+        with self._cond:
+            embedding = self._embed_threads if self._embedding else 0
+        busy = (other or 0.0) + embedding
+        free = self.cores - busy
+        return max(1, min(configured, math.floor(free + 0.5)))
+
+    # --- indexing ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def embedding(self, threads: int = 1, should_stop: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Around one embedding batch: first wait (up to max_pause_s) while an answer is being
+        generated, then count the batch as in flight."""
+        if self.yield_to_answers:
+            t0 = time.monotonic()
+            with self._cond:
+                while self._answering and time.monotonic() - t0 < self.max_pause_s:
+                    if should_stop is not None and should_stop():
+                        break
+                    self._cond.wait(timeout=0.25)
+                self.paused_s += time.monotonic() - t0
+        with self._cond:
+            self._embedding += 1
+            self._embed_threads = max(1, threads)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._embedding -= 1
+
+    @property
+    def answering_now(self) -> bool:
+        with self._cond:
+            return self._answering > 0

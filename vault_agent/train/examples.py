@@ -1,0 +1,177 @@
+"""Single-answer training examples for KTO: every live thumb, and every pair split into both sides.
+
+- A live thumb (not undone; the latest one when a response somehow has several) on a response that
+  is in no 'rating' pair is one example: prompt = the response's messages as stored (assistant turns
+  left out), completion = its answer, desirable for thumbs up.
+- A pair of any source is split: chosen desirable, rejected undesirable. A correction pair is the
+  user's text (desirable) over the original answer (undesirable); a 'rating' pair already carries
+  the two thumbs it was made from, which is why those thumbs are not read again.
+- The same (prompt, completion, label) twice counts once (an up-rated answer paired with two
+  down-rated ones would otherwise train twice).
+
+The held-out split hashes the pair id for pair halves (so KTO and DPO hold out the same pairs, both
+halves together) and the rating id for thumbs. A corrupt row is skipped and reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..feedback.pairs import prompt_messages, rating_in_origin
+from . import dataset as ds
+
+THUMB = "thumb"  # the source of an unpaired thumb's example; weighted like 'rating' pairs
+
+
+@dataclass
+class Example:
+    id: str  # "<pair id>:chosen", "<pair id>:rejected" or the rating id
+    group: str  # what the held-out split hashes: the pair id or the rating id
+    source: str  # a pair source, or THUMB
+    prompt: list[dict[str, str]]
+    completion: str
+    label: bool  # desirable
+    created: str = ""
+    trained_in_version: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """TRL's conversational unpaired-preference format."""
+        return {"prompt": self.prompt, "completion": [{"role": "assistant", "content": self.completion}],
+                "label": self.label}
+
+    @property
+    def content_key(self) -> str:
+        norm = lambda s: " ".join(s.split()).casefold()  # noqa: E731
+        blob = json.dumps([[m["role"], norm(m["content"])] for m in self.prompt]) + "\0" + norm(self.completion)
+        return hashlib.sha256(f"{blob}\0{self.label}".encode()).hexdigest()
+
+
+@dataclass
+class ExampleSet:
+    train: list[Example]
+    heldout: list[Example]
+    weights: dict[str, float]
+    skipped: list[str] = field(default_factory=list)  # "id: why" for corrupt pairs and thumbs
+    duplicates: int = 0
+
+    def _weight(self, e: Example) -> float:
+        return self.weights.get("rating" if e.source == THUMB else e.source, 1.0)
+
+    def train_examples(self, seed: int = 0) -> list[Example]:
+        """Each train example repeated by its source weight, in a stable shuffled order: TRL's KTO
+        reads batches in order (its KL term pairs neighbours), so labels must be mixed."""
+        out = []
+        for e in self.train:
+            w = self._weight(e)
+            out.extend([e] * max(int(w) + (ds.heldout_bucket(e.id + "#w") < w - int(w)), 0))
+        order = sorted(range(len(out)), key=lambda i: (ds.heldout_bucket(f"{seed}#{out[i].id}#{i}"), i))
+        return [out[i] for i in order]
+
+    def counts(self, seed: int = 0) -> dict[str, int]:
+        rows = self.train_examples(seed)
+        return {"desirable": sum(e.label for e in rows), "undesirable": sum(not e.label for e in rows)}
+
+    def summary(self, seed: int = 0) -> dict[str, Any]:
+        by_source = Counter(e.source for e in self.train)
+        return {"train": len(self.train), "heldout": len(self.heldout),
+                "desirable": sum(e.label for e in self.train), "undesirable": sum(not e.label for e in self.train),
+                "by_source": {s: by_source.get(s, 0) for s in (THUMB, *ds.SOURCES)},
+                "weighted_train_rows": len(self.train_examples(seed)), "duplicates_dropped": self.duplicates,
+                "corrupt_skipped": len(self.skipped)}
+
+
+def _thumb(row: sqlite3.Row) -> Example:
+    try:
+        messages = json.loads(row["messages_json"])
+    except ValueError:
+        raise ValueError("messages are not valid JSON") from None
+    if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages):
+        raise ValueError("messages are not a list of {role, content} messages")
+    prompt = prompt_messages(messages)
+    if not prompt:
+        raise ValueError("the response has no prompt messages")
+    if not isinstance(row["answer"], str) or not row["answer"].strip():
+        raise ValueError("the answer is empty")
+    if row["value"] not in (1, -1):
+        raise ValueError(f"rating value {row['value']!r} is not 1 or -1")
+    return Example(row["id"], row["id"], THUMB, prompt, row["answer"], row["value"] == 1, row["created"])
+
+
+def read_thumbs(db_path: Path) -> tuple[list[Example], list[str]]:
+    """The live thumbs that no 'rating' pair already carries, the latest per response, oldest first;
+    and 'rating id: why' for each that could not be used."""
+    rows = ds.read_rows(db_path, f"""SELECT r.id, r.value, r.created, r.response_id, s.answer, s.messages_json
+        FROM ratings r JOIN responses s ON s.id = r.response_id
+        WHERE r.undone = 0 AND NOT EXISTS (SELECT 1 FROM pairs WHERE source = 'rating' AND {rating_in_origin("r.id")})
+        ORDER BY r.created, r.rowid""")
+    latest = {row["response_id"]: row for row in rows}  # later rows overwrite: the latest thumb wins
+    thumbs, skipped = [], []
+    for row in rows:
+        if latest[row["response_id"]] is not row:
+            continue
+        try:
+            thumbs.append(_thumb(row))
+        except (ValueError, TypeError) as exc:  # json errors are ValueErrors
+            skipped.append(f"{row['id']}: {exc}")
+    return thumbs, skipped
+
+
+def split_pair(p: ds.Pair) -> list[Example]:
+    return [Example(f"{p.id}:chosen", p.id, p.source, p.prompt, p.chosen, True, trained_in_version=p.trained_in_version),
+            Example(f"{p.id}:rejected", p.id, p.source, p.prompt, p.rejected, False,
+                    trained_in_version=p.trained_in_version)]
+
+
+def build(pairs: list[ds.Pair], thumbs: list[Example], settings, skipped: list[str] | None = None) -> ExampleSet:
+    """Split pairs, add thumbs, drop duplicates (keeping the most trusted source), hold out by group."""
+    weights = {s: float(settings.source_weights.get(s, 1.0)) for s in ds.SOURCES}
+    trust = lambda e: weights["rating" if e.source == THUMB else e.source]  # noqa: E731
+    every = [e for p in pairs for e in split_pair(p)] + thumbs
+    best: dict[str, Example] = {}
+    for e in every:
+        if e.content_key not in best or trust(e) > trust(best[e.content_key]):
+            best[e.content_key] = e
+    unique = [e for e in every if best[e.content_key] is e]
+    groups = sorted({e.group for e in unique}, key=ds.heldout_bucket)
+    held = {g for g in groups if ds.heldout_bucket(g) < settings.heldout_fraction}
+    if not held and len(groups) >= 2 and settings.heldout_fraction > 0:
+        held = {groups[0]}  # stable: the lowest bucket
+    return ExampleSet([e for e in unique if e.group not in held], [e for e in unique if e.group in held], weights,
+                      list(skipped or []), len(every) - len(unique))
+
+
+def load(db_path: Path, settings) -> ExampleSet:
+    pairs, bad_pairs = ds.read_pairs(db_path)
+    thumbs, bad_thumbs = read_thumbs(db_path)
+    return build(pairs, thumbs, settings, bad_pairs + bad_thumbs)
+
+
+def kto_weights(desirable: int, undesirable: int) -> dict[str, float]:
+    """KTO's balance for skewed data (Ethayarajh et al. 2024, section 4): lambda_D * n_D / (lambda_U * n_U)
+    must lie in [1, 4/3]. The scarcer side is weighted up to make the ratio 1 (rounded up, so it
+    never falls below 1); balanced data keeps both at 1."""
+    n_d, n_u = max(desirable, 1), max(undesirable, 1)
+    if n_d >= n_u:
+        return {"desirable_weight": 1.0, "undesirable_weight": math.floor(n_d / n_u * 1000) / 1000}
+    return {"desirable_weight": math.ceil(n_u / n_d * 1000) / 1000, "undesirable_weight": 1.0}
+
+
+def require_enough(es: ExampleSet, settings) -> None:
+    if len(es.train) < max(settings.min_pairs, 2):
+        raise ds.NotEnoughPairs(
+            f"only {len(es.train)} training examples (thumbs, and pairs split into both answers) for KTO "
+            f"(it needs train.min_pairs = {max(settings.min_pairs, 2)}); rate more answers, then retry")
+
+
+def new_thumbs(es: ExampleSet, since: str | None) -> int:
+    """Unpaired thumbs created after `since` (the newest version's training time; None: all)."""
+    return sum(e.source == THUMB and (since is None or e.created > since) for e in es.train)
