@@ -320,4 +320,7 @@ def test_real_kto_retrain_of_the_served_model_is_gated_on_heldout_answers(agent_
     verdict = json.loads((agent_home / "data/adapters/v0001/gate.json").read_text())
     assert verdict["examples"]["examples"] >= 1 and verdict["candidate"]["pairs"] == 0
     assert "held-out answers" in verdict["reasons"][0]
+    # KL to the base is taken over the held-out answers too (no pairs here)
+    assert verdict["candidate"]["kl_to_base"] > 0 and verdict["active"]["kl_to_base"] == 0.0
+    assert any(r.startswith("KL to the base on held-out answers") for r in verdict["reasons"])
     assert gate["promoted"] == verdict["promote"]
