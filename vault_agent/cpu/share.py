@@ -32,7 +32,7 @@ class CpuShare:
         self._load = load if load is not None else (OtherLoad() if follow_load else None)
         if self._load is not None:
             self._load.start()
-        self.paused_s = 0.0  # total time the indexer waited for answers (status, benchmarks)
+        self.paused_s = 0.0  # total time the indexer waited for answers (read by tests; not yet in /status)
 
     def close(self) -> None:
         if self._load is not None:
@@ -85,8 +85,3 @@ class CpuShare:
         finally:
             with self._cond:
                 self._embedding -= 1
-
-    @property
-    def answering_now(self) -> bool:
-        with self._cond:
-            return self._answering > 0

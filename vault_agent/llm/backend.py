@@ -183,7 +183,7 @@ class LlamaBackend:
         # decode on the cores that other work leaves free (None: always the configured threads).
         self.cpu_share = cpu_share
         self.threads = llama_args(self.settings)["n_threads"]
-        self.threads_used: list[int] = []  # per thread-count change in the last generation (timings, benches)
+        self.threads_used: list[int] = []  # each thread count the last generation used, in order (read by tests)
         self.model_path = resolve_model_path(self.settings.model_path)
         self.model_id = self.model_path.name
         self.adapter_version: str | None = None
