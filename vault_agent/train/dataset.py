@@ -45,10 +45,14 @@ class Pair:
 
     @property
     def content_key(self) -> str:
-        norm = lambda s: " ".join(s.split()).casefold()  # noqa: E731
-        blob = json.dumps([[m["role"], norm(m["content"])] for m in self.prompt]) + "\0" + norm(self.chosen) + \
-            "\0" + norm(self.rejected)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return content_key(self.prompt, self.chosen, self.rejected)
+
+
+def content_key(prompt: list[dict[str, str]], *texts: str) -> str:
+    """The same conversation up to whitespace and case: pairs and KTO examples deduplicate by it."""
+    norm = lambda s: " ".join(s.split()).casefold()  # noqa: E731
+    blob = json.dumps([[m["role"], norm(m["content"])] for m in prompt]) + "".join("\0" + norm(t) for t in texts)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @dataclass

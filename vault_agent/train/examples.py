@@ -15,7 +15,6 @@ halves together) and the rating id for thumbs. A corrupt row is skipped and repo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sqlite3
@@ -48,9 +47,7 @@ class Example:
 
     @property
     def content_key(self) -> str:
-        norm = lambda s: " ".join(s.split()).casefold()  # noqa: E731
-        blob = json.dumps([[m["role"], norm(m["content"])] for m in self.prompt]) + "\0" + norm(self.completion)
-        return hashlib.sha256(f"{blob}\0{self.label}".encode()).hexdigest()
+        return ds.content_key(self.prompt, self.completion, str(self.label))
 
 
 @dataclass
