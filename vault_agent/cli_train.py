@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -11,6 +13,9 @@ import typer
 
 from .errors import UserError
 
+STAGES = {"plan": "planning for the memory free", "materialise": "preparing the training base",
+          "train": "training", "export": "exporting the adapter to GGUF", "gate": "gating against the active adapter",
+          "activate": "activating the new version"}
 VaultOpt = typer.Option(None, "--vault", "-v", help="Vault folder (overrides the configured one).")
 
 
@@ -115,6 +120,11 @@ def retrain_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the dataset, model, quantization and memory estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     method: Optional[str] = typer.Option(None, "--method", help="auto, dpo or kto (overrides train.method)."),
+    limit_memory: bool = typer.Option(False, "--limit-memory",
+                                      help="Stop with an error if the run outgrows its memory budget (the nightly "
+                                           "run does this)."),
+    nice: int = typer.Option(0, "--nice", min=0, max=19, help="Lower this run's CPU priority by N (the nightly "
+                                                              "run uses 10)."),
 ):
     """Train a new LoRA adapter version on the preference log (DPO on pairs, or KTO on single thumbs)."""
     from .config import load_settings
@@ -123,18 +133,27 @@ def retrain_command(
     from .train.retrain import retrain
 
     settings = with_method(load_settings(vault=vault), method)  # refused here, before any model loads
+    if nice:
+        os.nice(nice)
     if as_json or dry_run:
-        result = retrain(settings, app_dirs(), if_due=if_due, dry_run=dry_run)
+        # one line per stage on stderr: stdout is the JSON
+        result = retrain(settings, app_dirs(), if_due=if_due, dry_run=dry_run, limit_memory=limit_memory,
+                         on_stage=lambda name: print(f"retrain: {STAGES.get(name, name)}", file=sys.stderr,
+                                                     flush=True))
     else:
         with _bar("training") as bar:
-            task = bar.add_task("train", total=None, info="loading")
+            task = bar.add_task("train", total=None, info="")
 
             def show(step: int, total: int, logs: dict) -> None:
                 loss = logs.get("loss")
                 bar.update(task, completed=step, total=total or None,
                            info=f"loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
 
-            result = retrain(settings, app_dirs(), if_due=if_due, progress=show)
+            def stage(name: str) -> None:
+                bar.update(task, info=STAGES.get(name, name))
+
+            result = retrain(settings, app_dirs(), if_due=if_due, progress=show, on_stage=stage,
+                             limit_memory=limit_memory)
     if as_json:
         print(json.dumps(_json_summary(result), indent=2, default=str))
         return
@@ -145,7 +164,7 @@ def _json_summary(r: dict) -> dict:
     out = {"version": r.get("version"), "pairs": r["pairs"], "heldout": r.get("heldout"),
            "seconds": r.get("seconds"), "corrupt_pairs": r.get("corrupt_pairs", [])}
     for key in ("examples", "method", "method_reason", "kto", "variants", "due", "reason", "dry_run", "plan", "path",
-                "steps", "train_loss", "gate"):
+                "steps", "train_loss", "prompts_cut", "too_long_left_out", "memory", "memory_limit_gib", "gate"):
         if key in r:
             out[key] = r[key]
     return out
@@ -183,10 +202,14 @@ def _print_summary(r: dict) -> None:
         c.print(f"LoRA r={plan['lora']['r']} alpha={plan['lora']['lora_alpha']} on {plan['lora']['target_modules']}; "
                 f"DPO beta={plan['dpo']['beta']} ({plan['dpo']['loss_type']}), lr {plan['dpo']['learning_rate']}, "
                 f"{plan['dpo']['num_train_epochs']} epochs, max length {plan['dpo']['max_length']}")
+        d = plan["dpo"]
+        c.print(f"batch: {d['per_device_train_batch_size']} pair(s) at a time x {d['gradient_accumulation_steps']} "
+                f"accumulated; reference log-probs {'once, before training' if plan['precompute_ref_log_probs'] else 'each step'}")
         if plan.get("memory"):
             m = plan["memory"]
-            c.print(f"memory estimate (at train.max_length): {m['total_gib']} GiB (weights {m['weights_gib']}, activations "
-                    f"{m['activations_gib']}, logits {m['logits_gib']})")
+            c.print(f"memory estimate (at train.max_length): {m['total_gib']} GiB (process {m['process_gib']}, weights "
+                    f"{m['weights_gib']}, activations {m['activations_gib']}, LM-head tiles {m['logits_gib']})"
+                    + (f"; budget {m['budget_gib']} GiB ({m['budget_source']})" if m.get("budget_gib") else ""))
     if r.get("variants"):
         c.print("loss: " + " + ".join(r["variants"]["ran"]))
         for note in r["variants"]["notes"]:
@@ -197,6 +220,13 @@ def _print_summary(r: dict) -> None:
     h = r["heldout"]
     c.print(f"[bold]{r['version']}[/] written to {r['path']} in {r['seconds']}s ({r['steps']} steps, "
             f"mean loss {r['train_loss']:.4f})")
+    if r.get("prompts_cut") or r.get("too_long_left_out"):
+        c.print(f"{r['prompts_cut']} prompts cut from the left to fit train.max_length; "
+                f"{r['too_long_left_out']} left out (no room even then)")
+    if r.get("memory"):
+        m = r["memory"]
+        c.print(f"memory: peak {m['peak_rss_gib']} GiB resident (estimated {m['estimate_gib']} GiB)"
+                + (f", {m['peak_vram_gib']} GiB VRAM" if m.get("peak_vram_gib") is not None else ""))
     if r.get("method") == "kto":
         c.print(f"held-out ({h['examples']} answers): mean token log-prob change desirable "
                 f"{h['desirable_logp_change']}, undesirable {h['undesirable_logp_change']}")

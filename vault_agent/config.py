@@ -95,7 +95,11 @@ class TrainSettings(BaseModel):
     learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate.")
     epochs: float = Field(2.0, gt=0, le=100, description="Passes over the training pairs.")
     batch_size: int = Field(4, ge=1, le=1024, description="Pairs per optimizer step (micro-batch x accumulation).")
-    max_length: int = Field(1024, ge=64, le=32768, description="Longest prompt + answer in tokens; longer is truncated.")
+    max_length: int = Field(1024, ge=64, le=32768, description="Longest prompt + answer in tokens; a longer "
+                                                               "prompt is cut from the left (older context first).")
+    max_memory_gb: float | None = Field(
+        None, gt=0, description="Most memory (GB; VRAM on CUDA) a retrain may plan for; the nightly run is stopped "
+                                "above it. Unset: 60% of what is free when the run starts.")
     min_pairs: int = Field(8, ge=1, description="Fewer usable training pairs than this: stop and say so.")
     min_new_pairs: int = Field(8, ge=1, description="Nightly / --if-due runs only when this many untrained pairs exist.")
     heldout_fraction: float = Field(0.15, ge=0, lt=1, description="Share of pairs kept out of training for metrics.")

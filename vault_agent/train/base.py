@@ -54,6 +54,7 @@ def materialise(base: BaseModel) -> Path | str:
     if base.source == "hf" or base.ready:
         return base.location
     dest = Path(base.location)
+    _remove_dead_copies(dest)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -67,6 +68,20 @@ def materialise(base: BaseModel) -> Path | str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(dest)
+
+
+def _remove_dead_copies(dest: Path) -> None:
+    """Half-written copies left by runs that were killed (SIGKILL skips the cleanup): a model's
+    size each, so they must not pile up. A copy whose writer still runs is left alone."""
+    if not dest.parent.is_dir():
+        return
+    for tmp in dest.parent.glob(f".{dest.name}.tmp-*"):
+        try:
+            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
 
 
 def load_trainable_from_gguf(gguf: Path):

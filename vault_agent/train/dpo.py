@@ -17,30 +17,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-GIB = 2**30
-
-
-@dataclass
-class ModelDims:
-    """Enough of a model's shape to estimate memory without loading it."""
-
-    params: int
-    layers: int
-    hidden: int
-    intermediate: int
-    vocab: int
-    heads: int = 0
-    kv_heads: int = 0
-
-    @classmethod
-    def from_config(cls, config) -> "ModelDims":
-        h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-        heads = config.num_attention_heads
-        kv = getattr(config, "num_key_value_heads", None) or heads
-        head_dim = getattr(config, "head_dim", None) or h // heads
-        per_layer = h * heads * head_dim * 2 + h * kv * head_dim * 2 + 3 * h * i + 2 * h
-        embed = config.vocab_size * h * (1 if getattr(config, "tie_word_embeddings", False) else 2)
-        return cls(n * per_layer + embed + h, n, h, i, config.vocab_size, heads, kv)
+from . import memory
+from .memory import ModelDims
 
 
 @dataclass
@@ -72,13 +50,16 @@ def detect_device() -> str:
 
 
 def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | None = None,
-              dims: ModelDims | None = None, seq_len: int | None = None) -> TrainingPlan:
-    """Everything a run would load and use; `settings` is a TrainSettings."""
+              dims: ModelDims | None = None, seq_len: int | None = None,
+              budget: memory.Budget | None = None) -> TrainingPlan:
+    """Everything a run would load and use; `settings` is a TrainSettings. With the model's `dims`
+    and a `budget`, the micro-batch and checkpointing are the fastest that fit (memory.py), and
+    DoesNotFit says what to change when nothing does; without a budget, the fastest layout."""
     from .variants import variant_plan
 
     device = device or detect_device()
     cuda = device == "cuda"
-    micro = min(settings.batch_size, 2) if cuda else settings.batch_size
+    seq_len = seq_len or settings.max_length
     plan = TrainingPlan(
         device=device,
         base=base or {},
@@ -88,45 +69,37 @@ def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | Non
         bf16=cuda,
         gradient_checkpointing=cuda,
         optim="paged_adamw_8bit" if cuda else "adamw_torch",
-        precompute_ref_log_probs=cuda,
+        # the reference pass once, before training, on every device: no second forward per step
+        precompute_ref_log_probs=True,
         lora={"r": settings.lora_r, "lora_alpha": settings.lora_alpha, "lora_dropout": settings.lora_dropout,
               "target_modules": settings.target_modules, "bias": "none", "task_type": "CAUSAL_LM"},
         dpo={"beta": settings.beta, "loss_type": settings.loss_type, "learning_rate": settings.learning_rate,
-             "num_train_epochs": settings.epochs, "per_device_train_batch_size": micro,
-             "gradient_accumulation_steps": max(1, math.ceil(settings.batch_size / micro)),
+             "num_train_epochs": settings.epochs, "per_device_train_batch_size": 1,
+             "gradient_accumulation_steps": settings.batch_size,
              "max_length": settings.max_length, "seed": settings.seed},
         variants=variant_plan(settings),
     )
-    if dims is not None:
-        plan.dims = asdict(dims)
-        plan.memory = estimate_memory(plan, dims, seq_len or settings.max_length)
-    return plan
-
-
-def estimate_memory(plan: TrainingPlan, dims: ModelDims, seq_len: int) -> dict[str, Any]:
-    """A rough peak-memory estimate in GiB (weights + LoRA state + activations + logits).
-    It errs high: the figure to compare with what the card or machine has."""
-    quant = plan.quantization is not None
-    embed = dims.vocab * dims.hidden * 2  # embeddings and lm_head stay unquantized in bnb
-    body = max(dims.params - embed, 0)
-    wbytes = 2 if plan.dtype == "bfloat16" else 4
-    weights = (body * 0.53 + embed * wbytes) if quant else dims.params * wbytes  # nf4 + double-quant scales
-    # LoRA on the 7 linear layers of each block: r * (in + out) each.
-    lora_params = dims.layers * plan.lora["r"] * (4 * dims.hidden * 2 + 3 * (dims.hidden + dims.intermediate))
-    optimizer = lora_params * (4 + 4 + (2 if "8bit" in plan.optim else 8))  # fp32 weights, grads, Adam state
-    seqs = 2 * plan.dpo["per_device_train_batch_size"]  # chosen and rejected go through together
-    act_bytes = 2 if plan.bf16 else 4
-    # activations kept for backward per token and layer: linear inputs, norms, rotary q/k, SiLU and product
-    per_token_layer = dims.hidden * 14 + dims.intermediate * 5
-    if plan.gradient_checkpointing:
-        activations = seqs * seq_len * (dims.layers * dims.hidden + per_token_layer) * act_bytes
+    candidates = memory.layouts(device, settings.batch_size)
+    if dims is None:  # no estimate possible: the leanest layout is the safe one
+        layout = candidates[-1]
     else:
-        activations = seqs * seq_len * dims.layers * per_token_layer * act_bytes
-    logits = seqs * seq_len * dims.vocab * 4 * 3  # fp32 logits, log-softmax and its gradient
-    total = (weights + optimizer + activations + logits) * 1.15  # allocator fragmentation, CUDA context
-    return {"weights_gib": round(weights / GIB, 2), "lora_params": int(lora_params),
-            "optimizer_gib": round(optimizer / GIB, 3), "activations_gib": round(activations / GIB, 2),
-            "logits_gib": round(logits / GIB, 2), "total_gib": round(total / GIB, 2), "seq_len": seq_len}
+        plan.dims = asdict(dims)
+
+        def estimate_for(layout: memory.Layout) -> dict[str, Any]:
+            return memory.estimate(dims, device=device, quantized=cuda, weight_bytes=2 if cuda else 4,
+                                   act_bytes=2 if cuda else 4, lora_r=settings.lora_r,
+                                   eight_bit_optim="8bit" in plan.optim, layout=layout, seq_len=seq_len)
+
+        if budget is None:
+            layout, plan.memory = candidates[0], estimate_for(candidates[0])
+        else:
+            layout, plan.memory = memory.choose(candidates, budget, estimate_for)
+            plan.memory["budget_gib"], plan.memory["budget_source"] = budget.gib, budget.source
+            plan.memory["free_gib"] = budget.free_gib
+    plan.gradient_checkpointing = layout.gradient_checkpointing
+    plan.dpo["per_device_train_batch_size"] = layout.micro_batch
+    plan.dpo["gradient_accumulation_steps"] = layout.accumulation
+    return plan
 
 
 def dims_from_gguf(path) -> ModelDims:
@@ -197,6 +170,10 @@ def load_model(plan: TrainingPlan, location: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if plan.device == "cpu":
+        from . import cpu_lean
+
+        cpu_lean.apply()
     kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype)}
     if plan.quantization is not None:
         kwargs["quantization_config"] = bnb_config(plan)
@@ -249,25 +226,15 @@ def _token_split(tokenizer, prompt: list[dict], answer: str, max_length: int) ->
     return p_ids + a_ids, len(p_ids)
 
 
-def fits_length(tokenizer, pair, max_length: int) -> bool:
-    """Whether prompt + each answer fits max_length tokens. TRL truncates from the end, which would
-    cut the answers that carry the preference, so longer pairs are left out (and counted)."""
-    return all(answer_fits(tokenizer, pair.prompt, answer, max_length) for answer in (pair.chosen, pair.rejected))
-
-
-def answer_fits(tokenizer, prompt: list[dict], answer: str, max_length: int) -> bool:
-    text = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=False)
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_length
-
-
 def answer_logprob(model, tokenizer, prompt: list[dict], answer: str, max_length: int) -> tuple[float, int]:
     """(sum log p of `answer` given the chat `prompt`, its tokens); call under torch.no_grad()."""
     import torch
 
     ids, start = _token_split(tokenizer, prompt, answer, max_length)
     x = torch.tensor([ids], device=next(model.parameters()).device)
-    logits = model(input_ids=x).logits[0, :-1].float()
-    part = torch.log_softmax(logits, -1).gather(1, x[0, 1:, None])[:, 0][start - 1:]
+    # logits only where they predict an answer token: (answer, vocab) instead of (sequence, vocab)
+    logits = model(input_ids=x, logits_to_keep=len(ids) - start + 1).logits[0, :-1].float()
+    part = torch.log_softmax(logits, -1).gather(1, x[0, start:, None])[:, 0]
     return float(part.sum()), int(part.numel())
 
 

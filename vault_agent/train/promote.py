@@ -1,5 +1,6 @@
-"""After training: export the new version to GGUF, gate it against the active adapter with llama.cpp,
-and if it wins, make it active (hot-swapped into the running daemon, or saved for the next start).
+"""After training: export the new version to GGUF and gate it against the active adapter with llama.cpp
+(both in the version's staging directory, before it is published), and if it wins, make it active
+(hot-swapped into the running daemon, or saved for the next start).
 """
 
 from __future__ import annotations
@@ -42,20 +43,24 @@ def heldout_chunks(settings, vault: Path | None, n: int = GATE_CHUNKS) -> list[s
     return [text for _, text in sorted(scored)[:n]]
 
 
-def promote_version(settings, dirs: AppDirs, version: str, heldout: list, vault: Path | None,
-                    method: str = "dpo") -> dict[str, Any]:
-    """Export, gate, maybe activate. Never raises for a refused or unservable candidate: the
-    verdict says why, and the version stays listed (activatable by hand once fixed).
+def gate_version(settings, dirs: AppDirs, vdir: Path, version: str, heldout: list, vault: Path | None,
+                 method: str = "dpo", on_stage=None) -> dict[str, Any]:
+    """Export `vdir`'s adapter to GGUF and gate it against the active adapter, writing gate.json
+    there. `vdir` is the version's staging directory: a run killed during export or gate leaves no
+    version at all. Never raises for a refused or unservable candidate: the verdict says why, and
+    the version stays listed (activatable by hand once fixed).
     `heldout`: Pairs for a DPO version, examples.Example for a KTO one (judged answer by answer)."""
     from ..llm.backend import resolve_model_path
 
-    vdir = registry.adapters_dir(dirs) / version
+    stage = on_stage or (lambda name: None)
     base_gguf = resolve_model_path(settings.llm.model_path)
+    stage("export")
     try:
         export = export_gguf_lora(vdir / "adapter", base_gguf, vdir / active.GGUF_NAME)
     except UserError as e:
         return {"promoted": False, "exported": False, "reasons": [f"not servable by llama.cpp: {e}"]}
 
+    stage("gate")
     state, _ = active.read_state(dirs)
     current = state.active if state.active and active.gguf_path(dirs, state.active).is_file() else None
     kto = method == "kto"
@@ -80,12 +85,10 @@ def promote_version(settings, dirs: AppDirs, version: str, heldout: list, vault:
               "candidate": verdict.to_dict()["candidate"], "active_before": verdict.to_dict()["active"]}
     if judged is not None:
         result["examples"] = verdict.extra["examples"]
-    if verdict.promote:
-        result["activation"] = _activate(dirs, version)
     return result
 
 
-def _activate(dirs: AppDirs, version: str) -> str:
+def activate(dirs: AppDirs, version: str) -> str:
     """Tell the running daemon to swap now; with none running, save the choice for its next start."""
     from ..client import ApiClient
 

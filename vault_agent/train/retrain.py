@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import gc
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from typing import Any
 from ..errors import UserError
 from ..paths import AppDirs
 from . import dataset as ds
-from . import registry
+from . import memory, registry
 from .schedule import TrainingLock
 from .variants import describe as describe_variants
 
@@ -32,6 +33,10 @@ Progress = Callable[[int, int, dict], None]  # (step, total steps, latest logs)
 
 
 class TrainingFailed(UserError):
+    pass
+
+
+class OutOfMemory(TrainingFailed):
     pass
 
 
@@ -59,10 +64,12 @@ def _trainer_callbacks(progress: Progress | None, history: list[dict], runlog: l
 
 
 def plan_for(settings, dirs: AppDirs, device: str | None = None):
-    """The plan with the base resolved and a memory estimate (nothing is loaded)."""
+    """The plan with the base resolved, fitted to the memory budget (nothing is loaded; DoesNotFit
+    in one line when even the leanest plan needs more than the budget)."""
     from .base import resolve_base
-    from .dpo import ModelDims, dims_from_gguf, make_plan
+    from .dpo import ModelDims, detect_device, dims_from_gguf, make_plan
 
+    device = device or detect_device()
     base = resolve_base(settings.train, settings.llm, dirs)
     dims = None
     try:
@@ -72,11 +79,12 @@ def plan_for(settings, dirs: AppDirs, device: str | None = None):
             dims = ModelDims.from_config(AutoConfig.from_pretrained(base.location))
         elif base.gguf is not None:
             dims = dims_from_gguf(base.gguf)
-    except Exception as exc:  # noqa: BLE001 - the estimate is advisory; the run itself will say what's wrong
+    except Exception as exc:  # noqa: BLE001 - without dims the plan takes the leanest layout
         log.warning("no memory estimate: %s", exc)
     return make_plan(settings.train, device=device,
                      base={"source": base.source, "location": base.location,
-                           "gguf": str(base.gguf) if base.gguf else None}, dims=dims), base
+                           "gguf": str(base.gguf) if base.gguf else None}, dims=dims,
+                     budget=memory.budget(settings.train.max_memory_gb, device)), base
 
 
 def _plot(history: list[dict], path: Path) -> str | None:
@@ -109,12 +117,17 @@ def load_training_set(settings, dirs: AppDirs) -> ds.TrainingSet:
 
 def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = False, device: str | None = None,
             progress: Progress | None = None, callbacks: list | None = None,
-            trainer_overrides: dict | None = None, method: str | None = None) -> dict[str, Any]:
+            trainer_overrides: dict | None = None, method: str | None = None,
+            on_stage: Callable[[str], None] | None = None, limit_memory: bool = False) -> dict[str, Any]:
     """Train one version. Returns the summary (`--json`). Raises UserError subclasses for what a
-    user can fix (too few pairs, another run holding the lock, divergence, a bad --method)."""
+    user can fix (too few pairs, another run holding the lock, divergence, a bad --method, a plan
+    that does not fit the memory budget). `on_stage` hears each stage as it starts (plan,
+    materialise, train, export, gate, activate); `limit_memory` holds this process to the plan's
+    budget (the nightly run), so a run that outgrows it fails alone."""
     from . import examples as ex
     from . import method as how
 
+    stage = on_stage or (lambda name: None)
     settings = how.with_method(settings, method)
     dirs.ensure()
     # A dry run reads and plans only, so it needs no lock and may run beside a training.
@@ -142,6 +155,7 @@ def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = Fa
                 summary.update(due=False, reason=f"{fresh['what']}, train.min_new_pairs is "
                                                  f"{settings.train.min_new_pairs}", seconds=0.0)
                 return summary
+        stage("plan")
         plan, base = plan_for(settings, dirs, device)
         summary["plan"] = plan.to_dict()
         if chosen == "dpo":
@@ -156,25 +170,62 @@ def retrain(settings, dirs: AppDirs, *, if_due: bool = False, dry_run: bool = Fa
             return summary
         if plan.device == "cuda":
             _require_bitsandbytes()
-        from .base import materialise
-
-        location = materialise(base)
-        run = _train_kto if chosen == "kto" else _train
-        data = eset if chosen == "kto" else tset
+        if limit_memory and plan.memory.get("budget_gib") and plan.device == "cpu":
+            limit = process_limit_gib(plan)
+            if memory.limit_process(limit):
+                summary["memory_limit_gib"] = limit
         try:
-            summary.update(run(plan, location, data, dirs, settings, progress, callbacks, trainer_overrides or {}))
+            summary.update(_train_version(settings, dirs, plan, base, chosen, tset if chosen == "dpo" else eset,
+                                          stage, progress, callbacks, trainer_overrides or {}))
         except OSError as exc:  # full disk, permissions: the temp version is gone already
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
                 raise
             raise UserError(f"could not write the new version under {registry.adapters_dir(dirs)} "
                             f"({exc.strerror or exc}); no version was written; free disk space and retry") from None
-        if settings.train.promote:  # export -> gate (llama.cpp, held-out pairs or answers) -> hot-swap if it wins
-            from .promote import promote_version
-
-            summary["gate"] = promote_version(settings, dirs, summary["version"], data.heldout, settings.vault,
-                                              method=chosen)
+        except (MemoryError, RuntimeError) as exc:
+            if not memory.is_out_of_memory(exc):
+                raise
+            allowed = summary.get("memory_limit_gib") or plan.memory.get("budget_gib")
+            raise OutOfMemory(f"retrain ran out of memory (planned {plan.memory.get('total_gib')} GiB, allowed "
+                              f"{allowed} GiB); no version was written; lower train.max_length or "
+                              "train.batch_size, or raise train.max_memory_gb") from None
         summary["seconds"] = round(time.perf_counter() - started, 1)
         return summary
+
+
+def process_limit_gib(plan) -> float:
+    """The data-segment limit for a run held to its budget: the budget, or the plan's estimate
+    when that is higher, plus room for what the address space holds beyond resident memory
+    (thread stacks, allocator arenas): a limit at the estimate itself would fail healthy runs."""
+    return round(max(plan.memory["budget_gib"], plan.memory["total_gib"]) * 1.25 + 1.0, 2)
+
+
+def _train_version(settings, dirs: AppDirs, plan, base, chosen: str, data, stage, progress, callbacks,
+                   overrides: dict) -> dict[str, Any]:
+    """materialise -> train -> export -> gate, all in the version's staging directory -> publish ->
+    mark the pairs trained -> activate a winner. A run killed or interrupted before the publish
+    leaves no version (the staging directory goes, or the next run removes it)."""
+    from .base import materialise
+    from .promote import activate, gate_version
+
+    stage("materialise")
+    location = materialise(base)
+    train = _train_kto if chosen == "kto" else _train
+    headline = (f"{len(data.train)} answers, {len(data.heldout)} held out (KTO)" if chosen == "kto"
+                else f"{len(data.train)} pairs, {len(data.heldout)} held out")
+    with _version_run(dirs, plan, headline) as (version, tmp, runlog):
+        stage("train")
+        run = train(plan, location, data, version, tmp, runlog, settings, progress, callbacks, overrides)
+        gc.collect()  # the trainer and model go before llama.cpp loads the gate's copy
+        out = {"version": version, "path": str(registry.adapters_dir(dirs) / version), **run.summary}
+        if settings.train.promote:  # export -> gate (llama.cpp, held-out pairs or answers), before publishing
+            out["gate"] = gate_version(settings, dirs, tmp, version, run.heldout, settings.vault, method=chosen,
+                                       on_stage=stage)
+    _mark_trained(dirs, run.trained_ids, version)
+    if out.get("gate", {}).get("promoted"):
+        stage("activate")
+        out["gate"]["activation"] = activate(dirs, version)
+    return out
 
 
 def _require_bitsandbytes() -> None:
@@ -239,11 +290,42 @@ def _fit_and_save(trainer, tokenizer, tmp: Path):
     return result
 
 
-def _write_metrics(tmp: Path, version: str, result, history: list[dict], too_long: int, heldout: dict,
+@dataclasses.dataclass
+class RunResult:
+    """What one method's training gives the pipeline."""
+
+    summary: dict[str, Any]  # for the retrain summary
+    heldout: list  # held-out pairs or examples (prompts fitted to max_length), for the gate
+    trained_ids: list[str]  # pairs to mark trained once the version is published
+
+
+def _fit_to_length(tokenizer, items: list, answers, max_length: int, runlog, what: str) -> tuple[list, dict]:
+    """Prompts cut from the left to fit max_length (truncate.py); counted, and logged."""
+    from .truncate import fit_all
+
+    kept, cut, left_out = fit_all(tokenizer, items, answers, max_length)
+    if cut or left_out:
+        runlog.info("%d %s cut from the left to fit train.max_length=%d, %d left out (no room even then)",
+                    cut, what, max_length, left_out)
+    return kept, {"prompts_cut": cut, "too_long_left_out": left_out}
+
+
+def _memory_used(plan) -> dict[str, Any]:
+    """The plan's estimate beside what the run actually used (the test of the estimate reads this)."""
+    out = {"estimate_gib": plan.memory.get("total_gib"), "budget_gib": plan.memory.get("budget_gib"),
+           "peak_rss_gib": memory.peak_rss_gib()}
+    if plan.device == "cuda":
+        import torch
+
+        out["peak_vram_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 2)
+    return out
+
+
+def _write_metrics(tmp: Path, version: str, result, history: list[dict], lengths: dict, heldout: dict,
                    trained_at: str, **extra) -> None:
     losses = [h["loss"] for h in history if "loss" in h]
-    metrics = {"version": version, "trained_at": trained_at, **extra, "steps": result.global_step,
-               "too_long_left_out": too_long, "train_loss": result.training_loss,
+    metrics = {"version": version, "trained_at": trained_at, **extra, "steps": result.global_step, **lengths,
+               "train_loss": result.training_loss,
                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                "heldout": heldout, "history": history}
     plot_note = _plot(history, tmp / "training.png")
@@ -252,103 +334,94 @@ def _write_metrics(tmp: Path, version: str, result, history: list[dict], too_lon
     registry.write_json(tmp / "metrics.json", metrics)
 
 
-def _train(plan, location: str, tset: ds.TrainingSet, dirs: AppDirs, settings, progress, callbacks,
-           overrides: dict) -> dict[str, Any]:
+def _train(plan, location: str, tset: ds.TrainingSet, version: str, tmp: Path, runlog, settings, progress,
+           callbacks, overrides: dict) -> RunResult:
     """DPO on pairs."""
     _quiet_libraries()
     import torch
 
     from ..feedback.pairs import utcnow
-    from .dpo import completion_logprobs, fits_length, load_model, make_trainer, preference_metrics, reward_metrics
+    from .dpo import completion_logprobs, load_model, make_trainer, preference_metrics, reward_metrics
 
     torch.manual_seed(settings.train.seed)
     trained_at = utcnow()
-    records = tset.train_records()
     max_len = settings.train.max_length
     history: list[dict] = []
-    headline = f"{len(tset.train)} pairs ({len(records)} rows), {len(tset.heldout)} held out"
-    with _version_run(dirs, plan, headline) as (version, tmp, runlog):
-        model, tokenizer = load_model(plan, location)
-        fitting = [p for p in tset.train if fits_length(tokenizer, p, max_len)]
-        too_long = len(tset.train) - len(fitting)
-        if too_long:
-            runlog.info("%d pairs longer than train.max_length=%d left out", too_long, max_len)
-            tset = dataclasses.replace(tset, train=fitting)
-            ds.require_enough(tset, settings.train)
-            records = tset.train_records()
-        variants = describe_variants(plan.variants, tset.train)  # after too-long pairs left out
-        before = completion_logprobs(model, tokenizer, tset.heldout, max_len)
-        trainer = make_trainer(plan, model, tokenizer, records, str(tmp / "trainer"),
-                               _trainer_callbacks(progress, history, runlog) + list(callbacks or []), **overrides)
-        result = _fit_and_save(trainer, tokenizer, tmp)
-        after = completion_logprobs(trainer.model, tokenizer, tset.heldout, max_len)
-        b, a = preference_metrics(before), preference_metrics(after)
-        heldout = {"pairs": len(tset.heldout), "accuracy_before": b["accuracy"], "accuracy_after": a["accuracy"],
-                   "margin_before": b["margin"], "margin_after": a["margin"],
-                   **reward_metrics(before, after, settings.train.beta)}
-        runlog.info("done: %d steps, held-out %s", result.global_step, json.dumps(heldout))
-        _write_metrics(tmp, version, result, history, too_long, heldout, trained_at, method="dpo",
-                       variants=variants)
-        registry.write_json(tmp / "pairs.json", {"train": [p.id for p in tset.train],
-                                                 "heldout": [p.id for p in tset.heldout],
-                                                 "corrupt_skipped": tset.skipped})
-        registry.write_json(tmp / "config.json", {"plan": plan.to_dict(), "train": settings.train.model_dump(),
-                                                  "base_location": location})
-    _mark_trained(dirs, [p.id for p in tset.train], version)
-    return {"version": version, "path": str(registry.adapters_dir(dirs) / version), "steps": result.global_step,
-            "variants": variants,
-            "too_long_left_out": too_long,
-            "train_loss": result.training_loss, "heldout": heldout}
+    model, tokenizer = load_model(plan, location)
+    sides = lambda p: [p.chosen, p.rejected]  # noqa: E731
+    train_pairs, lengths = _fit_to_length(tokenizer, tset.train, sides, max_len, runlog, "training pairs")
+    heldout_pairs, _ = _fit_to_length(tokenizer, tset.heldout, sides, max_len, runlog, "held-out pairs")
+    tset = dataclasses.replace(tset, train=train_pairs, heldout=heldout_pairs)
+    ds.require_enough(tset, settings.train)
+    variants = describe_variants(plan.variants, tset.train)  # after pairs that cannot fit left out
+    before = completion_logprobs(model, tokenizer, tset.heldout, max_len)
+    trainer = make_trainer(plan, model, tokenizer, tset.train_records(), str(tmp / "trainer"),
+                           _trainer_callbacks(progress, history, runlog) + list(callbacks or []), **overrides)
+    result = _fit_and_save(trainer, tokenizer, tmp)
+    after = completion_logprobs(trainer.model, tokenizer, tset.heldout, max_len)
+    b, a = preference_metrics(before), preference_metrics(after)
+    heldout = {"pairs": len(tset.heldout), "accuracy_before": b["accuracy"], "accuracy_after": a["accuracy"],
+               "margin_before": b["margin"], "margin_after": a["margin"],
+               **reward_metrics(before, after, settings.train.beta)}
+    used = _memory_used(plan)
+    runlog.info("done: %d steps, held-out %s, memory %s", result.global_step, json.dumps(heldout), json.dumps(used))
+    _write_metrics(tmp, version, result, history, lengths, heldout, trained_at, method="dpo", variants=variants,
+                   memory=used)
+    registry.write_json(tmp / "pairs.json", {"train": [p.id for p in tset.train],
+                                             "heldout": [p.id for p in tset.heldout],
+                                             "corrupt_skipped": tset.skipped})
+    registry.write_json(tmp / "config.json", {"plan": plan.to_dict(), "train": settings.train.model_dump(),
+                                              "base_location": location})
+    return RunResult({"steps": result.global_step, "variants": variants, **lengths,
+                      "train_loss": result.training_loss, "heldout": heldout, "memory": used},
+                     tset.heldout, [p.id for p in tset.train])
 
 
-def _train_kto(plan, location: str, eset, dirs: AppDirs, settings, progress, callbacks,
-               overrides: dict) -> dict[str, Any]:
+def _train_kto(plan, location: str, eset, version: str, tmp: Path, runlog, settings, progress, callbacks,
+               overrides: dict) -> RunResult:
     """KTO on single answers: thumbs, and pairs split into a desirable and an undesirable answer."""
     _quiet_libraries()
     import torch
 
     from ..feedback.pairs import utcnow
     from . import examples as ex
-    from .dpo import answer_fits, load_model
+    from .dpo import load_model
     from .kto import example_logprobs, heldout_change, kto_section, make_trainer
 
     torch.manual_seed(settings.train.seed)
     trained_at = utcnow()  # thumbs given from now on count as new for the next --if-due
     max_len, seed = settings.train.max_length, settings.train.seed
     history: list[dict] = []
-    with _version_run(dirs, plan, f"{len(eset.train)} answers, {len(eset.heldout)} held out (KTO)") as (
-            version, tmp, runlog):
-        model, tokenizer = load_model(plan, location)
-        fitting = [e for e in eset.train if answer_fits(tokenizer, e.prompt, e.completion, max_len)]
-        too_long = len(eset.train) - len(fitting)
-        if too_long:
-            runlog.info("%d answers longer than train.max_length=%d left out", too_long, max_len)
-            eset = dataclasses.replace(eset, train=fitting)
-            ex.require_enough(eset, settings.train)
-        counts = eset.counts(seed)
-        weights = ex.kto_weights(**counts)
-        runlog.info("KTO %s", json.dumps(kto_section(plan, counts, weights)))
-        before = example_logprobs(model, tokenizer, eset.heldout, max_len)
-        trainer = make_trainer(plan, model, tokenizer, [e.record() for e in eset.train_examples(seed)],
-                               str(tmp / "trainer"), weights,
-                               _trainer_callbacks(progress, history, runlog) + list(callbacks or []), **overrides)
-        result = _fit_and_save(trainer, tokenizer, tmp)
-        after = example_logprobs(trainer.model, tokenizer, eset.heldout, max_len)
-        heldout = heldout_change(eset.heldout, before, after)
-        runlog.info("done: %d steps, held-out %s", result.global_step, json.dumps(heldout))
-        _write_metrics(tmp, version, result, history, too_long, heldout, trained_at, method="kto",
-                       kto=kto_section(plan, counts, weights))
-        pair_ids = sorted({e.group for e in eset.train if e.source != ex.THUMB})
-        registry.write_json(tmp / "pairs.json", {"method": "kto", "train": pair_ids,
-                                                 "thumbs": [e.id for e in eset.train if e.source == ex.THUMB],
-                                                 "heldout": sorted({e.group for e in eset.heldout}),
-                                                 "corrupt_skipped": eset.skipped})
-        registry.write_json(tmp / "config.json", {"plan": plan.to_dict(), "train": settings.train.model_dump(),
-                                                  "base_location": location})
-    _mark_trained(dirs, pair_ids, version)
-    return {"version": version, "path": str(registry.adapters_dir(dirs) / version), "steps": result.global_step,
-            "too_long_left_out": too_long, "train_loss": result.training_loss, "heldout": heldout,
-            "kto": kto_section(plan, counts, weights)}
+    model, tokenizer = load_model(plan, location)
+    answer = lambda e: [e.completion]  # noqa: E731
+    train_examples, lengths = _fit_to_length(tokenizer, eset.train, answer, max_len, runlog, "training answers")
+    heldout_examples, _ = _fit_to_length(tokenizer, eset.heldout, answer, max_len, runlog, "held-out answers")
+    eset = dataclasses.replace(eset, train=train_examples, heldout=heldout_examples)
+    ex.require_enough(eset, settings.train)
+    counts = eset.counts(seed)
+    weights = ex.kto_weights(**counts)
+    runlog.info("KTO %s", json.dumps(kto_section(plan, counts, weights)))
+    before = example_logprobs(model, tokenizer, eset.heldout, max_len)
+    trainer = make_trainer(plan, model, tokenizer, [e.record() for e in eset.train_examples(seed)],
+                           str(tmp / "trainer"), weights,
+                           _trainer_callbacks(progress, history, runlog) + list(callbacks or []), **overrides)
+    result = _fit_and_save(trainer, tokenizer, tmp)
+    after = example_logprobs(trainer.model, tokenizer, eset.heldout, max_len)
+    heldout = heldout_change(eset.heldout, before, after)
+    used = _memory_used(plan)
+    runlog.info("done: %d steps, held-out %s, memory %s", result.global_step, json.dumps(heldout), json.dumps(used))
+    _write_metrics(tmp, version, result, history, lengths, heldout, trained_at, method="kto",
+                   kto=kto_section(plan, counts, weights), memory=used)
+    pair_ids = sorted({e.group for e in eset.train if e.source != ex.THUMB})
+    registry.write_json(tmp / "pairs.json", {"method": "kto", "train": pair_ids,
+                                             "thumbs": [e.id for e in eset.train if e.source == ex.THUMB],
+                                             "heldout": sorted({e.group for e in eset.heldout}),
+                                             "corrupt_skipped": eset.skipped})
+    registry.write_json(tmp / "config.json", {"plan": plan.to_dict(), "train": settings.train.model_dump(),
+                                              "base_location": location})
+    return RunResult({"steps": result.global_step, **lengths, "train_loss": result.training_loss,
+                      "heldout": heldout, "kto": kto_section(plan, counts, weights), "memory": used},
+                     eset.heldout, pair_ids)
 
 
 def _mark_trained(dirs: AppDirs, ids: list[str], version: str) -> None:

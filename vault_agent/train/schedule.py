@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -107,25 +108,40 @@ def last_run(dirs: AppDirs) -> dict[str, Any] | None:
         return None
 
 
+CHILD_NICE = 10  # below the daemon's answers and the user's apps
+
+
 def retrain_command(vault: Path | None) -> list[str]:
-    cmd = [sys.executable, "-m", "vault_agent.cli", "retrain", "--if-due", "--json"]
+    """The nightly child: at low CPU priority, and held to its memory budget (a runaway fails alone;
+    the daemon keeps serving). The child sets both itself: a preexec_fn is unsafe in a threaded daemon."""
+    cmd = [sys.executable, "-m", "vault_agent.cli", "retrain", "--if-due", "--json", "--limit-memory",
+           "--nice", str(CHILD_NICE)]
     return cmd + (["--vault", str(vault)] if vault else [])
 
 
-def run_child(dirs: AppDirs, vault: Path | None, timeout: float | None = None) -> dict[str, Any]:
-    """Run one `retrain --if-due` in a child process and record how it ended."""
+def _why_it_ended(returncode: int, stderr: str) -> str:
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        why = " (the kernel's out-of-memory killer, or a user)" if -returncode == signal.SIGKILL else ""
+        return f"retrain was killed by {name}{why}; no version was written"
+    return (stderr.strip().splitlines() or [f"exit {returncode}"])[-1]
+
+
+def run_child(dirs: AppDirs, vault: Path | None, timeout: float | None = None,
+              command: list[str] | None = None) -> dict[str, Any]:
+    """Run one `retrain --if-due` (or `command`) in a low-priority child process and record how it ended."""
     started = datetime.now()
     env = {**os.environ}
     try:
-        proc = subprocess.run(retrain_command(vault), capture_output=True, text=True, env=env, timeout=timeout,
-                              cwd=os.getcwd())
+        proc = subprocess.run(command or retrain_command(vault), capture_output=True, text=True, env=env,
+                              timeout=timeout, cwd=os.getcwd())
         result: dict[str, Any] = {"returncode": proc.returncode}
         try:
             result["result"] = json.loads(proc.stdout) if proc.stdout.strip() else None
         except ValueError:
             result["result"] = None
         if proc.returncode != 0:
-            result["error"] = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+            result["error"] = _why_it_ended(proc.returncode, proc.stderr)
     except subprocess.TimeoutExpired:
         result = {"returncode": None, "error": f"retrain ran past {timeout}s and was stopped"}
     except OSError as exc:
