@@ -100,7 +100,10 @@ def raw_passes(messages: list[list[dict]], warm_messages: list[dict], passes: in
     args = llama_args(s)  # the constructor arguments LlamaBackend uses
     threads = args["n_threads"]
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(**args)
+    from vault_agent.llm.lora import adapter_safe_loading
+
+    with adapter_safe_loading():  # loaded as the daemon loads it, so the two are comparable
+        llm = llama_cpp.Llama(**args)
     load_s = time.perf_counter() - t0
     out, walls = [], []
     try:

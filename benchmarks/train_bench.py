@@ -4,13 +4,17 @@ peak RSS, and synthetic pairs per minute; `--cuda` measures QLoRA DPO on a GPU.
 CPU (default): the bundled model (materialised from its GGUF), short pairs.
     python benchmarks/train_bench.py                 # ~5 min on 2 cores
     python benchmarks/train_bench.py --smoke         # tiny random llama, seconds (run by the tests)
+Real size on CPU (benchmarks/_rag_retrain.py): a default retrain on pairs with ~1,000-token RAG
+prompts, against the layout used before the memory plan, optionally beside a daemon answering:
+    python benchmarks/train_bench.py --rag --pairs 64                  # ~40 min on 2 cores
+    python benchmarks/train_bench.py --rag --pairs 24 --epochs 1 --beside-daemon --old-steps 0
 CUDA: a randomly initialised model of a real architecture size, saved once in bf16 and loaded
 4-bit (nf4) through the same plan/config code as `vault-agent retrain` (vault_agent/train/dpo.py):
     python benchmarks/train_bench.py --cuda --arch llama-7b --pairs 32 --seq 512
 Needs only torch, transformers, peft, accelerate, trl, bitsandbytes, datasets there (no chromadb,
 llama_cpp or sentence-transformers), and no network.
 
-Writes benchmarks/results/train_bench[_smoke|_cuda].json.
+Writes benchmarks/results/train_bench[_smoke|_cuda|_rag].json.
 """
 
 from __future__ import annotations
@@ -314,12 +318,25 @@ def main() -> None:
     ap.add_argument("--synthetic", type=int, default=6, help="chunks to try for the synthetic pairs rate")
     ap.add_argument("--no-synthetic", action="store_true", help="skip the synthetic pairs rate")
     ap.add_argument("--tmp", default=None, help="--cuda: where to save the random model (needs ~2 bytes/param)")
+    ap.add_argument("--rag", action="store_true", help="a default retrain at real size (see above)")
+    ap.add_argument("--prompt-tokens", type=int, default=1000, help="--rag: prompt length")
+    ap.add_argument("--epochs", type=float, default=None, help="--rag: train.epochs (default: the product's)")
+    ap.add_argument("--old-steps", type=int, default=1, help="--rag: optimizer steps of the pre-plan layout (0: skip)")
+    ap.add_argument("--beside-daemon", action="store_true", help="--rag: answer a question every --every s meanwhile")
+    ap.add_argument("--every", type=float, default=10.0, help="--rag --beside-daemon: seconds between questions")
+    ap.add_argument("--idle-questions", type=int, default=6, help="--rag --beside-daemon: idle baseline answers")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.steps is None:
         args.steps = 2 if args.smoke else (args.pairs // args.batch if args.cuda else 4)
-    if args.cuda:
+    if args.rag:
+        from _rag_retrain import run as rag_run
+
+        if args.pairs == ap.get_default("pairs"):
+            args.pairs = 64
+        write_result("train_bench_rag", rag_run(args), args.out)
+    elif args.cuda:
         write_result("train_bench_cuda", cuda_run(args), args.out)
     else:
         write_result("train_bench_smoke" if args.smoke else "train_bench", cpu_run(args), args.out)

@@ -30,7 +30,10 @@ def llama_logprobs(gguf_path, ids, lora=None):
 
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=256, logits_all=True, n_threads=2, verbose=False)
+    from vault_agent.llm.lora import adapter_safe_loading
+
+    with adapter_safe_loading():
+        llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=256, logits_all=True, n_threads=2, verbose=False)
     adapter = None
     try:
         if lora is not None:  # the same low-level calls LlamaBackend.set_adapter makes

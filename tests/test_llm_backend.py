@@ -196,3 +196,20 @@ def test_close_is_idempotent_and_frees_an_active_adapter(tmp_path):
     b.close()
     with pytest.raises(RuntimeError):
         b.chat(QUESTION, max_tokens=4)
+
+
+def test_models_that_take_adapters_load_without_extra_buffers_on_amx_cpus(monkeypatch):
+    """On AMX CPUs llama.cpp put the weights in its AMX buffers and segfaulted once a LoRA adapter
+    was active (llm/lora.py); the gate, the export tests and the hot-swap all died there."""
+    import llama_cpp.llama_cpp as lib
+
+    from vault_agent.llm import lora
+
+    monkeypatch.setattr(lora, "cpu_has_amx", lambda: True)
+    assert lib.llama_model_default_params().use_extra_bufts is True  # llama.cpp's default
+    with lora.adapter_safe_loading():
+        assert lib.llama_model_default_params().use_extra_bufts is False
+    assert lib.llama_model_default_params().use_extra_bufts is True  # only while a model loads
+    monkeypatch.setattr(lora, "cpu_has_amx", lambda: False)
+    with lora.adapter_safe_loading():
+        assert lib.llama_model_default_params().use_extra_bufts is True  # elsewhere repacking stays

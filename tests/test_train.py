@@ -87,7 +87,7 @@ def test_retrain_cli_writes_a_complete_version_and_marks_only_its_pairs(agent_ho
     assert (version / "training.png").is_file() or "matplotlib" in metrics["plot"]
     pairs = json.loads((version / "pairs.json").read_text())
     config = json.loads((version / "config.json").read_text())
-    assert config["plan"]["bf16"] is False and config["plan"]["gradient_checkpointing"] is False
+    assert config["plan"]["bf16"] is False and config["plan"]["gradient_checkpointing"] is True
     assert config["plan"]["quantization"] is None and config["train"]["base_model"] == str(tiny_base)
     assert "training" in (version / "train.log").read_text()
     assert adapter_entries(agent_home) == ["v0001"]  # no temp directory left behind
@@ -239,18 +239,23 @@ def test_cuda_plan_configuration_without_a_gpu():
     args = dpo_config_kwargs(plan, "/tmp/unused")  # DPOConfig itself refuses bf16 without a GPU
     assert args["bf16"] and args["gradient_checkpointing"] and args["precompute_ref_log_probs"]
     assert args["optim"] == "paged_adamw_8bit" and args["use_cpu"] is False
-    assert args["per_device_train_batch_size"] == 2 and args["gradient_accumulation_steps"] == 2
+    # no budget given: the fastest layout, the whole batch at once
+    assert args["per_device_train_batch_size"] == 4 and args["gradient_accumulation_steps"] == 1
 
 
-def test_cpu_plan_is_fp32_lora_without_checkpointing():
+def test_cpu_plan_is_fp32_lora_one_pair_at_a_time_with_checkpointing():
+    """On CPU: fp32 (no native bf16), one pair per micro-batch with the batch accumulated, gradient
+    checkpointing and the reference pass once before training (tests/test_train_memory.py: why)."""
     from vault_agent.config import TrainSettings
     from vault_agent.train.dpo import dpo_config, make_plan
 
     plan = make_plan(TrainSettings(), device="cpu")
     assert plan.quantization is None and plan.dtype == "float32"
-    assert not plan.bf16 and not plan.gradient_checkpointing and plan.optim == "adamw_torch"
+    assert not plan.bf16 and plan.gradient_checkpointing and plan.optim == "adamw_torch"
     args = dpo_config(plan, "/tmp/unused")
-    assert args.bf16 is False and args.gradient_checkpointing is False and args.use_cpu
+    assert args.bf16 is False and args.gradient_checkpointing is True and args.use_cpu
+    assert args.precompute_ref_log_probs is True
+    assert args.per_device_train_batch_size == 1 and args.gradient_accumulation_steps == 4
 
 
 def test_dataset_weights_dedups_and_keeps_heldout_stable():

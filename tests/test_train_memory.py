@@ -234,4 +234,4 @@ def test_the_estimate_is_within_30_percent_of_a_real_runs_peak_and_long_prompts_
     assert abs(m["estimate_gib"] - m["peak_rss_gib"]) <= 0.3 * m["peak_rss_gib"], m
     assert out["memory_limit_gib"] >= m["budget_gib"]  # held to it, and it did not stop a healthy run
     stages = [line.split(": ", 1)[1] for line in proc.stderr.splitlines() if line.startswith("retrain: ")]
-    assert stages[:3] == ["planning for the memory free", "preparing the training base", "training"]
+    assert stages[:3] == ["planning for the free memory", "preparing the training base", "training"]

@@ -13,7 +13,7 @@ import typer
 
 from .errors import UserError
 
-STAGES = {"plan": "planning for the memory free", "materialise": "preparing the training base",
+STAGES = {"plan": "planning for the free memory", "materialise": "preparing the training base",
           "train": "training", "export": "exporting the adapter to GGUF", "gate": "gating against the active adapter",
           "activate": "activating the new version"}
 VaultOpt = typer.Option(None, "--vault", "-v", help="Vault folder (overrides the configured one).")
@@ -139,7 +139,7 @@ def retrain_command(
         # one line per stage on stderr: stdout is the JSON
         result = retrain(settings, app_dirs(), if_due=if_due, dry_run=dry_run, limit_memory=limit_memory,
                          on_stage=lambda name: print(f"retrain: {STAGES.get(name, name)}", file=sys.stderr,
-                                                     flush=True))
+                                                     flush=True) if as_json else None)
     else:
         with _bar("training") as bar:
             task = bar.add_task("train", total=None, info="")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import BUNDLED, LLMSettings
 from ..errors import UserError
+from .lora import adapter_safe_loading
 
 if TYPE_CHECKING:
     from ..cpu.share import CpuShare
@@ -193,7 +194,7 @@ class LlamaBackend:
         t0 = time.perf_counter()
         try:
             # chat_format=None: the chat template comes from the GGUF's tokenizer.chat_template.
-            with _llama_errors() as errors:
+            with _llama_errors() as errors, adapter_safe_loading():  # adapters may be swapped in later
                 self._llm: Any = llama_cpp.Llama(**llama_args(self.settings))
         except ValueError:  # llama-cpp-python raises ValueError for unreadable models
             raise UserError(

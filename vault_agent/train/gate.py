@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..llm.lora import adapter_safe_loading
 
 
 @dataclass
@@ -71,8 +72,9 @@ class LlamaScorer:
         llama_cpp = _llama_cpp()
         self._lib = llama_cpp
         self.n_ctx = n_ctx
-        self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, logits_all=True,
-                                   n_threads=n_threads or os.cpu_count() or 1, verbose=False)
+        with adapter_safe_loading():
+            self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, logits_all=True,
+                                       n_threads=n_threads or os.cpu_count() or 1, verbose=False)
         self._loaded: list[Any] = []  # adapter handles, freed by close()
         self._current: Any = None
         try:

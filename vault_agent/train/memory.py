@@ -32,6 +32,11 @@ DEFAULT_SHARE = 0.6  # of what is free at start, when train.max_memory_gb is not
 # in host memory, but its budget is VRAM, where the context is counted separately.
 PROCESS_GIB = {"cpu": 0.85, "cuda": 0.0}
 CUDA_CONTEXT_GIB = 0.5
+# With checkpointing, the layer being recomputed and its transients are the working set; the heap
+# that serves them holds several layers' worth (glibc fragments even with cpu_lean's threshold;
+# CUDA's caching allocator less so). Measured on CPU: 3.41 GiB peak for one pair of 1,024-token
+# sequences on the bundled model, which this makes the estimate.
+TRANSIENT_LAYERS = {"cpu": 9, "cuda": 2}
 # TRL's fused LM head (trl.kernels.chunked_logprob) projects at most this many tokens times this
 # many vocabulary entries at a time, so the logits never exist for the whole batch.
 TOKEN_TILE, VOCAB_TILE = 4096, 32768
@@ -168,7 +173,7 @@ def estimate(dims: ModelDims, *, device: str, quantized: bool, weight_bytes: int
     # attention output, SiLU and its product (and LoRA's dropout copies)
     per_token_layer = dims.hidden * 14 + dims.intermediate * 5
     if layout.gradient_checkpointing:  # each layer's input is kept; one layer is recomputed at a time
-        activations = tokens * (dims.layers * dims.hidden + per_token_layer) * act_bytes
+        activations = tokens * (dims.layers * dims.hidden + per_token_layer * TRANSIENT_LAYERS[device]) * act_bytes
     else:
         activations = tokens * dims.layers * per_token_layer * act_bytes
     # one projection tile over the answer positions (cpu_lean.py makes CPU compact as CUDA is), in
