@@ -86,7 +86,7 @@ plan.gradient_checkpointing = False
 plan.precompute_ref_log_probs = False
 plan.dpo["per_device_train_batch_size"], plan.dpo["gradient_accumulation_steps"] = 2, 2
 import vault_agent.train.cpu_lean as lean
-lean.apply = lambda: {{}}  # the layout before the plan: no lean CPU settings either
+lean.apply = lambda plan: {{}}  # the layout before the plan: no lean CPU settings either
 model, tok = load_model(plan, {location!r})
 records = [{{"prompt": p["prompt"], "chosen": [{{"role": "assistant", "content": p["chosen"]}}],
             "rejected": [{{"role": "assistant", "content": p["rejected"]}}]}} for p in pairs[: 4 * steps]]
@@ -208,8 +208,14 @@ def run(args) -> dict:
     lengths = [len(tokenizer(tokenizer.apply_chat_template(p["prompt"] + [{"role": "assistant", "content": a}],
                                                            tokenize=False), add_special_tokens=False)["input_ids"])
                for p in pairs for a in (p["chosen"], p["rejected"])]
+    # the old layout gets the prompts cut as the retrain cuts them: before the plan, TRL dropped
+    # every pair whose prompt alone filled max_length, which at this size is all of them
+    from vault_agent.train.truncate import fit_prompt
+
+    fitted = [{**p, "prompt": fit_prompt(tokenizer, p["prompt"], [p["chosen"], p["rejected"]],
+                                         settings.train.max_length).prompt} for p in pairs]
     pairs_path = work / "pairs.json"
-    pairs_path.write_text(json.dumps(pairs))
+    pairs_path.write_text(json.dumps(fitted))
     write_log(home / "data" / "preferences.sqlite", pairs)
     out: dict = {"pairs": args.pairs, "sequence_tokens": {"mean": round(sum(lengths) / len(lengths)),
                                                           "max": max(lengths)}}

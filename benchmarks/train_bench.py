@@ -333,9 +333,11 @@ def main() -> None:
     if args.rag:
         from _rag_retrain import run as rag_run
 
-        if args.pairs == ap.get_default("pairs"):
+        if args.smoke:  # the suite's check that the real-size path runs: short prompts, a few steps
+            args.pairs, args.prompt_tokens, args.epochs, args.old_steps = 8, 200, 0.5, 1
+        elif args.pairs == ap.get_default("pairs"):
             args.pairs = 64
-        write_result("train_bench_rag", rag_run(args), args.out)
+        write_result("train_bench_rag_smoke" if args.smoke else "train_bench_rag", rag_run(args), args.out)
     elif args.cuda:
         write_result("train_bench_cuda", cuda_run(args), args.out)
     else:

@@ -25,9 +25,27 @@ def test_train_bench_smoke_writes_the_figures(tmp_path):
     assert data["steps"] == 2 and data["tokens_per_step"] > 0
     assert data["trainer_tokens_per_s"] > 0 and data["plain_peft_tokens_per_s"] > 0
     assert 0 < data["trainer_vs_plain"] < 5
-    assert data["plan"] == {"bf16": False, "gradient_checkpointing": False, "optim": "adamw_torch",
+    assert data["plan"] == {"bf16": False, "gradient_checkpointing": True, "optim": "adamw_torch",
                             "dtype": "float32"}
     assert data["peak_rss_mb"] > 100
+
+
+@pytest.mark.slow
+def test_train_bench_rag_smoke_runs_the_retrain_against_the_old_layout(tmp_path):
+    """--rag at smoke size: the product's retrain (bundled model) and the pre-plan layout on the
+    same RAG pairs, each with its peak memory and speed."""
+    out = tmp_path / "rag.json"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_bench.py"), "--rag", "--smoke",
+                          "--out", str(out)], capture_output=True, text=True, timeout=1200,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads(out.read_text())
+    new, old = data["retrain"], data["before_layout"]
+    assert new["steps"] >= 1 and new["too_long_left_out"] == 0 and new["memory"]["peak_rss_gib"] > 0.3
+    assert new["plan"]["gradient_checkpointing"] and new["plan"]["micro_batch"] == 1
+    assert old["steps"] == 1 and old["peak_rss_gib"] > 0.3 and old["tokens_per_s"] > 0
+    assert data["tokens_per_s_ratio_new_over_before"] > 0
+    assert set(new["stages_s"]) >= {"planning for the free memory", "preparing the training base", "training"}
 
 
 def test_cuda_bench_pairs_have_the_requested_length():

@@ -173,7 +173,7 @@ def load_model(plan: TrainingPlan, location: str):
     if plan.device == "cpu":
         from . import cpu_lean
 
-        cpu_lean.apply()
+        cpu_lean.apply(plan)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype)}
     if plan.quantization is not None:
         kwargs["quantization_config"] = bnb_config(plan)

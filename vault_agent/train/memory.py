@@ -27,16 +27,16 @@ from ..errors import UserError
 
 GIB = 2**30
 DEFAULT_SHARE = 0.6  # of what is free at start, when train.max_memory_gb is not set
-# Resident size of a training process before any model: Python, torch, transformers, TRL, datasets,
-# peft imported, and the tokenizer. Measured on CPU; a CUDA process also holds the CUDA context
+# Resident size of a training process besides the model and its training state: Python, torch,
+# transformers, TRL, datasets, peft and the tokenizer (fitted to the peaks below). A CUDA process holds the CUDA context
 # in host memory, but its budget is VRAM, where the context is counted separately.
-PROCESS_GIB = {"cpu": 0.85, "cuda": 0.0}
+PROCESS_GIB = {"cpu": 0.35, "cuda": 0.0}
 CUDA_CONTEXT_GIB = 0.5
-# With checkpointing, the layer being recomputed and its transients are the working set; the heap
-# that serves them holds several layers' worth (glibc fragments even with cpu_lean's threshold;
-# CUDA's caching allocator less so). Measured on CPU: 3.41 GiB peak for one pair of 1,024-token
-# sequences on the bundled model, which this makes the estimate.
-TRANSIENT_LAYERS = {"cpu": 9, "cuda": 2}
+# With checkpointing, the layer being recomputed and its transients are the working set. On CPU,
+# with cpu_lean's mmap threshold, one layer's worth: a pair of 1,024-token sequences on the bundled
+# model peaked at 1.79 GiB and of 512 at 1.43 GiB, which the constants here reproduce (1.81, 1.40).
+# On CUDA (not measured here) two, for the caching allocator's slack.
+TRANSIENT_LAYERS = {"cpu": 1, "cuda": 2}
 # TRL's fused LM head (trl.kernels.chunked_logprob) projects at most this many tokens times this
 # many vocabulary entries at a time, so the logits never exist for the whole batch.
 TOKEN_TILE, VOCAB_TILE = 4096, 32768
