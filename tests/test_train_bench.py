@@ -14,14 +14,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def run_bench(tmp_path, *args: str) -> dict:
+    """benchmarks/train_bench.py with `args`; its JSON."""
+    out = tmp_path / "train_bench.json"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_bench.py"), *args, "--out", str(out)],
+                         capture_output=True, text=True, timeout=1200, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
 @pytest.mark.slow
 def test_train_bench_smoke_writes_the_figures(tmp_path):
-    out = tmp_path / "train_bench.json"
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_bench.py"), "--smoke", "--no-synthetic",
-                          "--out", str(out)], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert run.returncode == 0, run.stderr[-2000:]
-    data = json.loads(out.read_text())
+    data = run_bench(tmp_path, "--smoke", "--no-synthetic")
     assert data["steps"] == 2 and data["tokens_per_step"] > 0
     assert data["trainer_tokens_per_s"] > 0 and data["plain_peft_tokens_per_s"] > 0
     assert 0 < data["trainer_vs_plain"] < 5
@@ -34,12 +38,7 @@ def test_train_bench_smoke_writes_the_figures(tmp_path):
 def test_train_bench_rag_smoke_runs_the_retrain_against_the_old_layout(tmp_path):
     """--rag at smoke size: the product's retrain (bundled model) and the pre-plan layout on the
     same RAG pairs, each with its peak memory and speed."""
-    out = tmp_path / "rag.json"
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_bench.py"), "--rag", "--smoke",
-                          "--out", str(out)], capture_output=True, text=True, timeout=1200,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert run.returncode == 0, run.stderr[-2000:]
-    data = json.loads(out.read_text())
+    data = run_bench(tmp_path, "--rag", "--smoke")
     new, old = data["retrain"], data["before_layout"]
     assert new["steps"] >= 1 and new["too_long_left_out"] == 0 and new["memory"]["peak_rss_gib"] > 0.3
     assert new["plan"]["gradient_checkpointing"] and new["plan"]["micro_batch"] == 1

@@ -13,7 +13,6 @@ checkpointing, which on a CPU without native bf16 made a step ~14x slower. So:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 

@@ -157,11 +157,10 @@ def _round(x: float | None) -> float | None:
 # --- the estimate ----------------------------------------------------------------------------------
 
 def estimate(dims: ModelDims, *, device: str, quantized: bool, weight_bytes: int, act_bytes: int,
-             lora_r: int, eight_bit_optim: bool, layout: Layout, seq_len: int,
-             answer_len: int | None = None) -> dict[str, Any]:
+             lora_r: int, eight_bit_optim: bool, layout: Layout, seq_len: int) -> dict[str, Any]:
     """Peak memory in GiB of a LoRA DPO step: process + weights + LoRA state + activations of one
     micro-batch (chosen and rejected of each pair at seq_len tokens) + the fused LM head's tiles
-    over the answer positions (answer_len tokens each; default a quarter of seq_len)."""
+    over the answer positions (taken as a quarter of each sequence: RAG answers are short)."""
     embed = dims.vocab * dims.hidden * 2  # embeddings and lm_head stay unquantized in bnb
     body = max(dims.params - embed, 0)
     weights = (body * 0.53 + embed * weight_bytes) if quantized else dims.params * weight_bytes  # nf4 + scales
@@ -179,7 +178,7 @@ def estimate(dims: ModelDims, *, device: str, quantized: bool, weight_bytes: int
     # one projection tile over the answer positions (cpu_lean.py makes CPU compact as CUDA is), in
     # fp32, with its softmax and gradient temporaries: ~8 tiles in TRL's torch fallback on CPU,
     # ~3 with its Triton kernels
-    answers = 2 * layout.micro_batch * (answer_len or seq_len // 4)
+    answers = 2 * layout.micro_batch * (seq_len // 4)
     logits = min(answers, TOKEN_TILE) * min(dims.vocab, VOCAB_TILE) * 4 * (3 if device == "cuda" else 8)
     process = PROCESS_GIB[device] * GIB + (CUDA_CONTEXT_GIB * GIB if device == "cuda" else 0)
     total = process + (weights + optimizer + activations + logits) * 1.1  # allocator fragmentation

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..paths import AppDirs
-from . import active, gate, registry
+from . import active, gate
 from .export import export_gguf_lora
 
 log = logging.getLogger(__name__)
