@@ -165,8 +165,10 @@ def _trainer(tiny_llama, tmp_path, records, precompute_ref_log_probs=False, **se
 
     model, tokenizer = tiny_llama
     plan = make_plan(TrainSettings(batch_size=len(records), max_length=128, **settings), device="cpu")
+    # every record in one micro-batch (the CPU plan would take one pair at a time)
     return make_trainer(plan, model, tokenizer, records, str(tmp_path / "t"), max_steps=1,
-                        precompute_ref_log_probs=precompute_ref_log_probs)
+                        precompute_ref_log_probs=precompute_ref_log_probs,
+                        per_device_train_batch_size=len(records), gradient_accumulation_steps=1)
 
 
 def test_margin_and_correction_flag_survive_tokenization_and_the_collator(tiny_llama, tmp_path):

@@ -209,6 +209,7 @@ def _print_summary(r: dict) -> None:
             m = plan["memory"]
             c.print(f"memory estimate (at train.max_length): {m['total_gib']} GiB (process {m['process_gib']}, weights "
                     f"{m['weights_gib']}, activations {m['activations_gib']}, LM-head tiles {m['logits_gib']})"
+                    + (f"; materialising the GGUF first: {m['materialise_gib']} GiB" if m.get("materialise_gib") else "")
                     + (f"; budget {m['budget_gib']} GiB ({m['budget_source']})" if m.get("budget_gib") else ""))
     if r.get("variants"):
         c.print("loss: " + " + ".join(r["variants"]["ran"]))

@@ -188,6 +188,29 @@ def estimate(dims: ModelDims, *, device: str, quantized: bool, weight_bytes: int
             "total_gib": round(total / GIB, 2), "seq_len": seq_len}
 
 
+# Turning the served GGUF into a trainable fp32 model (base.py, once per GGUF) holds the dequantized
+# tensors, the loaded model and its rebuilt copy at once. Retrains of the bundled 135M model that
+# materialised first peaked at 1.81 and 3.42 GiB (1.4 estimated for training): six fp32 copies
+# cover the higher figure. Errs high; it only refuses what would clearly not fit.
+MATERIALISE_COPIES = 6
+
+
+def materialise_estimate(dims: ModelDims) -> float:
+    """Peak GiB of materialising the served GGUF as a training base (base.py)."""
+    return round(PROCESS_GIB["cpu"] + dims.params * 4 * MATERIALISE_COPIES / GIB, 2)
+
+
+def check_materialise(dims: ModelDims, budget_: Budget) -> float:
+    """The materialise estimate; DoesNotFit when it is over the budget (before anything loads)."""
+    need = materialise_estimate(dims)
+    if need > budget_.gib:
+        raise DoesNotFit(
+            f"turning the served GGUF into a training base needs about {need} GiB, more than the {budget_.gib} GiB "
+            f"allowed ({budget_.source}); set train.base_model to an HF checkpoint of the same model, or raise "
+            "train.max_memory_gb")
+    return need
+
+
 def layouts(device: str, batch_size: int) -> list[Layout]:
     """Candidates, fastest first. On CUDA a larger micro-batch uses the GPU better and
     checkpointing is cheap next to a 4-bit forward. On CPU there is one: a micro-batch of one pair

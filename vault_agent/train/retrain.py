@@ -81,10 +81,13 @@ def plan_for(settings, dirs: AppDirs, device: str | None = None):
             dims = dims_from_gguf(base.gguf)
     except Exception as exc:  # noqa: BLE001 - without dims the plan takes the leanest layout
         log.warning("no memory estimate: %s", exc)
-    return make_plan(settings.train, device=device,
+    budget = memory.budget(settings.train.max_memory_gb, device)
+    plan = make_plan(settings.train, device=device,
                      base={"source": base.source, "location": base.location,
-                           "gguf": str(base.gguf) if base.gguf else None}, dims=dims,
-                     budget=memory.budget(settings.train.max_memory_gb, device)), base
+                           "gguf": str(base.gguf) if base.gguf else None}, dims=dims, budget=budget)
+    if dims is not None and not base.ready:  # this run materialises the GGUF first: its own peak
+        plan.memory["materialise_gib"] = memory.check_materialise(dims, budget)
+    return plan, base
 
 
 def _plot(history: list[dict], path: Path) -> str | None:
@@ -197,7 +200,8 @@ def process_limit_gib(plan) -> float:
     """The data-segment limit for a run held to its budget: the budget, or the plan's estimate
     when that is higher, plus room for what the address space holds beyond resident memory
     (thread stacks, allocator arenas): a limit at the estimate itself would fail healthy runs."""
-    return round(max(plan.memory["budget_gib"], plan.memory["total_gib"]) * 1.25 + 1.0, 2)
+    need = max(plan.memory["total_gib"], plan.memory.get("materialise_gib", 0.0))
+    return round(max(plan.memory["budget_gib"], need) * 1.25 + 1.0, 2)
 
 
 def _train_version(settings, dirs: AppDirs, plan, base, chosen: str, data, stage, progress, callbacks,
@@ -312,7 +316,8 @@ def _fit_to_length(tokenizer, items: list, answers, max_length: int, runlog, wha
 
 def _memory_used(plan) -> dict[str, Any]:
     """The plan's estimate beside what the run actually used (the test of the estimate reads this)."""
-    out = {"estimate_gib": plan.memory.get("total_gib"), "budget_gib": plan.memory.get("budget_gib"),
+    estimates = [plan.memory.get(k) for k in ("total_gib", "materialise_gib") if plan.memory.get(k)]
+    out = {"estimate_gib": max(estimates, default=None), "budget_gib": plan.memory.get("budget_gib"),
            "peak_rss_gib": memory.peak_rss_gib()}
     if plan.device == "cuda":
         import torch
