@@ -85,7 +85,7 @@ def import_llama_cpp():
     """llama_cpp imported the way the daemon imports it (llm.omp_wait_policy's default leaves libgomp's own policy)."""
     from vault_agent.llm import backend
 
-    return backend._llama_cpp() if hasattr(backend, "_llama_cpp") else __import__("llama_cpp")
+    return backend.import_llama_cpp() if hasattr(backend, "import_llama_cpp") else __import__("llama_cpp")
 
 
 def raw_passes(messages: list[list[dict]], warm_messages: list[dict], passes: int, monitor=None, tag: str = "raw",

@@ -183,7 +183,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, toml)
 
 
-def _one_line(err: ValidationError) -> str:
+def one_line(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
@@ -198,7 +198,7 @@ def load_settings(**overrides: Any) -> Settings:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     except ValidationError as e:
-        raise ConfigError(f"invalid setting {_one_line(e)} (check {path} and VAULT_AGENT_* variables)") from None
+        raise ConfigError(f"invalid setting {one_line(e)} (check {path} and VAULT_AGENT_* variables)") from None
 
 
 def _flatten(model: BaseModel, prefix: str = "") -> dict[str, Any]:

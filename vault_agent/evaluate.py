@@ -212,7 +212,7 @@ def run_eval(indexer, backend, settings, questions: Sequence[Question], adapters
     Retrieval does not depend on the adapter, so each question is retrieved once and the same
     prompt goes to every adapter: differences in the table come from the adapter alone."""
     from .index.search import search
-    from .rag import RagService, _final
+    from .rag import RagService, final_answer
 
     rag = RagService(indexer, backend, DiscardLog(), settings)
     known = set(indexer.catalog.note_stats())
@@ -234,7 +234,7 @@ def run_eval(indexer, backend, settings, questions: Sequence[Question], adapters
         backend.set_adapter(choice.path, choice.version)
         rows = []
         for q, prep, out in zip(questions, prepared, per_question):
-            answer = _final(rag.generate(prep, source="ask", temperature=0.0, seed=settings.llm.seed))
+            answer = final_answer(rag.generate(prep, source="ask", temperature=0.0, seed=settings.llm.seed))
             latency = answer.timings["generation_ms"] + answer.timings["retrieval_ms"]
             row = score_answer(q, answer.answer, answer.citations, answer.timings["tokens"], latency)
             row["adapter_version"] = answer.adapter_version  # stamped under the generation lock

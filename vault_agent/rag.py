@@ -109,7 +109,7 @@ class RagService:
         yield "final", self._record(prep, text, timings, source, stamp)
 
     def ask(self, question: str, k: int | None = None) -> Answer:
-        return _final(self.stream(question, k=k))
+        return final_answer(self.stream(question, k=k))
 
     def compare(self, question: str, k: int | None = None, attempts: int = 4) -> tuple[Answer, Answer]:
         """Two candidate answers to one prompt. Once adapter versions exist, the active adapter
@@ -119,14 +119,14 @@ class RagService:
         versions = self.version_pair() if self.version_pair is not None else None
         if versions is not None:
             first, second = versions if random.random() < 0.5 else versions[::-1]  # no position bias
-            a = _final(self.generate(prep, source="compare", adapter=first))
-            b = _final(self.generate(prep, source="compare", adapter=second))
+            a = final_answer(self.generate(prep, source="compare", adapter=first))
+            b = final_answer(self.generate(prep, source="compare", adapter=second))
             return a, b
         temperature = max(self.settings.llm.temperature, 0.8)
         base = self.settings.llm.seed
-        a = _final(self.generate(prep, source="compare", temperature=temperature, seed=base + 1))
+        a = final_answer(self.generate(prep, source="compare", temperature=temperature, seed=base + 1))
         for attempt in range(attempts):
-            b = _final(self.generate(prep, source="compare", temperature=temperature, seed=base + 2 + attempt))
+            b = final_answer(self.generate(prep, source="compare", temperature=temperature, seed=base + 2 + attempt))
             if b.answer != a.answer:
                 break
         return a, b
@@ -168,7 +168,7 @@ class RagService:
                       timings, prep.index_state)
 
 
-def _final(events: Iterator[tuple[str, object]]) -> Answer:
+def final_answer(events: Iterator[tuple[str, object]]) -> Answer:
     final = None
     for kind, value in events:
         if kind == "final":

@@ -54,7 +54,7 @@ def _openmp_loaded() -> bool:
         return False
 
 
-def _llama_cpp() -> Any:
+def import_llama_cpp() -> Any:
     """Import llama_cpp on first use (it is large, and the CLI's light commands never need it)."""
     import llama_cpp
 
@@ -95,7 +95,7 @@ _WARN, _ERROR, _CONT = 3, 4, 5
 def _llama_errors() -> Iterator[list[str]]:
     """Collect llama.cpp's error (else warning) lines meanwhile: the C API returns NULL and only
     logs why. Nothing is printed while this is installed."""
-    llama_cpp = _llama_cpp()
+    llama_cpp = import_llama_cpp()
 
     logged: dict[int, list[str]] = {_WARN: [], _ERROR: []}
     last_level = 0
@@ -179,7 +179,7 @@ class LlamaBackend:
     def __init__(self, settings: LLMSettings | None = None, cpu_share: CpuShare | None = None) -> None:
         self.settings = settings or LLMSettings()
         configure_openmp(self.settings)
-        llama_cpp = _llama_cpp()
+        llama_cpp = import_llama_cpp()
         # Shared with the indexer by the daemon: the indexer pauses while we answer, and we
         # decode on the cores that other work leaves free (None: always the configured threads).
         self.cpu_share = cpu_share
@@ -290,7 +290,7 @@ class LlamaBackend:
             if not self.threads_used or self.threads_used[-1] != threads:
                 self.threads_used.append(threads)
         if threads != llm.context_params.n_threads:
-            _llama_cpp().llama_set_n_threads(llm._ctx.ctx, threads, threads)
+            import_llama_cpp().llama_set_n_threads(llm._ctx.ctx, threads, threads)
             llm.context_params.n_threads = llm.context_params.n_threads_batch = threads
 
     def chat(
@@ -321,7 +321,7 @@ class LlamaBackend:
             return self._swap_locked(path, version, scale)
 
     def _swap_locked(self, path: Path | None, version: str | None, scale: float = 1.0) -> float:
-        llama_cpp = _llama_cpp()
+        llama_cpp = import_llama_cpp()
 
         llm = self._open()
         t0 = time.perf_counter()
@@ -362,7 +362,7 @@ class LlamaBackend:
         try:
             if self._closed:
                 return
-            llama_cpp = _llama_cpp()
+            llama_cpp = import_llama_cpp()
 
             self._closed = True
             if self._adapter:

@@ -36,7 +36,7 @@ def _services(request: Request):
     return request.app.state.services
 
 
-def _check_question(services, question: str, field: str = "question") -> str:
+def check_question(services, question: str, field: str = "question") -> str:
     """The limits the schema can't state (they come from the settings): a 422 like any other."""
     limit = services.settings.server.max_question_chars
     if not question.strip():
@@ -49,7 +49,7 @@ def _check_question(services, question: str, field: str = "question") -> str:
 @router.post("/search", responses=schema.responses(schema.INVALID))
 def search(body: SearchRequest, request: Request) -> dict:
     s = _services(request)
-    query = _check_question(s, body.query, "query")
+    query = check_question(s, body.query, "query")
     hits = run_search(s.indexer, query, body.k or s.settings.search.top_k)
     return {"hits": [h.to_dict(s.indexer.vault.name) for h in hits]}
 
@@ -57,7 +57,7 @@ def search(body: SearchRequest, request: Request) -> dict:
 @router.post("/ask", responses=schema.responses(schema.INVALID, schema.UNAVAILABLE))
 async def ask(body: AskRequest, request: Request) -> dict:
     s = _services(request)
-    question = _check_question(s, body.question)
+    question = check_question(s, body.question)
     s.gate.enter()
     try:
         answer = await run_in_threadpool(s.rag.ask, question, body.k)
@@ -76,7 +76,7 @@ def sse(event: str, data: dict) -> bytes:
                                              "citations and response_id), or an `error` event."}})
 async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
     s = _services(request)
-    question = _check_question(s, body.question)
+    question = check_question(s, body.question)
     s.gate.enter()  # 503 before the stream starts, not inside it
     cancel = threading.Event()
     loop = asyncio.get_running_loop()

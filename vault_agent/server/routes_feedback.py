@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import schema
 from .models_feedback import CompareResult, Comparison, Comparisons, FeedbackResult, Rating, Responses, Stats
-from .routes_answers import _check_question
+from .routes_answers import check_question
 
 router = APIRouter(tags=["feedback"])
 KeyHeader = Header(None, alias="Idempotency-Key", max_length=200,
@@ -89,7 +89,7 @@ def undo_rating(rating_id: str, request: Request, idempotency_key: str | None = 
 async def compare(body: CompareRequest, request: Request, idempotency_key: str | None = KeyHeader) -> dict:
     """Two candidate answers to one question, to choose between."""
     s = request.app.state.services
-    question = _check_question(s, body.question)
+    question = check_question(s, body.question)
     key = body.idempotency_key or idempotency_key
     if key and (prior := await run_in_threadpool(s.log.keyed_result, "compare", key)) is not None:
         return prior  # a retry: no second generation, no second comparison

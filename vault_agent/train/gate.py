@@ -67,9 +67,9 @@ class LlamaScorer:
     (`use`), so an adapter and the plain base are compared inside one context."""
 
     def __init__(self, gguf_path: Path, adapter_path: Path | None, n_ctx: int = 2048, n_threads: int | None = None):
-        from ..llm.backend import _llama_cpp
+        from ..llm.backend import import_llama_cpp
 
-        llama_cpp = _llama_cpp()
+        llama_cpp = import_llama_cpp()
         self._lib = llama_cpp
         self.n_ctx = n_ctx
         with adapter_safe_loading():

@@ -26,12 +26,12 @@ def with_method(settings, method: str | None):
         return settings
     from pydantic import ValidationError
 
-    from ..config import TrainSettings, _one_line
+    from ..config import TrainSettings, one_line
 
     try:
         train = TrainSettings.model_validate({**settings.train.model_dump(), "method": method})
     except ValidationError as e:
-        raise ConfigError(f"--method {method}: {_one_line(e)}") from None
+        raise ConfigError(f"--method {method}: {one_line(e)}") from None
     return settings.model_copy(update={"train": train})
 
 
