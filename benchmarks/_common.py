@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import sys
 from pathlib import Path
@@ -25,7 +24,9 @@ def summary_ms(seconds: list[float]) -> dict:
 
 
 def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    from vault_agent.train.memory import peak_rss_gib
+
+    return round(peak_rss_gib() * 1024, 1)
 
 
 def write_result(name: str, data: dict, out: str | None = None) -> Path:

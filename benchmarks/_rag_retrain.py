@@ -75,11 +75,12 @@ def write_log(db: Path, pairs: list[dict]) -> None:
 
 
 OLD_LAYOUT = """
-import json, resource, sys, tempfile, time
+import json, sys, tempfile, time
 sys.path.insert(0, {repo!r})
 pairs, steps = json.load(open({pairs!r})), {steps}
 import torch
 from vault_agent.config import TrainSettings
+from vault_agent.train.memory import peak_rss_gib
 from vault_agent.train.dpo import make_plan, load_model, make_trainer
 plan = make_plan(TrainSettings(), device="cpu")
 plan.gradient_checkpointing = False
@@ -97,7 +98,7 @@ with tempfile.TemporaryDirectory() as work:
     result = trainer.train()
     t2 = time.perf_counter()
 print(json.dumps({{"steps": result.global_step, "setup_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1),
-                  "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}}))
+                  "peak_rss_gib": peak_rss_gib()}}))
 """
 
 

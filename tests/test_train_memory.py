@@ -242,3 +242,14 @@ def test_the_estimate_is_within_30_percent_of_a_real_runs_peak_and_long_prompts_
     assert out["memory_limit_gib"] >= m["budget_gib"]  # held to it, and it did not stop a healthy run
     stages = [line.split(": ", 1)[1] for line in proc.stderr.splitlines() if line.startswith("retrain: ")]
     assert stages[:3] == ["planning for the free memory", "preparing the training base", "training"]
+
+
+def test_a_runs_peak_is_its_own_not_its_big_parents():
+    """Linux carries getrusage's ru_maxrss across fork + exec: a retrain started by pytest or the
+    daemon (GiBs resident) reported the parent's peak as its own. The figure must be the child's."""
+    child = "from vault_agent.train.memory import peak_rss_gib; print(peak_rss_gib())"
+    parent = ("import subprocess, sys\nx = bytearray(1 << 30)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
+              f"sys.stdout.write(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, "
+              "text=True, check=True).stdout)")
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True, timeout=120)
+    assert 0 < float(out.stdout) < 0.8, out.stdout  # the child imports little; the parent holds 1 GiB
