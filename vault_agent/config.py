@@ -120,6 +120,13 @@ class TrainSettings(BaseModel):
         0.0, ge=0, description="The gate refuses a new adapter whose mean per-token KL to the base on held-out "
                                "answers (nats) is above this; 0 only reports it."
     )
+    gate_min_heldout: int = Field(
+        8, ge=1, description="The gate promotes only on at least this many held-out pairs; fewer keep the version "
+                             "as a candidate to activate by hand."
+    )
+    gate_min_accuracy: float = Field(
+        0.7, ge=0, le=1, description="The gate promotes only at this held-out preference accuracy or more."
+    )
     promote: bool = Field(True, description="After training, export, gate and activate a winning adapter.")
     # --- which signals train, and how (issue 11) ---
     method: Literal["auto", "dpo", "kto"] = Field(
