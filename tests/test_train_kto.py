@@ -315,8 +315,8 @@ def test_real_kto_retrain_of_the_served_model_is_gated_on_heldout_answers(agent_
     from vault_agent.train.retrain import retrain
 
     result = retrain(load_settings(), dirs(), device="cpu", trainer_overrides={"max_steps": 2})
-    assert result["method"] == "kto" and result["version"] == "v0001", result
-    gate = result["gate"]
+    assert result.method == "kto" and result.version == "v0001", result
+    gate = result.gate
     assert gate["exported"], gate
     verdict = json.loads((agent_home / "data/adapters/v0001/gate.json").read_text())
     assert verdict["examples"]["examples"] >= 1 and verdict["candidate"]["pairs"] == 0
