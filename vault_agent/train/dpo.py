@@ -48,10 +48,10 @@ def detect_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | None = None,
+def make_plan(train, *, device: str | None = None, base: dict[str, Any] | None = None,
               dims: ModelDims | None = None, seq_len: int | None = None,
               budget: memory.Budget | None = None) -> TrainingPlan:
-    """Everything a run would load and use; `settings` is a TrainSettings. With the model's `dims`
+    """Everything a run would load and use; `train` is a TrainSettings. With the model's `dims`
     and a `budget`, the micro-batch and checkpointing are the fastest that fit (memory.py), and
     DoesNotFit says what to change when nothing does; without a budget, the fastest layout."""
     from .variants import variant_plan
@@ -59,8 +59,8 @@ def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | Non
     device = device or detect_device()
     cuda = device == "cuda"
     optim = "paged_adamw_8bit" if cuda else "adamw_torch"
-    variants = variant_plan(settings)  # a variant that cannot run is refused first
-    layout, estimate = _layout(settings, device, optim, dims, seq_len or settings.max_length, budget)
+    variants = variant_plan(train)  # a variant that cannot run is refused first
+    layout, estimate = _layout(train, device, optim, dims, seq_len or train.max_length, budget)
     return TrainingPlan(
         device=device,
         base=base or {},
@@ -72,30 +72,30 @@ def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | Non
         optim=optim,
         # the reference pass once, before training, on every device: no second forward per step
         precompute_ref_log_probs=True,
-        lora={"r": settings.lora_r, "lora_alpha": settings.lora_alpha, "lora_dropout": settings.lora_dropout,
-              "target_modules": settings.target_modules, "bias": "none", "task_type": "CAUSAL_LM"},
-        dpo={"beta": settings.beta, "loss_type": settings.loss_type, "learning_rate": settings.learning_rate,
-             "num_train_epochs": settings.epochs, "per_device_train_batch_size": layout.micro_batch,
+        lora={"r": train.lora_r, "lora_alpha": train.lora_alpha, "lora_dropout": train.lora_dropout,
+              "target_modules": train.target_modules, "bias": "none", "task_type": "CAUSAL_LM"},
+        dpo={"beta": train.beta, "loss_type": train.loss_type, "learning_rate": train.learning_rate,
+             "num_train_epochs": train.epochs, "per_device_train_batch_size": layout.micro_batch,
              "gradient_accumulation_steps": layout.accumulation,
-             "max_length": settings.max_length, "seed": settings.seed},
+             "max_length": train.max_length, "seed": train.seed},
         dims=asdict(dims) if dims is not None else None,
         memory=estimate,
         variants=variants,
     )
 
 
-def _layout(settings, device: str, optim: str, dims: ModelDims | None, seq_len: int,
+def _layout(train, device: str, optim: str, dims: ModelDims | None, seq_len: int,
             budget: memory.Budget | None) -> tuple[memory.Layout, dict[str, Any]]:
     """(micro-batch layout, its memory estimate): the leanest without dims (no estimate possible,
     so the safe one), the fastest without a budget, else the fastest that fits."""
-    candidates = memory.layouts(device, settings.batch_size)
+    candidates = memory.layouts(device, train.batch_size)
     if dims is None:
         return candidates[-1], {}
     cuda = device == "cuda"
 
     def estimate_for(layout: memory.Layout) -> dict[str, Any]:
         return memory.estimate(dims, device=device, quantized=cuda, weight_bytes=2 if cuda else 4,
-                               act_bytes=2 if cuda else 4, lora_r=settings.lora_r, eight_bit_optim="8bit" in optim,
+                               act_bytes=2 if cuda else 4, lora_r=train.lora_r, eight_bit_optim="8bit" in optim,
                                layout=layout, seq_len=seq_len)
 
     if budget is None:
