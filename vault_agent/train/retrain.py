@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..paths import AppDirs
 from . import dataset as ds
 from . import memory, registry, strategies
+from . import method as how
 from .fit import Progress, TrainingFailed, fit
 from .schedule import TrainingLock
 
@@ -118,8 +119,6 @@ def retrain(settings: Settings, dirs: AppDirs, *, if_due: bool = False, dry_run:
     budget). `on_stage` hears each stage as it starts (plan, materialise, train, export, gate,
     activate); `limit_memory` holds this process to the plan's budget (the nightly run), so a run
     that outgrows it fails alone."""
-    from . import method as how
-
     stage = on_stage or (lambda name: None)
     settings = how.with_method(settings, method)
     train = settings.train
@@ -130,10 +129,10 @@ def retrain(settings: Settings, dirs: AppDirs, *, if_due: bool = False, dry_run:
         if not dry_run:
             registry.remove_leftovers(dirs)
         methods = strategies.load(dirs.preference_db, train)
-        dpo, kto = methods["dpo"].data, methods["kto"].data
-        result = RetrainResult(pairs=dpo.summary(), examples=kto.summary(train.seed), corrupt_pairs=dpo.skipped)
+        tset, eset = methods["dpo"].data, methods["kto"].data  # pairs, and single answers
+        result = RetrainResult(pairs=tset.summary(), examples=eset.summary(train.seed), corrupt_pairs=tset.skipped)
         try:
-            chosen, why = how.choose(train, dpo, kto)
+            chosen, why = how.choose(train, tset, eset)
         except ds.NotEnoughPairs as e:
             if not if_due:
                 raise
