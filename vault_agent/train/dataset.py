@@ -1,9 +1,9 @@
 """The training set from the preference log: user pairs weighted above synthetic ones,
 duplicates dropped, and a held-out split that never trains.
 
-The split is by a hash of the pair id, so a pair stays on its side across runs and versions
-are compared on the same held-out pairs. Rows are read one by one through a read-only
-connection: a corrupt row is skipped and reported, the rest still train.
+The split is by a hash of the pair id (sampling.py), so a pair stays on its side across runs and
+versions are compared on the same held-out pairs. Rows come read-only from feedback/reader.py and
+are parsed one by one: a corrupt row is skipped and reported, the rest still train.
 """
 
 from __future__ import annotations
