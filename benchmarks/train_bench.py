@@ -54,7 +54,8 @@ def train_settings(**over):
         return TrainSettings(**over)
     except ImportError:
         base = dict(lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", beta=0.1,
-                    loss_type="sigmoid", learning_rate=5e-5, epochs=1.0, batch_size=4, max_length=1024, seed=0)
+                    loss_type="sigmoid", learning_rate=5e-5, epochs=1.0, batch_size=4, max_length=1024, seed=0,
+                    sft_weight=0.0, dynamic_beta=False, source_margins={})
         return SimpleNamespace(**{**base, **over})
 
 

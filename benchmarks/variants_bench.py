@@ -214,12 +214,12 @@ def train_variant(name: str, args, prep: dict, heldout_ids: set[str]) -> dict:
         started = time.perf_counter()
         summary = retrain(settings, dirs, trainer_overrides={"max_steps": args.steps})
         row["train_seconds"] = round(time.perf_counter() - started, 1)
-        row.update(steps=summary.get("steps"), train_loss=summary.get("train_loss"), method=summary.get("method"),
-                   variants=summary.get("variants"), too_long_left_out=summary.get("too_long_left_out"))
-        if spec.get("needs") == "vault_agent.train.variants" and not summary.get("variants"):
+        row.update(steps=summary.steps, train_loss=summary.train_loss, method=summary.method,
+                   variants=summary.variants, too_long_left_out=summary.too_long_left_out)
+        if spec.get("needs") == "vault_agent.train.variants" and not summary.variants:
             row["error"] = "the retrain summary says no DPO variant ran (is the variants code merged?)"
             return row
-        vdir = Path(summary["path"])
+        vdir = Path(summary.path)
         export_gguf_lora(vdir / "adapter", _base_gguf(), vdir / "adapter.gguf")
         row["gguf"] = str(vdir / "adapter.gguf")
     except Exception as exc:  # noqa: BLE001 - a failed row is that row's error; the bench goes on

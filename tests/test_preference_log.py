@@ -543,3 +543,35 @@ def test_keys_stored_before_the_idempotency_table_still_hold(db_path: Path):
         assert log.choose("c_1", "B", idempotency_key="old-key")["choice"] == "A"  # a retry: no change
         assert log.get_comparison("c_1")["choice"] == "A"
         assert log.choose("c_1", "B", idempotency_key="new-key")["choice"] == "B"
+
+
+def test_a_log_from_before_m007_loses_the_comparison_key_column_and_keeps_its_rows(db_path: Path):
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = raw(db_path)
+    conn.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for fn in migrations.MIGRATIONS:
+        if fn.__name__ < "m007":
+            fn(conn)
+            conn.execute("INSERT INTO _migrations VALUES (?, '2026-01-01T00:00:00+00:00')", (fn.__name__,))
+    for rid, answer in (("r_a", "answer A"), ("r_b", "answer B"), ("r_c", "answer C")):
+        conn.execute("INSERT INTO responses VALUES (?, '2026-01-01', 'q', 'q', 'p', '[]', ?, '[]', '[]', 'm', NULL,"
+                     " '{}', 'compare')", (rid, answer))
+    conn.execute("INSERT INTO comparisons VALUES ('c_1', 'q', 'p', 'r_a', 'r_b', '2026-01-01', 'A', '2026-01-02',"
+                 " 'old-key')")
+    conn.execute("INSERT INTO comparisons VALUES ('c_2', 'q', 'p', 'r_b', 'r_c', '2026-01-03', NULL, NULL, NULL)")
+    conn.execute("INSERT INTO idempotency VALUES ('choose', 'old-key', 'c_1', NULL, '2026-01-02')")
+    conn.commit()
+    conn.close()
+    with PreferenceLog(db_path) as log:
+        assert log.get_comparison("c_1") == {"id": "c_1", "question": "q", "prompt": "p", "response_a": "r_a",
+                                             "response_b": "r_b", "created": "2026-01-01", "choice": "A",
+                                             "chosen_at": "2026-01-02", "answer_a": "answer A",
+                                             "answer_b": "answer B"}
+        assert [c["id"] for c in log.pending_comparisons()] == ["c_2"]
+        assert log.choose("c_1", "B", idempotency_key="old-key")["choice"] == "A"  # the key still holds
+        assert log.choose("c_2", "B", idempotency_key="k2")["choice"] == "B"
+    with raw(db_path) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(comparisons)")}
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(comparisons)")}
+    assert "idempotency_key" not in columns and "chosen_at" in columns
+    assert {"comparisons_a", "comparisons_b"} <= indexes

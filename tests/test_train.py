@@ -176,7 +176,7 @@ def test_nan_loss_leaves_no_version_and_no_trained_marks(agent_home, tiny_base):
     import torch
     from transformers import TrainerCallback
 
-    from vault_agent.train.retrain import TrainingFailed
+    from vault_agent.train.fit import TrainingFailed
 
     class PoisonWeights(TrainerCallback):
         """Turns the LoRA weights into NaN after the first step: the next loss is a real NaN."""

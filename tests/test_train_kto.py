@@ -83,6 +83,7 @@ def test_examples_from_a_real_log_ignore_undone_keep_the_latest_and_count_a_pair
 
 def test_a_thumbed_answer_that_is_also_a_pair_side_trains_once_and_the_split_is_stable(agent_home):
     from vault_agent.train import dataset as ds
+    from vault_agent.train import sampling
     from vault_agent.train import examples as ex
 
     db = agent_home / "data" / "preferences.sqlite"
@@ -104,7 +105,7 @@ def test_a_thumbed_answer_that_is_also_a_pair_side_trains_once_and_the_split_is_
     assert [e.id for e in again.heldout] == [e.id for e in es.heldout] != []
     # both halves of a pair stay on one side: the side DPO's hash of the pair id puts the pair on
     pair_ids = {p.id for p in ds.read_pairs(db)[0]}
-    assert {e.group for e in es.heldout} & pair_ids == {i for i in pair_ids if ds.heldout_bucket(i) < 0.3}
+    assert {e.group for e in es.heldout} & pair_ids == {i for i in pair_ids if sampling.bucket(i) < 0.3}
     assert not {e.group for e in es.heldout} & {e.group for e in es.train}
 
 
@@ -314,8 +315,8 @@ def test_real_kto_retrain_of_the_served_model_is_gated_on_heldout_answers(agent_
     from vault_agent.train.retrain import retrain
 
     result = retrain(load_settings(), dirs(), device="cpu", trainer_overrides={"max_steps": 2})
-    assert result["method"] == "kto" and result["version"] == "v0001", result
-    gate = result["gate"]
+    assert result.method == "kto" and result.version == "v0001", result
+    gate = result.gate
     assert gate["exported"], gate
     verdict = json.loads((agent_home / "data/adapters/v0001/gate.json").read_text())
     assert verdict["examples"]["examples"] >= 1 and verdict["candidate"]["pairs"] == 0

@@ -205,7 +205,7 @@ def test_an_allocation_failure_in_training_is_one_line_and_leaves_no_version(age
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 1073741824 bytes. Error code 12 (Cannot allocate memory)")
 
-    monkeypatch.setattr(rt, "_train_version", allocation_fails)
+    monkeypatch.setattr(rt, "train_version", allocation_fails)
     from vault_agent.config import load_settings
 
     with pytest.raises(rt.OutOfMemory) as err:

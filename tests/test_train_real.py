@@ -39,15 +39,15 @@ def test_real_pairs_and_retrain_raise_the_heldout_preference(sample_vault_copy, 
                        "EPOCHS": "1", "HELDOUT_FRACTION": "0.3"}.items():
         monkeypatch.setenv(f"VAULT_AGENT_TRAIN__{key}", value)
     result = retrain(load_settings(), dirs)
-    h = result["heldout"]
-    assert result["version"] == "v0001" and h["pairs"] >= 1 and result["steps"] >= 2, result
+    h = result.heldout
+    assert result.version == "v0001" and h["pairs"] >= 1 and result.steps >= 2, result
     assert h["margin_after"] > h["margin_before"], h
     assert (dirs.data / "train-base").is_dir()  # the served GGUF, materialised once and cached
 
     # then the chain: GGUF export, the llama.cpp gate against the (empty) active slot, activation if it won
     from vault_agent.train import active
 
-    gate = result["gate"]
+    gate = result.gate
     vdir = dirs.data / "adapters" / "v0001"
     assert gate["exported"] and (vdir / active.GGUF_NAME).is_file()
     verdict = json.loads((vdir / "gate.json").read_text())

@@ -224,8 +224,8 @@ def test_each_variant_trains_and_logs_finite_figures(agent_home, tiny_base, monk
         monkeypatch.setenv(f"VAULT_AGENT_TRAIN__{key}", value)
     seed_pairs(agent_home / "data" / "preferences.sqlite").close()
     out = retrain(load_settings(), app_dirs().ensure(), device="cpu", trainer_overrides={"max_steps": 2})
-    assert out["version"] == "v0001" and out["steps"] == 2
-    assert len(out["variants"]["ran"]) == 2 and out["variants"]["ran"][1].startswith(
+    assert out.version == "v0001" and out.steps == 2
+    assert len(out.variants["ran"]) == 2 and out.variants["ran"][1].startswith(
         {"sft": "sft on corrections", "dynamic_beta": "dynamic beta", "margins": "margins"}[variant])
     vdir = agent_home / "data" / "adapters" / "v0001"
     metrics = json.loads((vdir / "metrics.json").read_text())
@@ -259,4 +259,4 @@ def test_dry_run_says_the_sft_term_is_skipped_without_corrections(agent_home, ti
     from vault_agent.train.variants import SFT_SKIPPED_NO_CORRECTIONS
 
     out = retrain(load_settings(), app_dirs().ensure(), dry_run=True)
-    assert out["variants"] == {"ran": ["dpo"], "notes": [SFT_SKIPPED_NO_CORRECTIONS]}
+    assert out.variants == {"ran": ["dpo"], "notes": [SFT_SKIPPED_NO_CORRECTIONS]}

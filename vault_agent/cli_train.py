@@ -7,11 +7,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .train.retrain import RetrainResult
 
 STAGES = {"plan": "planning for the free memory", "materialise": "preparing the training base",
           "train": "training", "export": "exporting the adapter to GGUF", "gate": "gating against the active adapter",
@@ -155,45 +158,35 @@ def retrain_command(
             result = retrain(settings, app_dirs(), if_due=if_due, progress=show, on_stage=stage,
                              limit_memory=limit_memory)
     if as_json:
-        print(json.dumps(_json_summary(result), indent=2, default=str))
+        print(json.dumps(result.to_dict(), indent=2, default=str))
         return
     _print_summary(result)
 
 
-def _json_summary(r: dict) -> dict:
-    out = {"version": r.get("version"), "pairs": r["pairs"], "heldout": r.get("heldout"),
-           "seconds": r.get("seconds"), "corrupt_pairs": r.get("corrupt_pairs", [])}
-    for key in ("examples", "method", "method_reason", "kto", "variants", "due", "reason", "dry_run", "plan", "path",
-                "steps", "train_loss", "prompts_cut", "too_long_left_out", "memory", "memory_limit_gib", "gate"):
-        if key in r:
-            out[key] = r[key]
-    return out
-
-
-def _print_summary(r: dict) -> None:
+def _print_summary(r: RetrainResult) -> None:
     from rich.console import Console
 
     c = Console(highlight=False)
-    p = r["pairs"]
+    p = r.pairs
     src = ", ".join(f"{k} {v}" for k, v in p["by_source"].items())
     c.print(f"pairs: {p['train']} train ({src}), {p['heldout']} held out, {p['duplicates_dropped']} duplicates "
             f"dropped, {p['corrupt_skipped']} corrupt skipped")
-    e = r.get("examples")
+    e = r.examples
     if e:
         c.print(f"single answers (for KTO): {e['train']} train ({e['desirable']} desirable, {e['undesirable']} "
                 f"undesirable), {e['heldout']} held out, {e['duplicates_dropped']} duplicates dropped")
-    for line in r.get("corrupt_pairs", []):
-        c.print(f"[yellow]skipped[/] {'row' if r.get('method') == 'kto' else 'pair'} {line}")
-    if r.get("method"):
-        c.print(f"method: {r['method'].upper()} ({r['method_reason']})")
-    if r.get("kto"):
-        k = r["kto"]
+    for line in r.corrupt_pairs:
+        c.print(f"[yellow]skipped[/] {'row' if r.method == 'kto' else 'pair'} {line}")
+    if r.method:
+        c.print(f"method: {r.method.upper()} ({r.method_reason})")
+    if r.kto:
+        k = r.kto
         c.print(f"KTO: {k['desirable']} desirable / {k['undesirable']} undesirable rows, weights "
                 f"{k['desirable_weight']} / {k['undesirable_weight']} (KTO's balance for skewed thumbs)")
-    if r.get("due") is False:
-        c.print(f"not due: {r['reason']}")
+    if r.due is False:
+        c.print(f"not due: {r.reason}")
         return
-    plan = r.get("plan")
+    plan = r.plan
     if plan:
         q = plan["quantization"]
         c.print(f"base: {plan['base'].get('location')} ({plan['base'].get('source')}); device {plan['device']}, "
@@ -211,34 +204,34 @@ def _print_summary(r: dict) -> None:
                     f"{m['weights_gib']}, activations {m['activations_gib']}, LM-head tiles {m['logits_gib']})"
                     + (f"; materialising the GGUF first: {m['materialise_gib']} GiB" if m.get("materialise_gib") else "")
                     + (f"; budget {m['budget_gib']} GiB ({m['budget_source']})" if m.get("budget_gib") else ""))
-    if r.get("variants"):
-        c.print("loss: " + " + ".join(r["variants"]["ran"]))
-        for note in r["variants"]["notes"]:
+    if r.variants:
+        c.print("loss: " + " + ".join(r.variants["ran"]))
+        for note in r.variants["notes"]:
             c.print(note)
-    if r.get("dry_run"):
+    if r.dry_run:
         c.print("dry run: nothing was trained")
         return
-    h = r["heldout"]
-    c.print(f"[bold]{r['version']}[/] written to {r['path']} in {r['seconds']}s ({r['steps']} steps, "
-            f"mean loss {r['train_loss']:.4f})")
-    if r.get("prompts_cut") or r.get("too_long_left_out"):
-        c.print(f"{r['prompts_cut']} prompts cut from the left to fit train.max_length; "
-                f"{r['too_long_left_out']} left out (no room even then)")
-    if r.get("memory"):
-        m = r["memory"]
+    h = r.heldout
+    c.print(f"[bold]{r.version}[/] written to {r.path} in {r.seconds}s ({r.steps} steps, "
+            f"mean loss {r.train_loss:.4f})")
+    if r.prompts_cut or r.too_long_left_out:
+        c.print(f"{r.prompts_cut} prompts cut from the left to fit train.max_length; "
+                f"{r.too_long_left_out} left out (no room even then)")
+    if r.memory:
+        m = r.memory
         c.print(f"memory: peak {m['peak_rss_gib']} GiB resident (estimated {m['estimate_gib']} GiB)"
                 + (f", {m['peak_vram_gib']} GiB VRAM" if m.get("peak_vram_gib") is not None else ""))
-    if r.get("method") == "kto":
+    if r.method == "kto":
         c.print(f"held-out ({h['examples']} answers): mean token log-prob change desirable "
                 f"{h['desirable_logp_change']}, undesirable {h['undesirable_logp_change']}")
     else:
         c.print(f"held-out ({h['pairs']} pairs): accuracy {h['accuracy_before']} -> {h['accuracy_after']}, "
                 f"margin {h['margin_before']} -> {h['margin_after']} (mean per-token log-prob, chosen minus rejected)")
-    gate = r.get("gate")
+    gate = r.gate
     if gate is None:
         c.print("the active adapter is unchanged (train.promote is off)")
         return
     verdict = "promoted: " + gate.get("activation", "") if gate["promoted"] else "not promoted; the active adapter is unchanged"
-    c.print(f"gate (llama.cpp, held-out {'answers' if r.get('method') == 'kto' else 'pairs'}): {verdict}")
+    c.print(f"gate (llama.cpp, held-out {'answers' if r.method == 'kto' else 'pairs'}): {verdict}")
     for reason in gate["reasons"]:
         c.print(f"  {reason}")

@@ -28,7 +28,7 @@ class NotFound(UserError):
     """No response, rating or comparison with that id."""
 
 
-def _explain(exc: BaseException, path: Path, doing: str) -> PreferenceLogError:
+def explain(exc: BaseException, path: Path, doing: str) -> PreferenceLogError:
     """One line that says what went wrong and what to do about it."""
     text = str(exc).lower()
     if "locked" in text or "busy" in text:
@@ -47,14 +47,14 @@ def _explain(exc: BaseException, path: Path, doing: str) -> PreferenceLogError:
     return PreferenceLogError(msg.replace("\n", " "))
 
 
-def _is_db_failure(exc: BaseException) -> bool:
+def is_db_failure(exc: BaseException) -> bool:
     # Integrity/programming errors are our bugs; let them surface as they are.
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
         exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)
     )
 
 
-def _connect(path: Path, busy_timeout_ms: int, *, query_only: bool = False) -> sqlite3.Connection:
+def connect(path: Path, busy_timeout_ms: int, *, query_only: bool = False) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions, we issue BEGIN/COMMIT ourselves.
     # check_same_thread=False: close() may close a connection from another thread.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
@@ -68,13 +68,13 @@ def _connect(path: Path, busy_timeout_ms: int, *, query_only: bool = False) -> s
     return conn
 
 
-def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+def insert_row(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
     cols = ", ".join(row)
     marks = ", ".join("?" * len(row))
     conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
 
 
-def _require(conn: sqlite3.Connection, table: str, row_id: str, what: str) -> sqlite3.Row:
+def require_row(conn: sqlite3.Connection, table: str, row_id: str, what: str) -> sqlite3.Row:
     row = conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
     if row is None:
         raise NotFound(f"no {what} with id {row_id!r} in the preference log; check the id")
@@ -83,42 +83,42 @@ def _require(conn: sqlite3.Connection, table: str, row_id: str, what: str) -> sq
 
 # For keys stored before the idempotency table (result_json NULL): the row they point to.
 _LEGACY_RESULT: dict[str, Callable[[sqlite3.Connection, str], Any]] = {
-    "rate": lambda conn, rid: _decode(conn.execute("SELECT * FROM ratings WHERE id = ?", (rid,)).fetchone()),
-    "correct": lambda conn, cid: _decode(conn.execute("SELECT * FROM corrections WHERE id = ?",
+    "rate": lambda conn, rid: decode_row(conn.execute("SELECT * FROM ratings WHERE id = ?", (rid,)).fetchone()),
+    "correct": lambda conn, cid: decode_row(conn.execute("SELECT * FROM corrections WHERE id = ?",
                                                       (cid,)).fetchone()),
-    "choose": lambda conn, mid: _comparison(conn, mid),
+    "choose": lambda conn, mid: read_comparison(conn, mid),
 }
-_MISSING = object()
+MISSING = object()
 
 
-def _keyed_result(conn: sqlite3.Connection, action: str, key: str | None) -> Any:
-    """What the first call with this key returned, or _MISSING."""
+def keyed_result(conn: sqlite3.Connection, action: str, key: str | None) -> Any:
+    """What the first call with this key returned, or MISSING."""
     if key is None:
-        return _MISSING
+        return MISSING
     row = conn.execute("SELECT target_id, result_json FROM idempotency WHERE action = ? AND key = ?",
                        (action, key)).fetchone()
     if row is None:
-        return _MISSING
+        return MISSING
     if row["result_json"] is None:
         return _LEGACY_RESULT[action](conn, row["target_id"])
     return json.loads(row["result_json"])
 
 
-def _once(conn: sqlite3.Connection, action: str, key: str | None, target_id: str | None,
+def run_once(conn: sqlite3.Connection, action: str, key: str | None, target_id: str | None,
           run: Callable[[], T]) -> T:
     """Run a write at most once per (action, key), inside the caller's transaction: a retry gets
     the first call's result back and changes nothing, however many other writes came between."""
-    prior = _keyed_result(conn, action, key)
-    if prior is not _MISSING:
+    prior = keyed_result(conn, action, key)
+    if prior is not MISSING:
         return prior
     result = run()
     if key is not None:
         conn.execute("INSERT INTO idempotency (action, key, target_id, result_json, created) "
-                     "VALUES (?, ?, ?, ?, ?)", (action, key, target_id, _dumps(result), utcnow()))
+                     "VALUES (?, ?, ?, ?, ?)", (action, key, target_id, dumps(result), utcnow()))
     return result
 
 
-def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:
+def decode_row(row: sqlite3.Row | None) -> dict[str, Any] | None:
     """Row -> dict with JSON columns decoded and their _json suffix dropped."""
     if row is None:
         return None
@@ -129,22 +129,22 @@ def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return out
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
 # Comparisons come back with both answers, so a client can show one without more calls.
-_COMPARISON_SELECT = """SELECT m.*, a.answer AS answer_a, b.answer AS answer_b
+COMPARISON_SELECT = """SELECT m.*, a.answer AS answer_a, b.answer AS answer_b
     FROM comparisons m JOIN responses a ON a.id = m.response_a
     JOIN responses b ON b.id = m.response_b"""
 
 
-def _comparison(conn: sqlite3.Connection, comparison_id: str) -> dict[str, Any] | None:
-    row = conn.execute(f"{_COMPARISON_SELECT} WHERE m.id = ?", (comparison_id,)).fetchone()
+def read_comparison(conn: sqlite3.Connection, comparison_id: str) -> dict[str, Any] | None:
+    row = conn.execute(f"{COMPARISON_SELECT} WHERE m.id = ?", (comparison_id,)).fetchone()
     return dict(row) if row else None
 
 
-class _Writer:
+class Writer:
     """The single writer thread: runs queued fn(conn) jobs, each in its own transaction."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path):
@@ -177,8 +177,8 @@ class _Writer:
                 with contextlib.suppress(sqlite3.Error):
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
-                if _is_db_failure(exc):
-                    err = _explain(exc, self._path, "write")
+                if is_db_failure(exc):
+                    err = explain(exc, self._path, "write")
                     err.__cause__ = exc  # keep the sqlite error for debugging
                     exc = err
                 fut.set_exception(exc)

@@ -169,3 +169,30 @@ def m006_idempotency(db: sqlite3.Connection) -> None:
                 WHERE idempotency_key IS NOT NULL""",
             (action,),
         )
+
+
+@migration
+def m007_comparisons_without_idempotency_key(db: sqlite3.Connection) -> None:
+    # Since m006 keys live in `idempotency`; comparisons.idempotency_key was no longer written.
+    # SQLite cannot drop a UNIQUE column, so the table is rebuilt without it (rows kept as they are).
+    if "idempotency_key" not in {row[1] for row in db.execute("PRAGMA table_info(comparisons)")}:
+        return
+    db.execute(
+        """CREATE TABLE comparisons_new (
+            id TEXT PRIMARY KEY,
+            question TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            response_a TEXT NOT NULL REFERENCES responses (id),
+            response_b TEXT NOT NULL REFERENCES responses (id),
+            created TEXT NOT NULL,
+            choice TEXT CHECK (choice IS NULL OR choice IN ('A', 'B', 'tie')),
+            chosen_at TEXT
+        )"""
+    )
+    columns = "id, question, prompt, response_a, response_b, created, choice, chosen_at"
+    # rowid kept too: the pending list breaks ties on created by rowid
+    db.execute(f"INSERT INTO comparisons_new (rowid, {columns}) SELECT rowid, {columns} FROM comparisons")
+    db.execute("DROP TABLE comparisons")
+    db.execute("ALTER TABLE comparisons_new RENAME TO comparisons")
+    db.execute("CREATE INDEX IF NOT EXISTS comparisons_a ON comparisons (response_a)")
+    db.execute("CREATE INDEX IF NOT EXISTS comparisons_b ON comparisons (response_b)")

@@ -210,8 +210,7 @@ def decide_comparison(conn: sqlite3.Connection, comparison_id: str, choice: str)
            AND trained_in_version IS NULL""",
         (comparison_id,),
     )
-    # Idempotency keys live in their own table (one row per key); comparisons.idempotency_key
-    # is no longer written.
+    # Idempotency keys live in their own table (one row per key), not on the comparison.
     conn.execute("UPDATE comparisons SET choice = ?, chosen_at = ? WHERE id = ?",
                  (choice, utcnow(), comparison_id))
     derive_comparison_pair(conn, comparison_id)

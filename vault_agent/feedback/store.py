@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from vault_agent.feedback import pairs as pairlib
 from vault_agent.feedback.db import (  # noqa: F401 - NotFound and PreferenceLogError are this module's API
-    _COMPARISON_SELECT, _MISSING, NotFound, PreferenceLogError, _comparison, _connect, _decode, _dumps,
-    _explain, _insert, _is_db_failure, _keyed_result, _once, _require, _Writer,
+    COMPARISON_SELECT, MISSING, NotFound, PreferenceLogError, Writer, connect, decode_row, dumps, explain,
+    insert_row, is_db_failure, keyed_result, read_comparison, require_row, run_once,
 )
 from vault_agent.feedback.migrations import migrate
 from vault_agent.feedback.pairs import new_id, normalize_question, utcnow
@@ -47,14 +47,14 @@ class PreferenceLog:
         conn = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = _connect(self.path, busy_timeout_ms)
+            conn = connect(self.path, busy_timeout_ms)
             conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
             migrate(conn)
         except (OSError, sqlite3.DatabaseError) as exc:
             if conn is not None:
                 conn.close()
-            raise _explain(exc, self.path, "open") from exc
-        self._writer = _Writer(conn, self.path)
+            raise explain(exc, self.path, "open") from exc
+        self._writer = Writer(conn, self.path)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -76,7 +76,7 @@ class PreferenceLog:
                 for thread, old in [r for r in self._readers if not r[0].is_alive()]:
                     self._readers.remove((thread, old))
                     old.close()
-                conn = self._local.conn = _connect(self.path, self._busy_timeout_ms,
+                conn = self._local.conn = connect(self.path, self._busy_timeout_ms,
                                                    query_only=True)
                 self._readers.append((threading.current_thread(), conn))
         try:
@@ -87,8 +87,8 @@ class PreferenceLog:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
         except Exception as exc:
-            if _is_db_failure(exc):
-                raise _explain(exc, self.path, "read") from exc
+            if is_db_failure(exc):
+                raise explain(exc, self.path, "read") from exc
             raise
 
     def close(self) -> None:
@@ -118,16 +118,16 @@ class PreferenceLog:
         row = {
             "id": new_id("r"), "created": utcnow(), "question": question,
             "question_key": normalize_question(question), "prompt": prompt,
-            "messages_json": _dumps(messages), "answer": answer,
-            "retrieved_json": _dumps(retrieved), "citations_json": _dumps(citations),
+            "messages_json": dumps(messages), "answer": answer,
+            "retrieved_json": dumps(retrieved), "citations_json": dumps(citations),
             "model_id": model_id, "adapter_version": adapter_version,
-            "timings_json": _dumps(timings), "source": source,
+            "timings_json": dumps(timings), "source": source,
         }
-        self._write(lambda conn: _insert(conn, "responses", row))
+        self._write(lambda conn: insert_row(conn, "responses", row))
         return row["id"]
 
     def get_response(self, response_id: str) -> dict[str, Any] | None:
-        return self._read(lambda conn: _decode(conn.execute(
+        return self._read(lambda conn: decode_row(conn.execute(
             "SELECT * FROM responses WHERE id = ?", (response_id,)).fetchone()))
 
     def recent_responses(self, limit: int = 50, unrated: bool = False) -> list[dict[str, Any]]:
@@ -140,7 +140,7 @@ class PreferenceLog:
             AND NOT EXISTS (SELECT 1 FROM comparisons m WHERE m.choice IS NOT NULL
                             AND (m.response_a = s.id OR m.response_b = s.id))))
             ORDER BY s.created DESC, s.rowid DESC LIMIT :limit"""
-        return self._read(lambda conn: [_decode(r) for r in conn.execute(
+        return self._read(lambda conn: [decode_row(r) for r in conn.execute(
             sql, {"unrated": int(unrated), "limit": limit})])
 
     # -- ratings and corrections ------------------------------------------------------------
@@ -151,24 +151,24 @@ class PreferenceLog:
             raise ValueError(f"rating value must be 1 (thumbs up) or -1 (thumbs down), not {value!r}")
 
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
-            _require(conn, "responses", response_id, "response")
+            require_row(conn, "responses", response_id, "response")
             rating_id = pairlib.apply_rating(conn, response_id, value, comment, idempotency_key)
-            return _decode(_require(conn, "ratings", rating_id, "rating"))
+            return decode_row(require_row(conn, "ratings", rating_id, "rating"))
 
-        return self._write(lambda conn: _once(conn, "rate", idempotency_key, response_id, lambda: run(conn)))
+        return self._write(lambda conn: run_once(conn, "rate", idempotency_key, response_id, lambda: run(conn)))
 
     def get_rating(self, rating_id: str) -> dict[str, Any] | None:
-        return self._read(lambda conn: _decode(conn.execute(
+        return self._read(lambda conn: decode_row(conn.execute(
             "SELECT * FROM ratings WHERE id = ?", (rating_id,)).fetchone()))
 
     def undo_rating(self, rating_id: str, idempotency_key: str | None = None) -> dict[str, Any]:
         """Mark a rating undone and delete its untrained pairs. Undoing twice is a no-op."""
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
-            if not _require(conn, "ratings", rating_id, "rating")["undone"]:
+            if not require_row(conn, "ratings", rating_id, "rating")["undone"]:
                 pairlib.undo_rating(conn, rating_id)
-            return _decode(_require(conn, "ratings", rating_id, "rating"))
+            return decode_row(require_row(conn, "ratings", rating_id, "rating"))
 
-        return self._write(lambda conn: _once(conn, "undo", idempotency_key, rating_id, lambda: run(conn)))
+        return self._write(lambda conn: run_once(conn, "undo", idempotency_key, rating_id, lambda: run(conn)))
 
     def correct(self, response_id: str, text: str,
                 idempotency_key: str | None = None) -> dict[str, Any]:
@@ -177,14 +177,14 @@ class PreferenceLog:
             raise ValueError("a correction needs the corrected answer text")
 
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
-            _require(conn, "responses", response_id, "response")
+            require_row(conn, "responses", response_id, "response")
             row = {"id": new_id("cr"), "response_id": response_id, "text": text,
                    "created": utcnow(), "idempotency_key": idempotency_key}
-            _insert(conn, "corrections", row)
+            insert_row(conn, "corrections", row)
             pairlib.derive_correction_pair(conn, row["id"])
-            return _decode(_require(conn, "corrections", row["id"], "correction"))
+            return decode_row(require_row(conn, "corrections", row["id"], "correction"))
 
-        return self._write(lambda conn: _once(conn, "correct", idempotency_key, response_id, lambda: run(conn)))
+        return self._write(lambda conn: run_once(conn, "correct", idempotency_key, response_id, lambda: run(conn)))
 
     # -- comparisons ------------------------------------------------------------------------
 
@@ -198,19 +198,19 @@ class PreferenceLog:
 
         def run(conn: sqlite3.Connection) -> Any:
             for rid in (response_a, response_b):
-                _require(conn, "responses", rid, "response")
+                require_row(conn, "responses", rid, "response")
             row = {"id": new_id("c"), "question": question, "prompt": prompt,
                    "response_a": response_a, "response_b": response_b, "created": utcnow()}
-            _insert(conn, "comparisons", row)
-            made = _comparison(conn, row["id"])
+            insert_row(conn, "comparisons", row)
+            made = read_comparison(conn, row["id"])
             return reply(made) if reply else made
 
-        return self._write(lambda conn: _once(conn, "compare", idempotency_key, None, lambda: run(conn)))
+        return self._write(lambda conn: run_once(conn, "compare", idempotency_key, None, lambda: run(conn)))
 
     def keyed_result(self, action: str, key: str) -> Any:
         """The stored result of an earlier write with this idempotency key, or None."""
-        found = self._read(lambda conn: _keyed_result(conn, action, key))
-        return None if found is _MISSING else found
+        found = self._read(lambda conn: keyed_result(conn, action, key))
+        return None if found is MISSING else found
 
     def choose(self, comparison_id: str, choice: str,
                idempotency_key: str | None = None) -> dict[str, Any]:
@@ -220,19 +220,19 @@ class PreferenceLog:
             raise ValueError(f"choice must be 'A', 'B' or 'tie', not {choice!r}")
 
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
-            _require(conn, "comparisons", comparison_id, "comparison")
+            require_row(conn, "comparisons", comparison_id, "comparison")
             pairlib.decide_comparison(conn, comparison_id, choice)
-            return _comparison(conn, comparison_id)
+            return read_comparison(conn, comparison_id)
 
-        return self._write(lambda conn: _once(conn, "choose", idempotency_key, comparison_id, lambda: run(conn)))
+        return self._write(lambda conn: run_once(conn, "choose", idempotency_key, comparison_id, lambda: run(conn)))
 
     def get_comparison(self, comparison_id: str) -> dict[str, Any] | None:
-        return self._read(lambda conn: _comparison(conn, comparison_id))
+        return self._read(lambda conn: read_comparison(conn, comparison_id))
 
     def pending_comparisons(self, limit: int = 50) -> list[dict[str, Any]]:
         """Undecided comparisons, newest first."""
         return self._read(lambda conn: [dict(r) for r in conn.execute(
-            f"{_COMPARISON_SELECT} WHERE m.choice IS NULL "
+            f"{COMPARISON_SELECT} WHERE m.choice IS NULL "
             "ORDER BY m.created DESC, m.rowid DESC LIMIT ?", (limit,))])
 
     # -- pairs ------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ class PreferenceLog:
     def pairs(self, untrained_only: bool = False) -> list[dict[str, Any]]:
         """Oldest first; each dict has prompt (a message list), chosen, rejected, source, ..."""
         where = "WHERE trained_in_version IS NULL" if untrained_only else ""
-        return self._read(lambda conn: [_decode(r) for r in conn.execute(
+        return self._read(lambda conn: [decode_row(r) for r in conn.execute(
             f"SELECT * FROM pairs {where} ORDER BY created, rowid")])
 
     def mark_trained(self, pair_ids: Iterable[str], version: str) -> int:

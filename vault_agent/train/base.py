@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..paths import AppDirs
+from .pids import pid_alive
 
 SERVING = "serving"
 
@@ -77,11 +78,11 @@ def _remove_dead_copies(dest: Path) -> None:
         return
     for tmp in dest.parent.glob(f".{dest.name}.tmp-*"):
         try:
-            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
-        except ProcessLookupError:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue  # not a name this module writes
+        if not pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, PermissionError):
-            pass
 
 
 def load_trainable_from_gguf(gguf: Path):

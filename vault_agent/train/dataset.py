@@ -1,16 +1,14 @@
 """The training set from the preference log: user pairs weighted above synthetic ones,
 duplicates dropped, and a held-out split that never trains.
 
-The split is by a hash of the pair id, so a pair stays on its side across runs and versions
-are compared on the same held-out pairs. Rows are read one by one through a read-only
-connection: a corrupt row is skipped and reported, the rest still train.
+The split is by a hash of the pair id (sampling.py), so a pair stays on its side across runs and
+versions are compared on the same held-out pairs. Rows come read-only from feedback/reader.py and
+are parsed one by one: a corrupt row is skipped and reported, the rest still train.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-
-SOURCES = ("comparison", "correction", "rating", "synthetic")
+from ..feedback import reader
+from . import sampling
+from .sampling import SOURCES
 
 
 class NotEnoughPairs(UserError):
@@ -45,14 +44,7 @@ class Pair:
 
     @property
     def content_key(self) -> str:
-        return content_key(self.prompt, self.chosen, self.rejected)
-
-
-def content_key(prompt: list[dict[str, str]], *texts: str) -> str:
-    """The same conversation up to whitespace and case: pairs and KTO examples deduplicate by it."""
-    norm = lambda s: " ".join(s.split()).casefold()  # noqa: E731
-    blob = json.dumps([[m["role"], norm(m["content"])] for m in prompt]) + "".join("\0" + norm(t) for t in texts)
-    return hashlib.sha256(blob.encode()).hexdigest()
+        return sampling.content_key(self.prompt, self.chosen, self.rejected)
 
 
 @dataclass
@@ -66,12 +58,8 @@ class TrainingSet:
 
     def train_records(self) -> list[dict[str, Any]]:
         """Each train pair repeated by its source weight (fractions by a stable hash)."""
-        out = []
-        for p in self.train:
-            w = self.weights.get(p.source, 1.0)
-            times = int(w) + (heldout_bucket(p.id + "#w") < w - int(w))
-            out.extend([p.record(self.margins.get(p.source, 0.0))] * max(times, 0))
-        return out
+        rows = sampling.repeat_by_weight(self.train, lambda p: p.id, lambda p: self.weights.get(p.source, 1.0))
+        return [p.record(self.margins.get(p.source, 0.0)) for p in rows]
 
     def by_source(self) -> dict[str, int]:
         counts = Counter(p.source for p in self.train)
@@ -81,11 +69,6 @@ class TrainingSet:
         return {"train": len(self.train), "heldout": len(self.heldout), "by_source": self.by_source(),
                 "weighted_train_rows": len(self.train_records()), "duplicates_dropped": self.duplicates,
                 "corrupt_skipped": len(self.skipped), "new": sum(p.trained_in_version is None for p in self.train)}
-
-
-def heldout_bucket(key: str) -> float:
-    """A stable number in [0, 1) for a pair id."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
 
 
 def _parse(row: sqlite3.Row) -> Pair:
@@ -103,27 +86,10 @@ def _parse(row: sqlite3.Row) -> Pair:
                 row["chosen"], row["rejected"], row["trained_in_version"])
 
 
-def read_rows(db_path: Path, sql: str) -> list[sqlite3.Row]:
-    """Rows of a read-only query on the log; none when the log or its table does not exist yet."""
-    if not Path(db_path).exists():
-        return []
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise UserError(f"cannot read the preference log {db_path}: {exc}") from None
-    finally:
-        conn.close()
-
-
 def read_pairs(db_path: Path) -> tuple[list[Pair], list[str]]:
     """Every pair in the log, oldest first, and 'id: why' for each row that could not be used."""
-    rows = read_rows(db_path, "SELECT * FROM pairs ORDER BY created, rowid")
     pairs, skipped = [], []
-    for row in rows:
+    for row in reader.pair_rows(db_path):
         try:
             pairs.append(_parse(row))
         except (ValueError, TypeError) as exc:  # json errors are ValueErrors
@@ -131,35 +97,22 @@ def read_pairs(db_path: Path) -> tuple[list[Pair], list[str]]:
     return pairs, skipped
 
 
-def build(pairs: list[Pair], settings, skipped: list[str] | None = None) -> TrainingSet:
-    """Deduplicate (keeping the most trusted source), split, and check the minimum size."""
-    weights = {s: float(settings.source_weights.get(s, 1.0)) for s in SOURCES}
-    best: dict[str, Pair] = {}
-    for p in pairs:
-        key = p.content_key
-        if key not in best or weights[p.source] > weights[best[key].source]:
-            best[key] = p
-    unique = [p for p in pairs if best.get(p.content_key) is p]
-    heldout = [p for p in unique if heldout_bucket(p.id) < settings.heldout_fraction]
-    if not heldout and len(unique) >= 2 and settings.heldout_fraction > 0:
-        heldout = [min(unique, key=lambda p: heldout_bucket(p.id))]  # stable: the lowest bucket
-    held = {p.id for p in heldout}
-    train = [p for p in unique if p.id not in held]
-    margins = {s: float(m) for s, m in getattr(settings, "source_margins", {}).items()}
-    return TrainingSet(train, heldout, weights, list(skipped or []), len(pairs) - len(unique), margins)
+def build(pairs: list[Pair], train, skipped: list[str] | None = None) -> TrainingSet:
+    """Deduplicate (keeping the most trusted source) and split (`train`: TrainSettings)."""
+    weights = sampling.source_weights(train)
+    unique = sampling.dedupe(pairs, lambda p: p.content_key, lambda p: weights[p.source])
+    kept, heldout = sampling.split(unique, lambda p: p.id, train.heldout_fraction)
+    margins = {s: float(m) for s, m in train.source_margins.items()}
+    return TrainingSet(kept, heldout, weights, list(skipped or []), len(pairs) - len(unique), margins)
 
 
-def require_enough(ts: TrainingSet, settings) -> None:
-    if len(ts.train) < settings.min_pairs:
+def require_enough(ts: TrainingSet, train) -> None:
+    if len(ts.train) < train.min_pairs:
         raise NotEnoughPairs(
-            f"only {len(ts.train)} training pairs in the preference log (train.min_pairs is {settings.min_pairs}); "
+            f"only {len(ts.train)} training pairs in the preference log (train.min_pairs is {train.min_pairs}); "
             "rate more answers or run `vault-agent pairs generate`, then retry")
 
 
 def new_pairs(ts: TrainingSet) -> int:
     """Training pairs no version has used yet (what --if-due counts)."""
     return sum(p.trained_in_version is None for p in ts.train)
-
-
-def steps_per_epoch(ts: TrainingSet, batch_size: int) -> int:
-    return max(1, math.ceil(len(ts.train_records()) / batch_size))

@@ -48,57 +48,61 @@ def detect_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def make_plan(settings, *, device: str | None = None, base: dict[str, Any] | None = None,
+def make_plan(train, *, device: str | None = None, base: dict[str, Any] | None = None,
               dims: ModelDims | None = None, seq_len: int | None = None,
               budget: memory.Budget | None = None) -> TrainingPlan:
-    """Everything a run would load and use; `settings` is a TrainSettings. With the model's `dims`
+    """Everything a run would load and use; `train` is a TrainSettings. With the model's `dims`
     and a `budget`, the micro-batch and checkpointing are the fastest that fit (memory.py), and
     DoesNotFit says what to change when nothing does; without a budget, the fastest layout."""
     from .variants import variant_plan
 
     device = device or detect_device()
     cuda = device == "cuda"
-    seq_len = seq_len or settings.max_length
-    plan = TrainingPlan(
+    optim = "paged_adamw_8bit" if cuda else "adamw_torch"
+    variants = variant_plan(train)  # a variant that cannot run is refused first
+    layout, estimate = _layout(train, device, optim, dims, seq_len or train.max_length, budget)
+    return TrainingPlan(
         device=device,
         base=base or {},
         quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
                       "bnb_4bit_compute_dtype": "bfloat16"} if cuda else None,
         dtype="bfloat16" if cuda else "float32",
         bf16=cuda,
-        gradient_checkpointing=cuda,
-        optim="paged_adamw_8bit" if cuda else "adamw_torch",
+        gradient_checkpointing=layout.gradient_checkpointing,
+        optim=optim,
         # the reference pass once, before training, on every device: no second forward per step
         precompute_ref_log_probs=True,
-        lora={"r": settings.lora_r, "lora_alpha": settings.lora_alpha, "lora_dropout": settings.lora_dropout,
-              "target_modules": settings.target_modules, "bias": "none", "task_type": "CAUSAL_LM"},
-        dpo={"beta": settings.beta, "loss_type": settings.loss_type, "learning_rate": settings.learning_rate,
-             "num_train_epochs": settings.epochs, "per_device_train_batch_size": 1,
-             "gradient_accumulation_steps": settings.batch_size,
-             "max_length": settings.max_length, "seed": settings.seed},
-        variants=variant_plan(settings),
+        lora={"r": train.lora_r, "lora_alpha": train.lora_alpha, "lora_dropout": train.lora_dropout,
+              "target_modules": train.target_modules, "bias": "none", "task_type": "CAUSAL_LM"},
+        dpo={"beta": train.beta, "loss_type": train.loss_type, "learning_rate": train.learning_rate,
+             "num_train_epochs": train.epochs, "per_device_train_batch_size": layout.micro_batch,
+             "gradient_accumulation_steps": layout.accumulation,
+             "max_length": train.max_length, "seed": train.seed},
+        dims=asdict(dims) if dims is not None else None,
+        memory=estimate,
+        variants=variants,
     )
-    candidates = memory.layouts(device, settings.batch_size)
-    if dims is None:  # no estimate possible: the leanest layout is the safe one
-        layout = candidates[-1]
-    else:
-        plan.dims = asdict(dims)
 
-        def estimate_for(layout: memory.Layout) -> dict[str, Any]:
-            return memory.estimate(dims, device=device, quantized=cuda, weight_bytes=2 if cuda else 4,
-                                   act_bytes=2 if cuda else 4, lora_r=settings.lora_r,
-                                   eight_bit_optim="8bit" in plan.optim, layout=layout, seq_len=seq_len)
 
-        if budget is None:
-            layout, plan.memory = candidates[0], estimate_for(candidates[0])
-        else:
-            layout, plan.memory = memory.choose(candidates, budget, estimate_for)
-            plan.memory["budget_gib"], plan.memory["budget_source"] = budget.gib, budget.source
-            plan.memory["free_gib"] = budget.free_gib
-    plan.gradient_checkpointing = layout.gradient_checkpointing
-    plan.dpo["per_device_train_batch_size"] = layout.micro_batch
-    plan.dpo["gradient_accumulation_steps"] = layout.accumulation
-    return plan
+def _layout(train, device: str, optim: str, dims: ModelDims | None, seq_len: int,
+            budget: memory.Budget | None) -> tuple[memory.Layout, dict[str, Any]]:
+    """(micro-batch layout, its memory estimate): the leanest without dims (no estimate possible,
+    so the safe one), the fastest without a budget, else the fastest that fits."""
+    candidates = memory.layouts(device, train.batch_size)
+    if dims is None:
+        return candidates[-1], {}
+    cuda = device == "cuda"
+
+    def estimate_for(layout: memory.Layout) -> dict[str, Any]:
+        return memory.estimate(dims, device=device, quantized=cuda, weight_bytes=2 if cuda else 4,
+                               act_bytes=2 if cuda else 4, lora_r=train.lora_r, eight_bit_optim="8bit" in optim,
+                               layout=layout, seq_len=seq_len)
+
+    if budget is None:
+        return candidates[0], estimate_for(candidates[0])
+    layout, estimate = memory.choose(candidates, budget, estimate_for)
+    estimate.update(budget_gib=budget.gib, budget_source=budget.source, free_gib=budget.free_gib)
+    return layout, estimate
 
 
 def dims_from_gguf(path) -> ModelDims:

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..feedback.pairs import prompt_messages, rating_in_origin
+from ..feedback import reader
+from ..feedback.pairs import prompt_messages
 from . import dataset as ds
+from . import sampling
 
 THUMB = "thumb"  # the source of an unpaired thumb's example; weighted like 'rating' pairs
 
@@ -47,7 +49,7 @@ class Example:
 
     @property
     def content_key(self) -> str:
-        return ds.content_key(self.prompt, self.completion, str(self.label))
+        return sampling.content_key(self.prompt, self.completion, str(self.label))
 
 
 @dataclass
@@ -58,17 +60,14 @@ class ExampleSet:
     skipped: list[str] = field(default_factory=list)  # "id: why" for corrupt pairs and thumbs
     duplicates: int = 0
 
-    def _weight(self, e: Example) -> float:
-        return self.weights.get("rating" if e.source == THUMB else e.source, 1.0)
+    def weight(self, e: Example) -> float:
+        return self.weights.get(weighed_as(e), 1.0)
 
     def train_examples(self, seed: int = 0) -> list[Example]:
         """Each train example repeated by its source weight, in a stable shuffled order: TRL's KTO
         reads batches in order (its KL term pairs neighbours), so labels must be mixed."""
-        out = []
-        for e in self.train:
-            w = self._weight(e)
-            out.extend([e] * max(int(w) + (ds.heldout_bucket(e.id + "#w") < w - int(w)), 0))
-        order = sorted(range(len(out)), key=lambda i: (ds.heldout_bucket(f"{seed}#{out[i].id}#{i}"), i))
+        out = sampling.repeat_by_weight(self.train, lambda e: e.id, self.weight)
+        order = sorted(range(len(out)), key=lambda i: (sampling.bucket(f"{seed}#{out[i].id}#{i}"), i))
         return [out[i] for i in order]
 
     def counts(self, seed: int = 0) -> dict[str, int]:
@@ -79,7 +78,7 @@ class ExampleSet:
         by_source = Counter(e.source for e in self.train)
         return {"train": len(self.train), "heldout": len(self.heldout),
                 "desirable": sum(e.label for e in self.train), "undesirable": sum(not e.label for e in self.train),
-                "by_source": {s: by_source.get(s, 0) for s in (THUMB, *ds.SOURCES)},
+                "by_source": {s: by_source.get(s, 0) for s in (THUMB, *sampling.SOURCES)},
                 "weighted_train_rows": len(self.train_examples(seed)), "duplicates_dropped": self.duplicates,
                 "corrupt_skipped": len(self.skipped)}
 
@@ -106,10 +105,7 @@ def _thumb(row: sqlite3.Row) -> Example:
 def read_thumbs(db_path: Path) -> tuple[list[Example], list[str]]:
     """The live thumbs that no 'rating' pair already carries, the latest per response, oldest first;
     and 'rating id: why' for each that could not be used."""
-    rows = ds.read_rows(db_path, f"""SELECT r.id, r.value, r.created, r.response_id, s.answer, s.messages_json
-        FROM ratings r JOIN responses s ON s.id = r.response_id
-        WHERE r.undone = 0 AND NOT EXISTS (SELECT 1 FROM pairs WHERE source = 'rating' AND {rating_in_origin("r.id")})
-        ORDER BY r.created, r.rowid""")
+    rows = reader.thumb_rows(db_path)
     latest = {row["response_id"]: row for row in rows}  # later rows overwrite: the latest thumb wins
     thumbs, skipped = [], []
     for row in rows:
@@ -128,28 +124,25 @@ def split_pair(p: ds.Pair) -> list[Example]:
                     trained_in_version=p.trained_in_version)]
 
 
-def build(pairs: list[ds.Pair], thumbs: list[Example], settings, skipped: list[str] | None = None) -> ExampleSet:
-    """Split pairs, add thumbs, drop duplicates (keeping the most trusted source), hold out by group."""
-    weights = {s: float(settings.source_weights.get(s, 1.0)) for s in ds.SOURCES}
-    trust = lambda e: weights["rating" if e.source == THUMB else e.source]  # noqa: E731
+def weighed_as(e: Example) -> str:
+    """The source whose weight an example takes: an unpaired thumb weighs like a 'rating' pair."""
+    return "rating" if e.source == THUMB else e.source
+
+
+def build(pairs: list[ds.Pair], thumbs: list[Example], train, skipped: list[str] | None = None) -> ExampleSet:
+    """Split pairs, add thumbs, drop duplicates (keeping the most trusted source), hold out by group
+    (`train`: TrainSettings)."""
+    weights = sampling.source_weights(train)
     every = [e for p in pairs for e in split_pair(p)] + thumbs
-    best: dict[str, Example] = {}
-    for e in every:
-        if e.content_key not in best or trust(e) > trust(best[e.content_key]):
-            best[e.content_key] = e
-    unique = [e for e in every if best[e.content_key] is e]
-    groups = sorted({e.group for e in unique}, key=ds.heldout_bucket)
-    held = {g for g in groups if ds.heldout_bucket(g) < settings.heldout_fraction}
-    if not held and len(groups) >= 2 and settings.heldout_fraction > 0:
-        held = {groups[0]}  # stable: the lowest bucket
-    return ExampleSet([e for e in unique if e.group not in held], [e for e in unique if e.group in held], weights,
-                      list(skipped or []), len(every) - len(unique))
+    unique = sampling.dedupe(every, lambda e: e.content_key, lambda e: weights[weighed_as(e)])
+    kept, heldout = sampling.split(unique, lambda e: e.group, train.heldout_fraction)
+    return ExampleSet(kept, heldout, weights, list(skipped or []), len(every) - len(unique))
 
 
-def load(db_path: Path, settings) -> ExampleSet:
+def load(db_path: Path, train) -> ExampleSet:
     pairs, bad_pairs = ds.read_pairs(db_path)
     thumbs, bad_thumbs = read_thumbs(db_path)
-    return build(pairs, thumbs, settings, bad_pairs + bad_thumbs)
+    return build(pairs, thumbs, train, bad_pairs + bad_thumbs)
 
 
 def kto_weights(desirable: int, undesirable: int) -> dict[str, float]:
@@ -162,11 +155,11 @@ def kto_weights(desirable: int, undesirable: int) -> dict[str, float]:
     return {"desirable_weight": math.ceil(n_u / n_d * 1000) / 1000, "undesirable_weight": 1.0}
 
 
-def require_enough(es: ExampleSet, settings) -> None:
-    if len(es.train) < max(settings.min_pairs, 2):
+def require_enough(es: ExampleSet, train) -> None:
+    if len(es.train) < max(train.min_pairs, 2):
         raise ds.NotEnoughPairs(
             f"only {len(es.train)} training examples (thumbs, and pairs split into both answers) for KTO "
-            f"(it needs train.min_pairs = {max(settings.min_pairs, 2)}); rate more answers, then retry")
+            f"(it needs train.min_pairs = {max(train.min_pairs, 2)}); rate more answers, then retry")
 
 
 def new_thumbs(es: ExampleSet, since: str | None) -> int:

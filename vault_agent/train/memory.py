@@ -225,13 +225,11 @@ def layouts(device: str, batch_size: int) -> list[Layout]:
 
 def choose(candidates: list[Layout], budget_: Budget, estimate_for) -> tuple[Layout, dict[str, Any]]:
     """The first layout whose estimate fits the budget; DoesNotFit (one line, what to change) if none."""
-    tried = []
+    leanest: dict[str, Any] = {}
     for layout in candidates:
-        est = estimate_for(layout)
-        tried.append((layout, est))
-        if est["total_gib"] <= budget_.gib:
-            return layout, est
-    leanest = tried[-1][1]
+        leanest = estimate_for(layout)
+        if leanest["total_gib"] <= budget_.gib:
+            return layout, leanest
     raise DoesNotFit(
         f"even the leanest training plan needs about {leanest['total_gib']} GiB at train.max_length="
         f"{leanest['seq_len']} tokens, more than the {budget_.gib} GiB allowed ({budget_.source}); "

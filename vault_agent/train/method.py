@@ -7,16 +7,9 @@ there are that many single-answer examples. Nothing here loads a model.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from ..errors import ConfigError
-from ..paths import AppDirs
 from . import dataset as ds
 from . import examples as ex
-from . import registry
-
-METHODS = ("auto", "dpo", "kto")
 
 
 def with_method(settings, method: str | None):
@@ -63,31 +56,3 @@ def choose(train, tset: ds.TrainingSet, eset: ex.ExampleSet) -> tuple[str, str]:
                        f"{n_examples} thumbed or corrected answers are enough to learn from one by one")
     raise ds.NotEnoughPairs(f"not enough feedback to train: only {pairs_note}, and {examples_note}; rate more "
                             "answers or run `vault-agent pairs generate`, then retry")
-
-
-def last_trained_at(dirs: AppDirs) -> str | None:
-    """When the newest version started training (UTC ISO), None without versions. Versions made
-    before this was recorded fall back to their metrics.json modification time."""
-    have = registry.versions(dirs)
-    if not have:
-        return None
-    path = registry.adapters_dir(dirs) / have[-1] / "metrics.json"
-    try:
-        stamp = json.loads(path.read_text()).get("trained_at")
-        if isinstance(stamp, str):
-            return stamp
-        from datetime import datetime, timezone
-
-        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="microseconds")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def new_signal(method: str, tset: ds.TrainingSet, eset: ex.ExampleSet, dirs: AppDirs) -> dict[str, Any]:
-    """What --if-due counts: pairs no version trained on, and for KTO also unpaired thumbs given
-    after the newest version started training (a thumb leaves no mark in the log when it trains)."""
-    pairs = ds.new_pairs(tset)
-    if method != "kto":
-        return {"new": pairs, "what": f"{pairs} new pairs"}
-    thumbs = ex.new_thumbs(eset, last_trained_at(dirs))
-    return {"new": pairs + thumbs, "what": f"{pairs} new pairs and {thumbs} new thumbs"}

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -74,6 +75,22 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     os.replace(tmp, path)
+
+
+def last_trained_at(dirs: AppDirs) -> str | None:
+    """When the newest version started training (UTC ISO), None without versions. Versions made
+    before this was recorded fall back to their metrics.json modification time."""
+    have = versions(dirs)
+    if not have:
+        return None
+    path = adapters_dir(dirs) / have[-1] / "metrics.json"
+    try:
+        stamp = json.loads(path.read_text()).get("trained_at")
+        if isinstance(stamp, str):
+            return stamp
+        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="microseconds")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def read_metrics(dirs: AppDirs, version: str) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..paths import AppDirs
+from .pids import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,10 @@ def is_locked(dirs: AppDirs) -> bool:
     if not text.startswith("pid "):
         return False
     try:
-        os.kill(int(text.split()[1].rstrip(",")), 0)
-    except (ValueError, ProcessLookupError):
-        return False  # a run killed with SIGKILL leaves its pid behind; the kernel freed the lock
-    except PermissionError:
-        return True
-    return True
+        pid = int(text.split()[1].rstrip(","))
+    except ValueError:
+        return False
+    return pid_alive(pid)  # a run killed with SIGKILL leaves its pid behind; the kernel freed the lock
 
 
 def next_run(nightly_at: str, now: datetime | None = None) -> datetime:

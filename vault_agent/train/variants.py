@@ -11,21 +11,22 @@ from ..errors import UserError
 SFT_SKIPPED_NO_CORRECTIONS = "SFT term skipped: no correction pairs among the training pairs"
 
 
-def variant_plan(settings) -> dict[str, Any]:
-    """The variant settings as the plan records them. Refuses, before any model loads, a variant
-    that does not combine with train.loss_type (they are terms of the sigmoid loss)."""
-    margins = {s: float(m) for s, m in (getattr(settings, "source_margins", None) or {}).items() if m}
-    dynamic = bool(getattr(settings, "dynamic_beta", False))
-    loss_type = getattr(settings, "loss_type", "sigmoid")
+def variant_plan(train) -> dict[str, Any]:
+    """The variant settings (`train`: TrainSettings) as the plan records them. Refuses, before any
+    model loads, a variant that does not combine with train.loss_type (they are terms of the
+    sigmoid loss)."""
+    margins = {s: float(m) for s, m in train.source_margins.items() if m}
+    dynamic = train.dynamic_beta
+    loss_type = train.loss_type
     if loss_type != "sigmoid" and (dynamic or margins):
         which = "train.dynamic_beta" if dynamic else "train.source_margins"
         raise UserError(f"{which} modifies the sigmoid DPO loss; train.loss_type is {loss_type!r}: set it to "
                         "sigmoid or turn the variant off")
     return {
-        "sft_weight": float(getattr(settings, "sft_weight", 0.0)),
+        "sft_weight": float(train.sft_weight),
         "source_margins": margins,
-        "dynamic_beta": {"alpha": settings.dynamic_beta_alpha, "momentum": settings.dynamic_beta_momentum,
-                         "keep": settings.dynamic_beta_keep} if dynamic else None,
+        "dynamic_beta": {"alpha": train.dynamic_beta_alpha, "momentum": train.dynamic_beta_momentum,
+                         "keep": train.dynamic_beta_keep} if dynamic else None,
         "loss_type": loss_type,
     }
 
