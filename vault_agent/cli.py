@@ -46,12 +46,11 @@ def _vault(vault: Optional[Path]):
 
 def _served_vault() -> Path | None:
     """The vault of the daemon this user runs (its daemon file), if any; `make run` configures none."""
+    from . import discovery
     from .paths import app_dirs
 
-    try:
-        return Path(json.loads(app_dirs().daemon_file.read_text())["vault"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    info = discovery.read(app_dirs())
+    return info.vault if info is not None else None
 
 
 def _daemon_for(root: Path, timeout: float | None = 120.0):
@@ -234,7 +233,7 @@ def serve(
     daemon = Daemon(settings, root, app_dirs(), allow_remote=allow_remote).build()
     console = _console()
     console.print(f"vault-agent serving [bold]{root}[/] at [bold]{daemon.url}[/]", highlight=False)
-    console.print(f"model: {daemon.services.rag.backend.model_id}; OpenAPI schema at {daemon.url}/openapi.json "
+    console.print(f"model: {daemon.runtime.backend.model_id}; OpenAPI schema at {daemon.url}/openapi.json "
                   "(with the token)", highlight=False)
     console.print("token: `vault-agent token` prints it (send it as `Authorization: Bearer <token>`)")
     console.print("Ctrl-C stops.")

@@ -71,14 +71,14 @@ def pairs_generate(
 def _generate_remote(client, limit: int, show) -> dict:
     """Through the running daemon, which owns the model: start the job, poll its progress."""
     try:
-        state = client._call("POST", "/pairs/generate", json={"limit": limit})
+        state = client.post("/pairs/generate", {"limit": limit})
         while True:
             if state.get("summary"):
                 show(state["summary"], state.get("total", 0))
             if not state.get("running"):
                 break
             time.sleep(0.5)
-            state = client._call("GET", "/pairs/generate")
+            state = client.get("/pairs/generate")
     finally:
         client.close()
     if state.get("error"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -73,13 +72,12 @@ def install(vault: Path, plugin_dir: Path, url: str, token: str) -> Path:
 
 def daemon_url() -> str:
     """The running daemon's URL if there is one, else where `vault-agent serve` will listen."""
+    from . import discovery
     from .config import load_settings
     from .paths import app_dirs
 
-    try:
-        return json.loads(app_dirs().daemon_file.read_text())["url"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    if (info := discovery.read(app_dirs())) is not None:
+        return info.url
     server = load_settings().server
     host = f"[{server.host}]" if ":" in server.host else server.host
     return f"http://{host}:{server.port or 8765}"
