@@ -1,4 +1,4 @@
-"""Errors a user can cause. The CLI prints them as one line; the API maps them to 4xx."""
+"""Errors a user can cause. The CLI prints them as one line; the API answers with the status each class names."""
 
 
 class UserError(Exception):
