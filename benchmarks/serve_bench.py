@@ -378,7 +378,7 @@ def main() -> None:
             "sequential_aggregate_tokens_per_s_last_pass": round(seq_tokens / seq_walls[-1], 1),
             "speedup_requests_per_s_vs_sequential_last_pass": round(conc_rps / seq_rps[-1], 3),
             "ttft_client_incl_queue": summary_ms(ttft(conc["runs"])),
-            "note": "the daemon runs one generation at a time (generation_lock + GenerationGate); ~1x is expected",
+            "note": "the daemon runs one generation at a time (generation_lock + RequestQueue); ~1x is expected",
         },
         "memory": {"daemon_before_indexing_load": ours["memory_idle"], "daemon_at_end": ours["memory"],
                    "bench_process_peak_rss_mb_raw_llama": peak_rss_mb()},

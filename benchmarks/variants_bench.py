@@ -4,7 +4,7 @@ sample-vault pairs and judged on the same held-out split.
 
 Per variant: held-out preference accuracy and margin, KL to the base and perplexity change (the
 llama.cpp gate's scoring, train/gate.py), fact coverage on the eval question file (`vault-agent eval`,
-cli_eval.py), and training time.
+cli/eval.py), and training time.
 
 Data (built once, cached under --workdir): the sample vault, indexed; synthetic pairs from
 `vault-agent pairs generate` (one context chunk per prompt, so they fit a short max_length); and the

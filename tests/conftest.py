@@ -91,7 +91,7 @@ class RunningDaemon:
         self.url = daemon.url
         self.token = daemon.token
         self.vault = daemon.vault
-        self.services = daemon.services
+        self.runtime = daemon.runtime
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=120)
 
     def stop(self):
@@ -116,10 +116,25 @@ def start_daemon(vault: Path, home: Path, embedder, backend=None, **overrides) -
     assert ready.wait(60), "daemon did not start"
     running = RunningDaemon(daemon, thread)
     deadline = __import__("time").monotonic() + 120
-    while running.services.indexer.catalog.get_meta("last_sync") is None:  # start-up reconcile done
+    while running.runtime.indexer.catalog.get_meta("last_sync") is None:  # start-up reconcile done
         assert __import__("time").monotonic() < deadline, "start-up index did not finish"
         __import__("time").sleep(0.05)
     return running
+
+
+@pytest.fixture
+def built_daemon(make_vault, agent_home):
+    """A daemon built (its Runtime and app) but not serving, with the FakeBackend: for tests of the
+    wiring that need no HTTP server, no index pass and no model."""
+    from vault_agent.config import load_settings
+    from vault_agent.daemon import Daemon
+    from vault_agent.llm.fake import FakeBackend
+    from vault_agent.paths import app_dirs
+
+    vault = make_vault({"Note.md": "# Note\n\ntext\n"}, name="built-vault").resolve()
+    daemon = Daemon(load_settings(vault=vault), vault, app_dirs(), backend=FakeBackend()).build()
+    yield daemon
+    daemon.close()
 
 
 # Short answers keep the real model fast enough for a test suite on 2 cores.

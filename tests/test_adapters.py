@@ -105,7 +105,7 @@ def test_hot_swap_changes_answers_without_restart_and_in_flight_answers_keep_the
         adapted = http.post("/ask", json={"question": QUESTION}).json()
         assert adapted["adapter_version"] == "v0001"
         assert adapted["answer"] != base["answer"]  # the adapter really changed what the model says
-        stored = daemon.services.log.get_response(adapted["response_id"])
+        stored = daemon.runtime.log.get_response(adapted["response_id"])
         assert stored["adapter_version"] == "v0001"
         assert http.get("/status").json()["adapter"] == "v0001"
 
@@ -119,7 +119,7 @@ def test_hot_swap_changes_answers_without_restart_and_in_flight_answers_keep_the
         assert r.status_code == 404 and "v0042" in r.json()["error"]
         assert http.get("/status").json()["adapter"] is None  # a refused switch changes nothing
     finally:
-        daemon.services.rag.backend.set_adapter(None, None)  # the model is shared with other tests
+        daemon.runtime.backend.set_adapter(None, None)  # the model is shared with other tests
 
 
 @pytest.mark.slow
@@ -154,7 +154,7 @@ def test_swaps_under_load_fail_no_request_and_each_answer_matches_the_version_it
             make_version(dirs, v, f)
     http = daemon.http
     ask = {"question": QUESTION, "k": 1}
-    backend = daemon.services.rag.backend
+    backend = daemon.runtime.backend
     # Prompt-prefix reuse makes llama.cpp evaluate the prompt in different batch splits, and with a
     # LoRA adapter that moves logits by rounding (enough to flip a sampled token now and then), so
     # exact-text checks need a fresh prompt evaluation per request.

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vault_agent import cli
+from vault_agent.cli.common import resolve
 from vault_agent.errors import UserError
 from vault_agent.paths import app_dirs
 
@@ -15,10 +15,10 @@ from vault_agent.paths import app_dirs
 def test_no_configured_vault_falls_back_to_the_daemons_vault(make_vault):
     vault = make_vault({"Note.md": "# Note\n\ntext\n"})
     with pytest.raises(UserError, match="no vault configured"):
-        cli._vault(None)
+        resolve(None)
     dirs = app_dirs().ensure()
     dirs.daemon_file.write_text(json.dumps({"url": "http://127.0.0.1:1", "pid": 1, "vault": str(vault)}))
-    settings, root = cli._vault(None)
+    settings, root = resolve(None)
     assert root == vault.resolve()
     other = make_vault({"Other.md": "# Other\n"}, name="other")
-    assert cli._vault(other)[1] == other.resolve()  # --vault still wins
+    assert resolve(other)[1] == other.resolve()  # --vault still wins

@@ -32,15 +32,8 @@ def test_every_setting_is_documented(key):
     assert f"`{key}`" in README
 
 
-def test_every_route_is_documented(tmp_path):
-    from vault_agent.server.app import create_app
-
-    from vault_agent.config import load_settings
-    from vault_agent.server.app import Services
-    from vault_agent.server.gate import GenerationGate
-
-    app = create_app(Services(settings=load_settings(), indexer=None, rag=None, log=None,
-                              gate=GenerationGate(1)), token="t")
+def test_every_route_is_documented(built_daemon):
+    app = built_daemon.app
     documented = set(re.findall(r"`(GET|POST) (/[^` ?]*)", README))
     routes = {(m, r.path) for r in app.routes if getattr(r, "include_in_schema", False) for m in r.methods}
     missing = sorted(f"{m} {p}" for m, p in routes - documented)

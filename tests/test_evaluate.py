@@ -82,11 +82,11 @@ def test_summary_and_table_put_adapters_side_by_side():
 
 
 def test_table_has_one_column_per_adapter(capsys):
-    from vault_agent.cli_eval import _print_table
+    from vault_agent.cli.eval import print_table
 
     figures = {"questions": 1, "fact_coverage": 0.25, "explicit_citation_rate": 0.0, "mean_words": 40,
                "mean_tokens": 65, "latency_ms_mean": 900, "latency_ms_p50": 800, "recall_at_5": 1.0}
-    _print_table({"question_file": "q.jsonl", "questions": [{}], "model": "m.gguf", "adapters": ["none", "v0002"],
+    print_table({"question_file": "q.jsonl", "questions": [{}], "model": "m.gguf", "adapters": ["none", "v0002"],
                   "summary": {"none": figures, "v0002": {**figures, "fact_coverage": 0.5}}})
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if "metric" in line)

@@ -57,8 +57,8 @@ def test_stream_keeps_flowing_while_50_compares_save(api):
         release.wait(60)
 
     backend.before_generation = hold
-    gate = api.services.gate
-    saved_capacity, gate.capacity = gate.capacity, COMPARES + 10
+    queue = api.runtime.queue
+    saved_capacity, queue.capacity = queue.capacity, COMPARES + 10
     codes: list[int] = []
 
     def one_compare(i: int) -> None:
@@ -83,7 +83,7 @@ def test_stream_keeps_flowing_while_50_compares_save(api):
             t.join(120)
     finally:
         release.set()
-        gate.capacity = saved_capacity
+        queue.capacity = saved_capacity
     assert codes.count(200) == COMPARES, codes
     assert len(arrivals) >= 30
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]

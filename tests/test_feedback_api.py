@@ -11,7 +11,7 @@ from conftest import record_response
 
 
 def make_response(api, question="How often do I water tomatoes?", answer="Every day."):
-    return record_response(api.services.log, question, answer)
+    return record_response(api.runtime.log, question, answer)
 
 
 def test_thumbs_up_is_recorded_once_on_retry(api):
@@ -21,7 +21,7 @@ def test_thumbs_up_is_recorded_once_on_retry(api):
     retry = api.http.post("/feedback", json={"response_id": rid, "rating": 1, "idempotency_key": key})
     assert first.status_code == retry.status_code == 200
     assert first.json() == retry.json()
-    assert api.services.log.get_response(rid) is not None
+    assert api.runtime.log.get_response(rid) is not None
     unrated = {r["id"] for r in api.http.get("/responses", params={"unrated": True}).json()["responses"]}
     assert rid not in unrated  # no longer in the rating queue
 
@@ -51,7 +51,7 @@ def test_correction_becomes_a_pair(api):
     r = api.http.post("/feedback", json={"response_id": rid, "correction": "Gerald is my sourdough starter."})
     assert r.status_code == 200 and r.json()["correction"]["text"].startswith("Gerald")
     assert api.http.get("/preferences/stats").json()["pairs"]["correction"] == before + 1
-    pair = next(p for p in api.services.log.pairs() if p["origin_id"] == r.json()["correction"]["id"])
+    pair = next(p for p in api.runtime.log.pairs() if p["origin_id"] == r.json()["correction"]["id"])
     assert pair["rejected"] == "A dog."
 
 
@@ -89,13 +89,13 @@ def test_a_late_retry_cannot_undo_a_newer_choice(api):
     api.http.post(f"/compare/{cid}/choice", json={"choice": "B", "idempotency_key": "k2-" + cid})
     retry = api.http.post(f"/compare/{cid}/choice", json={"choice": "A", "idempotency_key": "k1-" + cid})
     assert retry.status_code == 200 and retry.json() == first.json()  # the original result...
-    assert api.services.log.get_comparison(cid)["choice"] == "B"  # ...and the newer decision stands
-    (pair,) = [p for p in api.services.log.pairs() if p["origin_id"] == cid]
-    assert pair["chosen"] == api.services.log.get_comparison(cid)["answer_b"]
+    assert api.runtime.log.get_comparison(cid)["choice"] == "B"  # ...and the newer decision stands
+    (pair,) = [p for p in api.runtime.log.pairs() if p["origin_id"] == cid]
+    assert pair["chosen"] == api.runtime.log.get_comparison(cid)["answer_b"]
 
 
 def test_every_write_route_records_a_key_once(api):
-    log = api.services.log
+    log = api.runtime.log
     rid = make_response(api, f"q {uuid.uuid4().hex}", "a")
     rating = api.http.post("/feedback", json={"response_id": rid, "rating": 1}).json()["rating"]
     undo = {"Idempotency-Key": uuid.uuid4().hex}
@@ -114,7 +114,7 @@ def test_every_write_route_records_a_key_once(api):
 
 
 def test_discarded_compare_candidates_are_not_rated_or_counted(api):
-    log = api.services.log
+    log = api.runtime.log
     stats_before = log.stats()["responses"]
     api.backend.one_answer = True  # every retry of the compare loop gives the same text
     body = api.http.post("/compare", json={"question": "What is my dinghy called?"}).json()
@@ -139,7 +139,7 @@ def sqlite_rows(path, sql, *params):
 def test_locked_preference_log_is_503_with_retry_after_then_the_retry_lands(api):
     rid = make_response(api)
     key = uuid.uuid4().hex
-    blocker = sqlite3.connect(api.services.log.path, isolation_level=None, timeout=1)
+    blocker = sqlite3.connect(api.runtime.log.path, isolation_level=None, timeout=1)
     blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
         r = api.http.post("/feedback", json={"response_id": rid, "rating": 1, "idempotency_key": key})

@@ -58,7 +58,7 @@ def files_under(root: Path) -> dict[str, tuple[int, str]]:
 
 
 def test_status_with_other_settings_does_not_wipe_the_daemons_index(served, agent_home):
-    ix = served.services.indexer
+    ix = served.runtime.indexer
     before = ix.catalog.counts()
     assert before["notes"] == 2
     out = cli("status", "--vault", str(served.vault), "--json", home=agent_home,
@@ -80,7 +80,7 @@ def test_index_while_the_daemon_runs_asks_the_daemon(served, agent_home):
     out = cli("index", "--vault", str(served.vault), "--full", home=agent_home)
     assert out.returncode == 0, out.stderr
     assert "3/3 notes indexed" in out.stdout
-    chunks = served.services.indexer.catalog.counts()["chunks"]
+    chunks = served.runtime.indexer.catalog.counts()["chunks"]
     assert f"{chunks} chunks embedded" in out.stdout  # --full re-embedded everything, in the daemon
     r = served.http.get("/status").json()["index"]
     assert r["notes_indexed"] == 3 and r["orphan_vectors_pruned"] == 0 and r["missing_vectors_restored"] == 0

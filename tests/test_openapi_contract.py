@@ -52,8 +52,8 @@ class Contract:
 
 
 def test_every_route_answers_as_its_schema_says(api, contract):
-    c, log = contract, api.services.log
-    big = {"query": "x" * (api.services.settings.server.max_body_bytes + 10)}
+    c, log = contract, api.runtime.log
+    big = {"query": "x" * (api.runtime.settings.server.max_body_bytes + 10)}
     c.call("get", "/health")
     c.call("get", "/health", headers={"Host": "evil.example"})
     c.call("get", "/status")
@@ -68,20 +68,20 @@ def test_every_route_answers_as_its_schema_says(api, contract):
         assert c.call("post", route, json=bad).status_code == 422
         assert c.call("post", route, json=good, token=False).status_code == 401
         assert c.call("post", route, json=big).status_code == 413
-    too_long = {"question": "why " * api.services.settings.server.max_question_chars}
+    too_long = {"question": "why " * api.runtime.settings.server.max_question_chars}
     assert c.call("post", "/ask", json=too_long).status_code == 422
 
     stream = c.call("post", "/ask/stream", json={"question": "Who is Priya?"})
     assert stream.status_code == 200 and "event: final" in stream.text
     assert c.call("post", "/ask/stream", json={"question": ""}).status_code == 422
 
-    gate = api.services.gate  # a full queue: 503 with Retry-After, before any stream starts
-    saved, gate.capacity = gate.capacity, 0
+    queue = api.runtime.queue  # a full queue: 503 with Retry-After, before any stream starts
+    saved, queue.capacity = queue.capacity, 0
     try:
         for route in ("/ask", "/ask/stream", "/compare"):
             assert c.call("post", route, json={"question": "Who is Priya?"}).status_code == 503
     finally:
-        gate.capacity = saved
+        queue.capacity = saved
 
     rid = record_response(log, f"q {uuid.uuid4().hex}", "a")
     neither = {"response_id": rid}

@@ -65,7 +65,7 @@ def test_plugin_client_asks_streams_rates_corrects_and_compares(daemon, plugin_b
 
     # The same key twice (a retry after a lost reply) is one rating.
     assert out["thumb_first"]["rating"]["id"] == out["thumb_again"]["rating"]["id"]
-    ratings = daemon.services.log.stats()["ratings"]
+    ratings = daemon.runtime.log.stats()["ratings"]
     assert ratings["up"] == 1
     assert out["correction"]["correction"]["response_id"] == answer["response_id"]
 
@@ -100,7 +100,7 @@ def test_a_rating_made_while_the_daemon_is_down_arrives_once_it_is_back(tmp_path
         outbox.write_text(json.dumps([{"key": "rating-key-1", "path": "/feedback", "label": "thumbs down",
                                        "body": {"response_id": response_id, "rating": -1}, "queuedAt": 0}]))
         assert drive("flush", url=second.url, token=token, outbox_file=str(outbox))["sent"] == 1
-        stats = second.services.log.stats()
+        stats = second.runtime.log.stats()
         assert stats["ratings"]["down"] == 1 and stats["ratings"]["up"] == 0
     finally:
         second.stop()
@@ -161,7 +161,7 @@ def test_the_view_renders_a_streamed_answer_with_citations_and_ratings_in_chromi
         seen = json.loads(r.stdout.strip().splitlines()[-1])
         assert seen["done"]["ok"], seen
         assert seen["streaming_text"], "no partial answer was on screen while it streamed"
-        final = running.services.log.get_response(seen["done"]["response_id"])
+        final = running.runtime.log.get_response(seen["done"]["response_id"])
         assert seen["answer_text"].strip() == final["answer"].strip()
         assert seen["citations"] and all(seen["citations"])
         assert seen["buttons"][:3] == ["Good answer", "Bad answer", "Write a better answer"]
@@ -169,7 +169,7 @@ def test_the_view_renders_a_streamed_answer_with_citations_and_ratings_in_chromi
         assert seen["delivered"] == [{"response_id": seen["done"]["response_id"], "rating": 1}]
         assert seen["thumb_active"] is True
         assert seen["opened"] == [seen["first_citation_href"]]  # opens that note at that heading
-        assert running.services.log.stats()["ratings"]["up"] == 1
+        assert running.runtime.log.stats()["ratings"]["up"] == 1
         assert seen["console_errors"] == []
         assert (SCREENSHOTS / "view-answer.png").stat().st_size > 5000
     finally:

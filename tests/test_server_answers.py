@@ -38,11 +38,11 @@ def test_answer_cites_the_note_it_came_from(daemon):
     assert c["uri"].startswith("obsidian://open?vault=vault&file=Recipes%2FSourdough.md")
     assert body["response_id"].startswith("r_")
     # the answer was recorded for later feedback
-    stored = daemon.services.log.get_response(body["response_id"])
+    stored = daemon.runtime.log.get_response(body["response_id"])
     assert stored["answer"] == body["answer"] and stored["model_id"] == body["model"]
     assert stored["retrieved"] and stored["timings"]["generation_ms"] > 0
     # made with the whole vault indexed, and the log keeps that with the answer
-    total = len(daemon.services.indexer.files.scan()[0])
+    total = len(daemon.runtime.indexer.files.scan()[0])
     assert body["index_state"] == {"state": "ready", "notes_indexed": total, "notes_total": total}
     assert stored["timings"]["index_state"] == body["index_state"]
 
@@ -70,7 +70,7 @@ def test_note_edited_while_running_is_used_in_next_answer(daemon):
         time.sleep(0.1)
     body = daemon.http.post("/ask", json={"question": "What is my dinghy called?"}).json()
     assert "Boats.md" in [c["path"] for c in body["citations"]]
-    stored = daemon.services.log.get_response(body["response_id"])
+    stored = daemon.runtime.log.get_response(body["response_id"])
     assert "Marigold Seven" in stored["prompt"]
 
 
@@ -98,7 +98,7 @@ def test_concurrent_requests_complete_or_get_503_never_500(daemon):
 
 
 def test_client_disconnect_cancels_generation(daemon):
-    before = len(daemon.services.log.recent_responses(500))
+    before = len(daemon.runtime.log.recent_responses(500))
     with httpx.Client(base_url=daemon.url, headers={"Authorization": f"Bearer {daemon.token}"}, timeout=60) as c:
         with c.stream("POST", "/ask/stream", json={"question": "Tell me everything about Project Heron."}) as r:
             for line in r.iter_lines():
@@ -108,6 +108,6 @@ def test_client_disconnect_cancels_generation(daemon):
     while daemon.http.get("/status").json()["queue"]["running"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert daemon.http.get("/status").json()["queue"]["running"] == 0
-    assert len(daemon.services.log.recent_responses(500)) == before  # a cancelled answer isn't recorded
+    assert len(daemon.runtime.log.recent_responses(500)) == before  # a cancelled answer isn't recorded
     # and the model is free for the next question
     assert daemon.http.post("/ask", json={"question": "Who is Priya?"}).status_code == 200

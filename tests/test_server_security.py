@@ -61,13 +61,13 @@ def test_cors_only_for_obsidian(api):
 
 
 def test_oversized_body_is_413(api):
-    big = {"question": "x" * (api.services.settings.server.max_body_bytes + 10)}
+    big = {"question": "x" * (api.runtime.settings.server.max_body_bytes + 10)}
     r = api.http.post("/ask", json=big)
     assert r.status_code == 413 and "body" in r.json()["error"]
 
 
 def test_oversized_chunked_body_is_413(api):
-    limit = api.services.settings.server.max_body_bytes
+    limit = api.runtime.settings.server.max_body_bytes
 
     def chunks():
         for _ in range(limit // 1000 + 5):
@@ -85,7 +85,7 @@ def test_malformed_json_is_422(api):
 
 
 def test_question_over_limit_is_422(api):
-    limit = api.services.settings.server.max_question_chars
+    limit = api.runtime.settings.server.max_question_chars
     r = api.http.post("/ask", json={"question": "why " * (limit // 4 + 10)})
     assert r.status_code == 422 and "max_question_chars" in r.json()["error"]
 
@@ -129,14 +129,14 @@ def test_api_docs_need_the_token_and_load_nothing_from_a_cdn(api):
 
 
 def test_search_uses_top_k_and_the_question_limit(api):
-    search = api.services.settings.search
+    search = api.runtime.settings.search
     saved = search.top_k
     try:
         search.top_k = 3
         assert len(api.http.post("/search", json={"query": "garden"}).json()["hits"]) == 3
     finally:
         search.top_k = saved
-    limit = api.services.settings.server.max_question_chars
+    limit = api.runtime.settings.server.max_question_chars
     r = api.http.post("/search", json={"query": "x" * (limit + 1)})
     assert r.status_code == 422 and "max_question_chars" in r.json()["error"]
     assert r.json()["detail"][0]["loc"] == ["body", "query"]

@@ -62,17 +62,17 @@ def test_one_failing_close_does_not_skip_the_rest(make_vault, agent_home, embedd
     vault = make_vault({"Note.md": "# Note\n\nA note for the shutdown test.\n"})
     stub = SimpleNamespace(model_id="none (shutdown test)", adapter_version=None, close=lambda: None)
     running = start_daemon(vault, agent_home, embedder, backend=stub, server={"port": 0})
-    services = running.services
+    rt = running.runtime
 
     def broken_close():
         raise OSError("disk went away")
 
-    services.log.close = broken_close  # the preference log fails to close...
+    rt.log.close = broken_close  # the preference log fails to close...
     with caplog.at_level(logging.ERROR):
         running.stop()
     assert not running.thread.is_alive()
     assert "closing the preference log failed" in caplog.text
-    assert not services.watcher.worker.is_alive()  # ...the watcher was stopped before it...
+    assert not rt.watcher.worker.is_alive()  # ...the watcher was stopped before it...
     from vault_agent.config import load_settings
     from vault_agent.index.indexer import Indexer
     from vault_agent.paths import app_dirs

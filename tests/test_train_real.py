@@ -71,7 +71,7 @@ def test_pairs_generate_through_the_daemon_and_status_shows_the_schedule(daemon)
         assert time.monotonic() < deadline, state
         time.sleep(0.5)
     assert state["error"] is None and state["summary"]["chunks_seen"] == 2
-    stored = [p for p in daemon.services.log.pairs() if p["source"] == "synthetic"]
+    stored = [p for p in daemon.runtime.log.pairs() if p["source"] == "synthetic"]
     assert len(stored) == state["summary"]["kept"]
     status = daemon.http.get("/status").json()
     training = status["training"]

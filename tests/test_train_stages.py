@@ -62,7 +62,7 @@ def stop_at(stage: str, sig: int) -> tuple[int, str]:
                             stderr=subprocess.PIPE, text=True, env=env())
     seen = []
     deadline = time.monotonic() + 600
-    for line in proc.stderr:  # one line per stage (cli_train.STAGES)
+    for line in proc.stderr:  # one line per stage (cli/train.py STAGES)
         seen.append(line.rstrip())
         if line.strip() == f"retrain: {STAGE_LINES[stage]}":
             if stage in ("train", "gate"):

@@ -37,7 +37,7 @@ class App(RatingApp):
 @pytest.fixture
 def seeded(api):
     """This test's own answers and comparison (unique questions, made without a model)."""
-    log, tag = api.services.log, uuid.uuid4().hex[:8]
+    log, tag = api.runtime.log, uuid.uuid4().hex[:8]
 
     def answer(question: str) -> str:
         return record_response(log, f"{question} ({tag})", f"An answer about {question.lower()}")
@@ -150,7 +150,7 @@ async def test_keys_that_do_not_apply_only_notify(api, seeded):
 
 @pytest.mark.asyncio
 async def test_thumbs_up_is_recorded(api, seeded):
-    log = api.services.log
+    log = api.runtime.log
     ups = log.stats()["ratings"]["up"]
     app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
@@ -167,7 +167,7 @@ async def test_thumbs_up_is_recorded(api, seeded):
 
 @pytest.mark.asyncio
 async def test_undo_takes_back_the_last_rating(api, seeded):
-    log = api.services.log
+    log = api.runtime.log
     app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await goto(app, pilot, seeded["undo"])
@@ -185,7 +185,7 @@ async def test_undo_takes_back_the_last_rating(api, seeded):
 
 @pytest.mark.asyncio
 async def test_choosing_a_decides_the_comparison(api, seeded):
-    log = api.services.log
+    log = api.runtime.log
     app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await goto(app, pilot, seeded["comparison"])
@@ -199,7 +199,7 @@ async def test_choosing_a_decides_the_comparison(api, seeded):
 
 @pytest.mark.asyncio
 async def test_correction_in_the_editor_becomes_a_pair(api, seeded):
-    log = api.services.log
+    log = api.runtime.log
     app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
         await goto(app, pilot, seeded["correct"])
@@ -269,7 +269,7 @@ async def test_banner_goes_away_when_the_daemon_comes_up(api, seeded):
 
 @pytest.mark.asyncio
 async def test_rating_during_a_restart_is_sent_once_when_the_daemon_is_back(api, seeded):
-    log = api.services.log
+    log = api.runtime.log
     url = dead_url()
     target = {"client": real(api)}
     app = App(lambda: target["client"](), retry_seconds=0.2)
@@ -313,7 +313,7 @@ async def test_a_daemon_that_goes_away_while_idle_is_noticed(api, seeded):
 
 @pytest.mark.asyncio
 async def test_a_locked_preference_log_keeps_the_rating_queued_until_it_lands(api, seeded):
-    log = api.services.log
+    log = api.runtime.log
     app = App(real(api), retry_seconds=0.2)
     blocker = sqlite3.connect(log.path, isolation_level=None, timeout=1)
     async with app.run_test(size=SIZE) as pilot:

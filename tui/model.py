@@ -5,7 +5,6 @@ Nothing here touches Textual, so the rules can be read (and tested) on their own
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,12 +111,12 @@ def default_client_factory() -> ApiClient | None:
 def default_target() -> str:
     """Where the default factory looks, for the banner."""
     try:
+        from vault_agent import discovery
         from vault_agent.paths import app_dirs
 
         dirs = app_dirs()
-        try:
-            return f"no daemon answers at {json.loads(dirs.daemon_file.read_text())['url']}"
-        except (OSError, ValueError, KeyError, TypeError):
-            return f"no running daemon found ({dirs.daemon_file} is missing or unreadable)"
+        if (info := discovery.read(dirs)) is not None:
+            return f"no daemon answers at {info.url}"
+        return f"no running daemon found ({dirs.daemon_file} is missing or unreadable)"
     except Exception:  # noqa: BLE001 - the banner must never fail
         return "no running daemon found"

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from . import discovery
 from .errors import UserError
 from .paths import AppDirs
 
@@ -31,41 +32,22 @@ class ApiClient:
                                  headers={"Authorization": f"Bearer {token}"})
 
     @classmethod
-    def discover(cls, dirs: AppDirs, timeout: float = 120.0) -> "ApiClient | None":
-        """A client for the daemon this user runs, or None when none answers."""
-        try:
-            info = json.loads(dirs.daemon_file.read_text())
-            token = dirs.token_file.read_text().strip()
-        except (OSError, ValueError):
-            return None
-        client = cls(info["url"], token, timeout)
-        try:
-            client.health()
-        except DaemonDown:
-            client.close()
-            return None
-        return client
+    def discover(cls, dirs: AppDirs, timeout: float | None = 120.0) -> "ApiClient | None":
+        """A client for the daemon this user runs (whichever vault it serves), or None when none answers."""
+        info = discovery.read(dirs)
+        return cls.connect(dirs, info.url if info else None, timeout)
 
     @classmethod
     def for_vault(cls, dirs: AppDirs, vault: Path, timeout: float | None = 120.0) -> "ApiClient | None":
-        """A client for the daemon that owns this vault's index (its owner.json names the URL), else
-        for the user's daemon when it serves this vault; None when none answers. Read-only commands
-        go through it: the daemon's index must not be opened behind its back."""
-        from .index.lock import read_owner
+        """A client for the daemon serving this vault, or None when none answers. Commands on a
+        vault go through it: the daemon's index must not be opened behind its back."""
+        return cls.connect(dirs, discovery.url_for_vault(dirs, vault), timeout)
 
-        owner = read_owner(dirs.index_for(vault)) or {}
-        url = owner.get("url") if owner.get("role") == "serve" else None
-        if url is None:
-            try:
-                info = json.loads(dirs.daemon_file.read_text())
-                url = info["url"] if Path(info["vault"]) == vault else None
-            except (OSError, ValueError, KeyError, TypeError):
-                url = None
-        if url is None:
-            return None
-        try:
-            token = dirs.token_file.read_text().strip()
-        except OSError:
+    @classmethod
+    def connect(cls, dirs: AppDirs, url: str | None, timeout: float | None) -> "ApiClient | None":
+        """A client for the daemon at `url` with the user's token, if it answers /health; else None."""
+        token = discovery.token(dirs)
+        if url is None or token is None:
             return None
         client = cls(url, token, timeout)
         try:
@@ -109,9 +91,6 @@ class ApiClient:
         """k None: the daemon's search.top_k."""
         body = {"query": query} if k is None else {"query": query, "k": k}
         return self._call("POST", "/search", json=body)["hits"]
-
-    def ask(self, question: str) -> dict:
-        return self._call("POST", "/ask", json={"question": question})
 
     def ask_stream(self, question: str) -> Iterator[tuple[str, dict]]:
         """(event, data) pairs from /ask/stream: 'token' events, then 'final' (or 'error')."""

@@ -11,13 +11,12 @@ are the log, the model and the index closed, each on its own so one failure skip
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 
+from . import discovery
 from .config import Settings
 from .errors import UserError
 from .paths import AppDirs
@@ -42,33 +41,33 @@ class Daemon:
         self._embedder = embedder
         self._backend = backend
         self.server = None
-        self.services = None
+        self.runtime = None  # built by build(); None again once closed
         self._threads: list[threading.Thread] = []
         self._watcher = None
-        self.cpu_share = None
 
     def build(self):
+        from .cpu.share import CpuShare
         from .feedback.store import PreferenceLog
         from .index.indexer import Indexer
-        from .llm.backend import LlamaBackend
-        from .rag import RagService
-        from .server.app import Services, create_app
-        from .server.auth import is_loopback, load_or_create_token
-        from .server.gate import GenerationGate
-        from .vault.watcher import DebouncedWatcher
-
         from .index.lock import IndexBusy
-
-        from .cpu.share import CpuShare
-        from .llm.backend import configure_openmp
+        from .llm.backend import LlamaBackend, configure_openmp
+        from .rag import RagService
+        from .server.app import create_app
+        from .server.auth import is_loopback, load_or_create_token
+        from .server.queue import RequestQueue
+        from .server.runtime import AdapterNotice, Runtime
+        from .train.active import apply_at_startup
+        from .train.pairs_job import PairJob
+        from .train.schedule import NightlyScheduler
+        from .vault.watcher import DebouncedWatcher
 
         s = self.settings
         configure_openmp(s.llm)  # before the embedder or the model loads libgomp
         share = CpuShare(yield_to_answers=s.index.yield_to_answers, follow_load=s.llm.threads_follow_load)
-        self.cpu_share = share
         try:
             indexer = Indexer(s, self.vault, self.dirs, embedder=self._embedder, role="serve")
         except IndexBusy as e:
+            share.close()
             owner = e.owner or {}
             if owner.get("role") == "serve":
                 where = f"at {owner['url']}" if owner.get("url") else "(still starting)"
@@ -81,28 +80,26 @@ class Daemon:
             indexer.close()
             share.close()
             raise
-        backend.cpu_share = share
+        backend.cpu_share = share  # an injected backend (tests) shares the CPU like the daemon's own
         indexer.embedder.cpu_share = share
         pref_log = PreferenceLog(self.dirs.preference_db)
-        watcher = DebouncedWatcher(indexer.files, indexer.sync_paths, indexer.reconcile,
-                                   debounce=s.index.debounce_seconds)
-        extra_hosts = set() if is_loopback(s.server.host) else {s.server.host}
-        rag = RagService(indexer, backend, pref_log, s, version_pair=self._version_pair(backend))
-        self.services = Services(settings=s, indexer=indexer, rag=rag, log=pref_log,
-                                 gate=GenerationGate(s.server.queue_size), watcher=watcher,
-                                 extra_hosts=extra_hosts, dirs=self.dirs)
-        from .train.active import apply_at_startup
-
+        queue = RequestQueue(s.server.queue_size)
         # the saved adapter choice; a missing or broken one falls back to the previous good version
-        self.services.adapter_warning = apply_at_startup(self.dirs, backend)
-        if self.services.adapter_warning:
-            log.warning("%s", self.services.adapter_warning)
-        from .train.schedule import NightlyScheduler
-
-        self.services.scheduler = NightlyScheduler(self.dirs, self.vault, s.train)
-        self._watcher = watcher
+        adapter_warning = apply_at_startup(self.dirs, backend)
+        if adapter_warning:
+            log.warning("%s", adapter_warning)
+        self.runtime = Runtime(
+            settings=s, dirs=self.dirs, indexer=indexer, backend=backend,
+            rag=RagService(indexer, backend, pref_log, s, version_pair=self._version_pair(backend)),
+            log=pref_log, queue=queue, pair_job=PairJob(s, indexer, pref_log, backend, queue), cpu_share=share,
+            scheduler=NightlyScheduler(self.dirs, self.vault, s.train),
+            watcher=DebouncedWatcher(indexer.files, indexer.sync_paths, indexer.reconcile,
+                                     debounce=s.index.debounce_seconds),
+            adapter_notice=AdapterNotice(adapter_warning),
+            extra_hosts=frozenset() if is_loopback(s.server.host) else frozenset({s.server.host}))
+        self._watcher = self.runtime.watcher
         self.token = load_or_create_token(self.dirs.token_file)
-        self.app = create_app(self.services, self.token)
+        self.app = create_app(self.runtime, self.token)
         return self
 
     def _version_pair(self, backend):
@@ -111,7 +108,7 @@ class Daemon:
         return lambda: version_pair(self.dirs, backend)
 
     def _catch_up(self) -> None:
-        indexer = self.services.indexer
+        indexer = self.runtime.indexer
         try:
             report = indexer.reconcile()
             if report.stopped:
@@ -123,8 +120,8 @@ class Daemon:
             log.exception("start-up reconcile failed; live watching continues")
 
     def start_background(self) -> None:
-        self.services.watcher.start()
-        self.services.scheduler.start()
+        self.runtime.watcher.start()
+        self.runtime.scheduler.start()
         t = threading.Thread(target=self._catch_up, name="reconcile", daemon=True)
         t.start()
         self._threads.append(t)
@@ -161,14 +158,10 @@ class Daemon:
             if self.server.should_exit:
                 return
             time.sleep(0.02)
-        info = {"url": self.url, "pid": os.getpid(), "vault": str(self.vault)}
-        services = self.services
-        if services is not None:
-            services.indexer.owner.set_url(self.url)  # clients of this vault find us through its index
-        path = self.dirs.daemon_file
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, path)
+        rt = self.runtime
+        if rt is not None:
+            rt.indexer.owner.set_url(self.url)  # clients of this vault find us through its index
+        discovery.write(self.dirs, self.url, self.vault)
         if ready is not None:
             ready.set()
 
@@ -177,22 +170,22 @@ class Daemon:
             self.server.should_exit = True
 
     def close(self) -> None:
-        s = self.services
+        s = self.runtime
         if s is None:
             return
-        self.services = None
+        self.runtime = None
         s.indexer.stop()  # first: the reconcile thread sees it at its next batch
         steps = [
-            ("daemon file", self._remove_daemon_file),
+            ("daemon file", lambda: discovery.remove_if_ours(self.dirs)),
             ("watcher", lambda: s.watcher.stop(timeout=JOIN_SECONDS)),
             ("nightly scheduler", s.scheduler.stop),
-            ("pair generation", self._stop_pair_job),  # before the log and model close under it
+            ("pair generation", s.pair_job.stop),  # before the log and model close under it
             ("reconcile thread", self._join_threads),
             ("preference log", s.log.close),
-            ("cpu load sampler", self.cpu_share.close),
+            ("cpu load sampler", s.cpu_share.close),
         ]
         if self._backend is None:
-            steps.append(("model", s.rag.backend.close))
+            steps.append(("model", s.backend.close))
         steps.append(("index", lambda: s.indexer.close(timeout=0.5 if self.busy_threads() else JOIN_SECONDS)))
         started = time.monotonic()
         for name, step in steps:
@@ -204,17 +197,6 @@ class Daemon:
             if time.monotonic() - t0 > 1:
                 log.info("closing the %s took %.1fs", name, time.monotonic() - t0)
         log.info("stopped in %.1fs", time.monotonic() - started)
-
-    def _stop_pair_job(self) -> None:
-        if (job := getattr(self.app.state, "pair_job", None)) is not None:
-            job.stop()
-
-    def _remove_daemon_file(self) -> None:
-        try:
-            if json.loads(self.dirs.daemon_file.read_text()).get("pid") == os.getpid():
-                self.dirs.daemon_file.unlink()
-        except (OSError, ValueError):
-            pass
 
     def busy_threads(self) -> list[str]:
         """Threads of ours still running after close(): one can only be inside an embedding batch

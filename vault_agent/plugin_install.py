@@ -1,4 +1,4 @@
-"""`vault-agent plugin install`: copy the built Obsidian plugin into a vault and point it at the daemon.
+"""Copy the built Obsidian plugin into a vault and point it at the daemon (`vault-agent plugin install`).
 
 The plugin is built from plugin_bridge/ (`make plugin`, or `npm ci && npm run build` there); this
 copies its three release files into <vault>/.obsidian/plugins/vault-agent/ and writes the daemon URL
@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
-from typing import Optional
-
-import typer
-
 from .errors import UserError
 
 PLUGIN_ID = "vault-agent"  # manifest.json's id: Obsidian requires the folder to carry it
 RELEASE_FILES = ("main.js", "manifest.json", "styles.css")
 BUILD_HINT = "run `make plugin` (or `npm ci && npm run build` in plugin_bridge/)"
-
-plugin_app = typer.Typer(help="The Obsidian plugin.", no_args_is_help=True)
-
 
 def default_plugin_dir() -> Path:
     """plugin_bridge/ next to the package (a source checkout or an editable install)."""
@@ -73,33 +65,12 @@ def install(vault: Path, plugin_dir: Path, url: str, token: str) -> Path:
 
 def daemon_url() -> str:
     """The running daemon's URL if there is one, else where `vault-agent serve` will listen."""
+    from . import discovery
     from .config import load_settings
     from .paths import app_dirs
 
-    try:
-        return json.loads(app_dirs().daemon_file.read_text())["url"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    if (info := discovery.read(app_dirs())) is not None:
+        return info.url
     server = load_settings().server
     host = f"[{server.host}]" if ":" in server.host else server.host
     return f"http://{host}:{server.port or 8765}"
-
-
-@plugin_app.command("install")
-def install_command(
-    vault: Optional[Path] = typer.Option(None, "--vault", "-v", help="Vault folder (default: the configured vault)."),
-    url: Optional[str] = typer.Option(None, "--url", help="Daemon URL (default: the running daemon's, else the configured one)."),
-    plugin_dir: Path = typer.Option(default_plugin_dir(), "--plugin-dir", help="Where the built plugin is."),
-):
-    """Copy the built plugin into <vault>/.obsidian/plugins/vault-agent/ with the daemon's URL and token."""
-    from .config import load_settings
-    from .paths import app_dirs
-    from .server.auth import load_or_create_token
-
-    target = vault or load_settings().vault
-    if target is None:
-        raise UserError("no vault given: pass --vault PATH (or set `vault` in config.toml)")
-    token = load_or_create_token(app_dirs().ensure().token_file)
-    dest = install(Path(target), plugin_dir, url or daemon_url(), token)
-    print(f"installed the vault-agent plugin in {dest}")
-    print("In Obsidian: Settings -> Community plugins -> turn on community plugins if asked -> enable \"Vault agent\".")

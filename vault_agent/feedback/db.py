@@ -23,9 +23,14 @@ T = TypeVar("T")
 class PreferenceLogError(UserError):
     """Reading or writing the preference log failed; nothing partial was saved."""
 
+    http_status = 503  # the client did nothing wrong: a locked log frees in seconds, retrying is harmless
+    retry_after = 2
+
 
 class NotFound(UserError):
     """No response, rating or comparison with that id."""
+
+    http_status = 404
 
 
 def explain(exc: BaseException, path: Path, doing: str) -> PreferenceLogError:

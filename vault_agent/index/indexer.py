@@ -26,7 +26,7 @@ from typing import Callable
 
 from ..config import Settings
 from ..errors import UserError
-from ..paths import AppDirs, index_key  # noqa: F401 (index_key: re-exported)
+from ..paths import AppDirs
 from ..vault.files import NoteReadError, VaultFiles
 from ..vault.notes import parse_note
 from .catalog import Catalog, ChunkRow, now_iso

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,71 +16,40 @@ from .. import __version__
 from ..errors import UserError
 from .auth import OBSIDIAN_ORIGIN, LOOPBACK_NAMES, AuthError, GuardMiddleware, token_dependency
 from . import schema
-from .gate import Busy, GenerationGate
+from .routes_adapters import router as adapters
+from .routes_answers import router as answers
+from .routes_feedback import router as feedback
+from .routes_status import router as status
+from .routes_train import router as train
+from .runtime import Runtime
+from .validation import validation_body
 
 log = logging.getLogger(__name__)
-STORAGE_RETRY_AFTER_S = 2  # a locked log frees in seconds; a full disk needs the user, and retrying is harmless
 
 
-@dataclass
-class Services:
-    """Everything the routes use; the daemon (or a test) builds it."""
-
-    settings: Any
-    indexer: Any
-    rag: Any
-    log: Any
-    gate: GenerationGate
-    watcher: Any = None
-    started_at: float = field(default_factory=time.time)
-    extra_hosts: set[str] = field(default_factory=set)
-    dirs: Any = None  # the daemon's AppDirs (adapters, training state); None: the environment's
-    adapter_warning: str | None = None  # why the saved adapter is not the one served (start-up fallback)
-    scheduler: Any = None  # the nightly retrain (train/schedule.py), when the daemon runs one
-
-
-def _error_status(exc: UserError) -> int:
-    from ..feedback.store import NotFound, PreferenceLogError
-
+def error_headers(exc: UserError) -> dict[str, str] | None:
+    """Retry-After for "try again later" errors (each class says how long), WWW-Authenticate for a 401."""
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, AuthError):
-        return 401
-    from ..train.active import UnknownVersion
-
-    if isinstance(exc, (NotFound, UnknownVersion)):
-        return 404
-    if isinstance(exc, (Busy, PreferenceLogError)):
-        return 503  # the client did nothing wrong: retry later (the TUI's outbox does)
-    return 400
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers or None
 
 
-def _retry_after(exc: UserError) -> str | None:
-    from ..feedback.store import PreferenceLogError
-
-    if isinstance(exc, Busy):
-        return str(exc.retry_after)
-    if isinstance(exc, PreferenceLogError):
-        return str(STORAGE_RETRY_AFTER_S)
-    return None
-
-
-def create_app(services: Services, token: str) -> FastAPI:
+def create_app(runtime: Runtime, token: str) -> FastAPI:
     # No HTML docs: Swagger UI and ReDoc load their code from a CDN (an offline machine can't, and
     # a page on this origin that runs remote code is a risk), and a browser could not send the
     # token anyway. The schema itself is served below, behind the token.
     app = FastAPI(title="vault-agent", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
                   description="Local RAG over an Obsidian vault, with a preference log for fine-tuning.",
                   responses=schema.EVERY_ROUTE)
-    app.state.services = services
-    settings = services.settings.server
+    app.state.runtime = runtime
+    settings = runtime.settings.server
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
-        headers = {}
-        if (retry := _retry_after(exc)) is not None:
-            headers["Retry-After"] = retry
-        if isinstance(exc, AuthError):
-            headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse({"error": str(exc)}, status_code=_error_status(exc), headers=headers or None)
+        return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers=error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -94,12 +59,6 @@ def create_app(services: Services, token: str) -> FastAPI:
     def health() -> dict:
         """Liveness; the only route without a token."""
         return {"ok": True, "version": __version__}
-
-    from .routes_answers import router as answers
-    from .routes_feedback import router as feedback
-    from .routes_adapters import router as adapters
-    from .routes_status import router as status
-    from .routes_train import router as train
 
     auth = [Depends(token_dependency(token))]
     for router in (status, answers, feedback, adapters, train):
@@ -118,7 +77,7 @@ def create_app(services: Services, token: str) -> FastAPI:
         allow_credentials=False,
     )
     app.add_middleware(InternalErrorMiddleware)  # innermost of ours: sees what the handlers didn't take
-    app.add_middleware(GuardMiddleware, allowed_hosts=LOOPBACK_NAMES | services.extra_hosts,
+    app.add_middleware(GuardMiddleware, allowed_hosts=LOOPBACK_NAMES | runtime.extra_hosts,
                        max_body_bytes=settings.max_body_bytes)
     return app
 
@@ -161,18 +120,3 @@ class InternalErrorMiddleware:
 class Health(BaseModel):
     ok: bool
     version: str
-
-
-def validation_body(errors: Sequence[dict]) -> dict:
-    """{"error": one line, "detail": [{loc, msg, type}]} (schema.ValidationErrorBody)."""
-    first = errors[0] if errors else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    msg = first.get("msg", "invalid request")
-    detail = [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
-               "msg": str(e.get("msg", "")), "type": str(e.get("type", "value_error"))} for e in errors]
-    return {"error": f"{where}: {msg}" if where else msg, "detail": detail}
-
-
-def invalid_field(loc: tuple, msg: str) -> RequestValidationError:
-    """A 422 for a check the schema can't express (a limit from the settings)."""
-    return RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"}])

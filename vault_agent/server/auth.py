@@ -27,6 +27,8 @@ LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 class AuthError(UserError):
     """401: missing or wrong token."""
 
+    http_status = 401
+
 
 def load_or_create_token(path: Path) -> str:
     """The daemon's token: created on first start with `secrets`, readable only by the user."""

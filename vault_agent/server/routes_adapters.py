@@ -12,15 +12,10 @@ from fastapi import APIRouter, Request
 
 from . import schema
 from .models_adapters import AdapterList
+from .runtime import runtime
 
 router = APIRouter(tags=["adapters"])
 _switching = threading.Lock()  # one switch at a time: the backend swap and active.json change together
-
-
-def _dirs(services):
-    from ..paths import app_dirs
-
-    return services.dirs or app_dirs()
 
 
 def switch(services, target) -> dict:
@@ -28,14 +23,14 @@ def switch(services, target) -> dict:
     stays active and nothing is saved."""
     from ..train import active
 
-    dirs = _dirs(services)
+    dirs = services.dirs
     with _switching:
         state, _ = active.read_state(dirs)
         new = target(state)
         path = active.require_servable(dirs, new.active) if new.active else None
-        swap_ms = services.rag.backend.set_adapter(path, new.active)
+        swap_ms = services.backend.set_adapter(path, new.active)
         active.write_state(dirs, new)
-        services.adapter_warning = None
+        services.adapter_notice.clear()
     return {"active": new.active, "previous": state.active, "swap_ms": round(swap_ms, 2)}
 
 
@@ -46,14 +41,14 @@ def list_adapters(request: Request) -> dict:
     from ..feedback.store import PreferenceLogError
     from ..train import active
 
-    s = request.app.state.services
+    s = runtime(request)
     try:
-        win_rates = s.log.adapter_win_rates() if s.log is not None else None
+        win_rates = s.log.adapter_win_rates()
     except PreferenceLogError:  # a locked log: the versions are still worth listing
         win_rates = None
-    out = active.listing(_dirs(s), win_rates)
-    out["serving"] = s.rag.backend.adapter_version
-    out["warning"] = getattr(s, "adapter_warning", None) or out["warning"]
+    out = active.listing(s.dirs, win_rates)
+    out["serving"] = s.backend.adapter_version
+    out["warning"] = s.adapter_notice.warning or out["warning"]
     return out
 
 
@@ -62,7 +57,7 @@ def activate(version: str, request: Request) -> dict:
     """Serve this version from the next request on (in-flight answers finish on the old one)."""
     from ..train import active
 
-    return switch(request.app.state.services, lambda state: active.after_activate(state, version))
+    return switch(runtime(request), lambda state: active.after_activate(state, version))
 
 
 @router.post("/adapters/rollback")
@@ -70,8 +65,8 @@ def rollback(request: Request) -> dict:
     """Go back to the version served before the active one (or to no adapter)."""
     from ..train import active
 
-    s = request.app.state.services
-    dirs = _dirs(s)
+    s = runtime(request)
+    dirs = s.dirs
     return switch(s, lambda state: active.after_rollback(state, dirs))
 
 
@@ -80,4 +75,4 @@ def off(request: Request) -> dict:
     """Serve the plain base model."""
     from ..train import active
 
-    return switch(request.app.state.services, lambda state: active.after_activate(state, None))
+    return switch(runtime(request), lambda state: active.after_activate(state, None))

@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 from ..errors import UserError
 from ..index.search import search as run_search
 from . import schema
-from .app import invalid_field
+from .runtime import runtime
+from .validation import check_question
 
 router = APIRouter(tags=["answers"])
 log = logging.getLogger(__name__)
@@ -32,37 +33,23 @@ class AskRequest(BaseModel):
     k: int | None = Field(None, ge=1, le=20, description="Chunks of context (default llm.context_chunks).")
 
 
-def _services(request: Request):
-    return request.app.state.services
-
-
-def check_question(services, question: str, field: str = "question") -> str:
-    """The limits the schema can't state (they come from the settings): a 422 like any other."""
-    limit = services.settings.server.max_question_chars
-    if not question.strip():
-        raise invalid_field(("body", field), "must not be blank")
-    if len(question) > limit:
-        raise invalid_field(("body", field), f"longer than {limit} characters (server.max_question_chars)")
-    return question.strip()
-
-
 @router.post("/search", responses=schema.responses(schema.INVALID))
 def search(body: SearchRequest, request: Request) -> dict:
-    s = _services(request)
-    query = check_question(s, body.query, "query")
+    s = runtime(request)
+    query = check_question(s.settings, body.query, "query")
     hits = run_search(s.indexer, query, body.k or s.settings.search.top_k)
     return {"hits": [h.to_dict(s.indexer.vault.name) for h in hits]}
 
 
 @router.post("/ask", responses=schema.responses(schema.INVALID, schema.UNAVAILABLE))
 async def ask(body: AskRequest, request: Request) -> dict:
-    s = _services(request)
-    question = check_question(s, body.question)
-    s.gate.enter()
+    s = runtime(request)
+    question = check_question(s.settings, body.question)
+    s.queue.enter()
     try:
         answer = await run_in_threadpool(s.rag.ask, question, body.k)
     finally:
-        s.gate.leave()
+        s.queue.leave()
     return answer.to_dict()
 
 
@@ -75,9 +62,9 @@ def sse(event: str, data: dict) -> bytes:
                               "description": "`token` events ({text}), then one `final` event (the answer, "
                                              "citations and response_id), or an `error` event."}})
 async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
-    s = _services(request)
-    question = check_question(s, body.question)
-    s.gate.enter()  # 503 before the stream starts, not inside it
+    s = runtime(request)
+    question = check_question(s.settings, body.question)
+    s.queue.enter()  # 503 before the stream starts, not inside it
     cancel = threading.Event()
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
@@ -99,7 +86,7 @@ async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
             loop.call_soon_threadsafe(events.put_nowait, None)
 
     worker = loop.run_in_executor(None, produce)
-    worker.add_done_callback(lambda _: s.gate.leave())  # the slot frees when the model does
+    worker.add_done_callback(lambda _: s.queue.leave())  # the slot frees when the model does
 
     async def stream():
         try:

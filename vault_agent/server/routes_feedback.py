@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import schema
 from .models_feedback import CompareResult, Comparison, Comparisons, FeedbackResult, Rating, Responses, Stats
-from .routes_answers import check_question
+from .runtime import runtime
+from .validation import check_question
 
 router = APIRouter(tags=["feedback"])
 KeyHeader = Header(None, alias="Idempotency-Key", max_length=200,
@@ -59,7 +60,7 @@ class ChoiceRequest(BaseModel):
 
 
 def _log(request: Request):
-    return request.app.state.services.log
+    return runtime(request).log
 
 
 @router.post("/feedback", response_model=FeedbackResult,
@@ -88,16 +89,16 @@ def undo_rating(rating_id: str, request: Request, idempotency_key: str | None = 
 @router.post("/compare", response_model=CompareResult, responses=WRITE)
 async def compare(body: CompareRequest, request: Request, idempotency_key: str | None = KeyHeader) -> dict:
     """Two candidate answers to one question, to choose between."""
-    s = request.app.state.services
-    question = check_question(s, body.question)
+    s = runtime(request)
+    question = check_question(s.settings, body.question)
     key = body.idempotency_key or idempotency_key
     if key and (prior := await run_in_threadpool(s.log.keyed_result, "compare", key)) is not None:
         return prior  # a retry: no second generation, no second comparison
-    s.gate.enter()
+    s.queue.enter()
     try:
         a, b = await run_in_threadpool(s.rag.compare, question, body.k)
     finally:
-        s.gate.leave()
+        s.queue.leave()
 
     def save() -> dict:  # SQLite waits for fsync: a worker thread's job, not the event loop's
         prompt = s.log.get_response(a.response_id)["prompt"]

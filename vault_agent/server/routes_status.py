@@ -9,6 +9,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from . import schema
+from .routes_train import training_status
+from .runtime import Runtime, runtime
 
 router = APIRouter(tags=["meta"])
 
@@ -17,30 +19,26 @@ class IndexRequest(BaseModel):
     full: bool = Field(False, description="Re-embed every note instead of only what changed.")
 
 
-def index_status(services) -> dict:
-    index = services.indexer.status()
-    return {**index, "vault_name": services.indexer.vault.name, "watching": services.watcher is not None}
+def index_status(rt: Runtime) -> dict:
+    return {**rt.indexer.status(), "vault_name": rt.indexer.vault.name, "watching": True}  # the daemon always watches
 
 
 @router.get("/status")
 def status(request: Request) -> dict:
-    s = request.app.state.services
-    backend = s.rag.backend if s.rag else None
+    s = runtime(request)
     return {
         "index": index_status(s),
-        "model": backend.model_id if backend else None,
-        "adapter": backend.adapter_version if backend else None,
-        "adapter_warning": s.adapter_warning,
-        "queue": s.gate.snapshot(),
+        "model": s.backend.model_id,
+        "adapter": s.backend.adapter_version,
+        "adapter_warning": s.adapter_notice.warning,
+        "queue": s.queue.snapshot(),
         "training": _training(s),
         "uptime_s": round(time.time() - s.started_at, 1),
     }
 
 
-def _training(s) -> dict | None:
+def _training(s: Runtime) -> dict | None:
     """Last and next nightly retrain; never fails /status."""
-    from .routes_train import training_status
-
     try:
         return training_status(s)
     except Exception as exc:  # noqa: BLE001
@@ -51,6 +49,6 @@ def _training(s) -> dict | None:
 def reindex(body: IndexRequest, request: Request) -> dict:
     """Reconcile the index with the vault now (waits for a sync in progress). Runs in a worker thread
     (a sync route), never on the event loop; the answer comes when the index is up to date."""
-    s = request.app.state.services
+    s = runtime(request)
     report = s.indexer.reconcile(force=body.full)
     return {"report": report.to_dict(), "status": index_status(s)}

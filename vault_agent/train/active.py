@@ -20,6 +20,8 @@ GGUF_NAME = "adapter.gguf"  # the llama.cpp LoRA inside a version directory
 class UnknownVersion(UserError):
     """No such adapter version, or one without a servable GGUF file (the API answers 404)."""
 
+    http_status = 404
+
 
 @dataclass
 class ActiveState:

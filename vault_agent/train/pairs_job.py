@@ -1,7 +1,7 @@
 """Synthetic pair generation inside the daemon, which owns the model.
 
 One background job at a time. Each generation waits until no user request is running or
-queued at the generation gate, so a user's question waits for at most the one synthetic
+queued at the request queue, so a user's question waits for at most the one synthetic
 generation already under way.
 """
 
@@ -15,8 +15,8 @@ from . import synthetic
 
 
 class PairJob:
-    def __init__(self, services):
-        self.s = services
+    def __init__(self, settings, indexer, log, backend, queue):
+        self.settings, self.indexer, self.log, self.backend, self.queue = settings, indexer, log, backend, queue
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -43,22 +43,21 @@ class PairJob:
             self._thread.join(timeout=120)
 
     def _generate(self, messages: list[dict], max_tokens: int) -> str:
-        gate = self.s.gate
-        while gate.snapshot()["running"] or gate.snapshot()["waiting"]:  # users first
+        queue = self.queue
+        while queue.snapshot()["running"] or queue.snapshot()["waiting"]:  # users first
             if self._stop.wait(0.05):
                 raise InterruptedError("pair generation stopped")
-        llm = self.s.settings.llm
-        return self.s.rag.backend.chat(messages, max_tokens=max_tokens, temperature=llm.temperature, seed=llm.seed)
+        llm = self.settings.llm
+        return self.backend.chat(messages, max_tokens=max_tokens, temperature=llm.temperature, seed=llm.seed)
 
     def _run(self, limit: int) -> None:
-        s = self.s
+        s = self.settings
         try:
-            backend = s.rag.backend
             summary = synthetic.generate_pairs(
-                synthetic.catalog_chunks(s.indexer.catalog), s.log, self._generate,
-                synthetic.indexer_retriever(s.indexer, s.settings.llm.context_chunks), limit=limit,
-                seed=s.settings.train.seed, context_chunks=s.settings.llm.context_chunks,
-                fit=synthetic.context_fitter(backend, synthetic.ANSWER_TOKENS),
+                synthetic.catalog_chunks(self.indexer.catalog), self.log, self._generate,
+                synthetic.indexer_retriever(self.indexer, s.llm.context_chunks), limit=limit,
+                seed=s.train.seed, context_chunks=s.llm.context_chunks,
+                fit=synthetic.context_fitter(self.backend, synthetic.ANSWER_TOKENS),
                 progress=self._progress, should_stop=self._stop.is_set)
             self.state["summary"] = summary.to_dict()
         except Exception as exc:  # noqa: BLE001 - reported through GET /pairs/generate

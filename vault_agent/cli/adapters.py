@@ -10,16 +10,20 @@ import typer
 adapters_app = typer.Typer(help="Adapter versions: list, activate, rollback, off.", no_args_is_help=True)
 
 
+def register(app: typer.Typer) -> None:
+    app.add_typer(adapters_app, name="adapters")
+
+
 def _client():
-    from .client import ApiClient
-    from .paths import app_dirs
+    from ..client import ApiClient
+    from ..paths import app_dirs
 
     return ApiClient.discover(app_dirs())
 
 
 def _offline(target) -> dict:
-    from .paths import app_dirs
-    from .train import active
+    from ..paths import app_dirs
+    from ..train import active
 
     dirs = app_dirs()
     state, _ = active.read_state(dirs)
@@ -46,8 +50,8 @@ def _switch(route: str, target) -> None:
 @adapters_app.command("list")
 def list_versions(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Versions, their pairs, gate figures (KL to the base among them), A/B win rate, and which one is active."""
-    from .paths import app_dirs
-    from .train import active
+    from ..paths import app_dirs
+    from ..train import active
 
     client = _client()
     if client is not None:
@@ -90,7 +94,7 @@ def _ab_text(ab: dict | None) -> str:
 @adapters_app.command("activate")
 def activate_version(version: str = typer.Argument(..., help="A version such as v0003.")):
     """Serve this version."""
-    from .train import active
+    from ..train import active
 
     _switch(f"/adapters/{version}/activate", lambda state, dirs: active.after_activate(state, version))
 
@@ -98,7 +102,7 @@ def activate_version(version: str = typer.Argument(..., help="A version such as 
 @adapters_app.command("rollback")
 def rollback():
     """Go back to the version served before the active one (or to none)."""
-    from .train import active
+    from ..train import active
 
     _switch("/adapters/rollback", lambda state, dirs: active.after_rollback(state, dirs))
 
@@ -106,6 +110,6 @@ def rollback():
 @adapters_app.command("off")
 def off():
     """Serve the plain base model."""
-    from .train import active
+    from ..train import active
 
     _switch("/adapters/off", lambda state, dirs: active.after_activate(state, None))

@@ -1,4 +1,4 @@
-"""`vault-agent eval` (registered from cli.py): score answers to a question file, per adapter."""
+"""`vault-agent eval`: score answers to a question file, per adapter."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from typing import Optional
 
 import typer
 
-from .errors import UserError
-
-VaultOpt = typer.Option(None, "--vault", "-v", help="Vault folder (overrides the configured one).")
+from ..errors import UserError
+from .common import VaultOpt, open_indexer, resolve
 
 
 def register(app: typer.Typer) -> None:
@@ -30,10 +29,9 @@ def eval_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .cli import open_indexer
-    from .evaluate import load_questions, resolve_adapter, run_eval
-    from .llm.backend import LlamaBackend
-    from .paths import app_dirs
+    from ..evaluate import load_questions, resolve_adapter, run_eval
+    from ..llm.backend import LlamaBackend
+    from ..paths import app_dirs
 
     specs = adapter or ["active"]
     if len(set(specs)) != len(specs):
@@ -44,7 +42,7 @@ def eval_command(
     if len({c.label for c in choices}) != len(choices):
         raise UserError("two --adapter values name the same version; name each adapter once")
     err = Console(stderr=True)
-    indexer = open_indexer(vault)
+    indexer = open_indexer(*resolve(vault))
     try:
         indexer.reconcile()  # score against the vault as it is now
         with LlamaBackend(indexer.settings.llm) as backend, Progress(
@@ -60,16 +58,16 @@ def eval_command(
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    _print_table(report)
+    print_table(report)
     for warning in report["warnings"]:
         err.print(f"warning: {warning}", style="yellow", highlight=False)
 
 
-def _print_table(report: dict) -> None:
+def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .evaluate import table_rows
+    from ..evaluate import table_rows
 
     console = Console()
     console.print(f"{report['question_file']}: {len(report['questions'])} questions, {report['model']}",

@@ -1,4 +1,5 @@
-"""One generation at a time per model context, a bounded queue behind it, 503 past that."""
+"""The request queue: one generation at a time per model context, a bounded queue behind it, 503
+past that."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from ..errors import UserError
 class Busy(UserError):
     """503: the queue is full; retry after `retry_after` seconds."""
 
+    http_status = 503  # the client did nothing wrong: retry later (the TUI's outbox does)
+
     def __init__(self, message: str, retry_after: int = 5):
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class GenerationGate:
+class RequestQueue:
     def __init__(self, queue_size: int):
         self.capacity = queue_size + 1  # the running generation plus those waiting
         self._lock = threading.Lock()

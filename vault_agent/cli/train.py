@@ -1,4 +1,4 @@
-"""`vault-agent pairs generate` and `vault-agent retrain` (registered from cli.py)."""
+"""`vault-agent pairs generate` and `vault-agent retrain`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .errors import UserError
+from ..errors import UserError
+from .common import VaultOpt, local_or_daemon
+from .pairs import pairs_app
 
 if TYPE_CHECKING:
     from .train.retrain import RetrainResult
@@ -19,10 +21,9 @@ if TYPE_CHECKING:
 STAGES = {"plan": "planning for the free memory", "materialise": "preparing the training base",
           "train": "training", "export": "exporting the adapter to GGUF", "gate": "gating against the active adapter",
           "activate": "activating the new version"}
-VaultOpt = typer.Option(None, "--vault", "-v", help="Vault folder (overrides the configured one).")
 
 
-def register(app: typer.Typer, pairs_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     pairs_app.command("generate")(pairs_generate)
     app.command("retrain")(retrain_command)
 
@@ -40,13 +41,8 @@ def pairs_generate(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Synthetic pairs: the model's answer with vault context (chosen) vs without (rejected)."""
-    from .client import ApiClient
-    from .config import load_settings
-    from .paths import app_dirs
-
-    settings = load_settings(vault=vault)
+    settings, _, client = local_or_daemon(vault)
     limit = limit or settings.train.synthetic_chunks
-    client = ApiClient.discover(app_dirs())
     with _bar("pairs") as bar:
         task = bar.add_task("pairs", total=None, info="")
 
@@ -74,14 +70,14 @@ def pairs_generate(
 def _generate_remote(client, limit: int, show) -> dict:
     """Through the running daemon, which owns the model: start the job, poll its progress."""
     try:
-        state = client._call("POST", "/pairs/generate", json={"limit": limit})
+        state = client.post("/pairs/generate", {"limit": limit})
         while True:
             if state.get("summary"):
                 show(state["summary"], state.get("total", 0))
             if not state.get("running"):
                 break
             time.sleep(0.5)
-            state = client._call("GET", "/pairs/generate")
+            state = client.get("/pairs/generate")
     finally:
         client.close()
     if state.get("error"):
@@ -90,12 +86,12 @@ def _generate_remote(client, limit: int, show) -> dict:
 
 
 def _generate_local(settings, vault: Optional[Path], limit: int, show) -> dict:
-    from .feedback.store import PreferenceLog
-    from .index.indexer import Indexer
-    from .llm.backend import LlamaBackend
-    from .paths import app_dirs
-    from .train import synthetic
-    from .vault.files import resolve_vault
+    from ..feedback.store import PreferenceLog
+    from ..index.indexer import Indexer
+    from ..llm.backend import LlamaBackend
+    from ..paths import app_dirs
+    from ..train import synthetic
+    from ..vault.files import resolve_vault
 
     dirs = app_dirs().ensure()
     indexer = Indexer(settings, resolve_vault(settings.vault), dirs)
@@ -130,10 +126,10 @@ def retrain_command(
                                                               "run uses 10)."),
 ):
     """Train a new LoRA adapter version on the preference log (DPO on pairs, or KTO on single thumbs)."""
-    from .config import load_settings
-    from .paths import app_dirs
-    from .train.method import with_method
-    from .train.retrain import retrain
+    from ..config import load_settings
+    from ..paths import app_dirs
+    from ..train.method import with_method
+    from ..train.retrain import retrain
 
     settings = with_method(load_settings(vault=vault), method)  # refused here, before any model loads
     if nice:
