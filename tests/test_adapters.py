@@ -158,7 +158,7 @@ def test_swaps_under_load_fail_no_request_and_each_answer_matches_the_version_it
     # Prompt-prefix reuse makes llama.cpp evaluate the prompt in different batch splits, and with a
     # LoRA adapter that moves logits by rounding (enough to flip a sampled token now and then), so
     # exact-text checks need a fresh prompt evaluation per request.
-    backend._fresh_kv_each_request = True
+    backend.fresh_kv_each_request = True
     try:
         expected = {}
         for v in (None, "v0001", "v0002"):
@@ -196,7 +196,7 @@ def test_swaps_under_load_fail_no_request_and_each_answer_matches_the_version_it
         for a in answers:
             assert a["answer"] == expected[a["adapter_version"]], a["adapter_version"]
     finally:
-        backend._fresh_kv_each_request = False
+        backend.fresh_kv_each_request = False
         backend.set_adapter(None, None)
 
 
