@@ -87,16 +87,16 @@ class Daemon:
         watcher = DebouncedWatcher(indexer.files, indexer.sync_paths, indexer.reconcile,
                                    debounce=s.index.debounce_seconds)
         extra_hosts = set() if is_loopback(s.server.host) else {s.server.host}
-        rag = RagService(indexer, backend, pref_log, s, version_pair=self._version_pair(backend))
+        from .train.active import Adapters
+
+        adapters = Adapters(self.dirs, backend, win_rates=pref_log.adapter_win_rates)
+        rag = RagService(indexer, backend, pref_log, s, version_pair=adapters.comparison_pair)
         self.services = Services(settings=s, indexer=indexer, rag=rag, log=pref_log,
                                  gate=GenerationGate(s.server.queue_size), watcher=watcher,
-                                 extra_hosts=extra_hosts, dirs=self.dirs)
-        from .train.active import apply_at_startup
-
+                                 extra_hosts=extra_hosts, dirs=self.dirs, adapters=adapters)
         # the saved adapter choice; a missing or broken one falls back to the previous good version
-        self.services.adapter_warning = apply_at_startup(self.dirs, backend)
-        if self.services.adapter_warning:
-            log.warning("%s", self.services.adapter_warning)
+        if adapters.load_saved():
+            log.warning("%s", adapters.warning)
         from .train.schedule import NightlyScheduler
 
         self.services.scheduler = NightlyScheduler(self.dirs, self.vault, s.train)
@@ -104,11 +104,6 @@ class Daemon:
         self.token = load_or_create_token(self.dirs.token_file)
         self.app = create_app(self.services, self.token)
         return self
-
-    def _version_pair(self, backend):
-        from .train.active import version_pair
-
-        return lambda: version_pair(self.dirs, backend)
 
     def _catch_up(self) -> None:
         indexer = self.services.indexer

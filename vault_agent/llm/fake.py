@@ -30,8 +30,8 @@ _WORDS = ("water", "tomatoes", "daily", "starter", "flour", "notes", "garden", "
 
 
 class FakeBackend:
-    """Deterministic fake of LlamaBackend (both are llm.base.Backend). Knobs for tests: `token_delay_s` spaces out streamed
-    pieces (a number, or a function of the messages); `fail_next` is raised by the next
+    """Deterministic fake of LlamaBackend (both are llm.base.Backend). Knobs for tests: `token_delay_s`
+    spaces out streamed pieces (a number, or a function of the messages); `fail_next` is raised by the next
     generation (fault injection); `one_answer` makes every seed give the same text; `parallel`
     lets generations interleave; `before_generation(messages)` runs before each one, outside the
     lock. `generations` counts generations run."""

@@ -39,7 +39,7 @@ class Services:
     started_at: float = field(default_factory=time.time)
     extra_hosts: set[str] = field(default_factory=set)
     dirs: Any = None  # the daemon's AppDirs (adapters, training state); None: the environment's
-    adapter_warning: str | None = None  # why the saved adapter is not the one served (start-up fallback)
+    adapters: Any = None  # train.active.Adapters: the served adapter's switches, listing and start-up warning
     scheduler: Any = None  # the nightly retrain (train/schedule.py), when the daemon runs one
 
 

@@ -30,7 +30,7 @@ def status(request: Request) -> dict:
         "index": index_status(s),
         "model": backend.model_id if backend else None,
         "adapter": backend.adapter_version if backend else None,
-        "adapter_warning": s.adapter_warning,
+        "adapter_warning": s.adapters.warning if s.adapters else None,
         "queue": s.gate.snapshot(),
         "training": _training(s),
         "uptime_s": round(time.time() - s.started_at, 1),

@@ -225,7 +225,8 @@ def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], p
             return means
 
         for pair in pairs:
-            found = [scorer.answer_tokens(pair["prompt"], completion_text(pair[side])) for side in ("chosen", "rejected")]
+            found = [scorer.answer_tokens(pair["prompt"], completion_text(pair[side]))
+                     for side in ("chosen", "rejected")]
             if None in found:
                 for s in out:
                     s.skipped += 1
