@@ -132,6 +132,12 @@ def test_with_a_daemon_running_the_switch_goes_through_it(api):
                 adapters.activate("v0042")
             assert adapters.off().previous == "v0001"
         assert api.http.get("/status").json()["adapter_warning"] is None
+
+        from vault_agent.train.promote import activate
+
+        assert activate(dirs, "v0001").startswith("swapped into the running daemon in ")
+        assert api.backend.adapter_version == "v0001"
+        assert activate(dirs, "v0042").startswith("the running daemon refused it: no adapter version 'v0042'")
     finally:
         api.http.post("/adapters/off")
         shutil.rmtree(registry.adapters_dir(dirs), ignore_errors=True)  # the daemon is shared
