@@ -83,9 +83,9 @@ def sampling(llm_settings) -> dict:
 
 def import_llama_cpp():
     """llama_cpp imported the way the daemon imports it (llm.omp_wait_policy's default leaves libgomp's own policy)."""
-    from vault_agent.llm import backend
+    from vault_agent.llm import lora
 
-    return backend.import_llama_cpp() if hasattr(backend, "import_llama_cpp") else __import__("llama_cpp")
+    return lora.import_llama_cpp() if hasattr(lora, "import_llama_cpp") else __import__("llama_cpp")
 
 
 def raw_passes(messages: list[list[dict]], warm_messages: list[dict], passes: int, monitor=None, tag: str = "raw",

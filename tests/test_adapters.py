@@ -130,15 +130,17 @@ def test_broken_active_adapter_at_start_falls_back_to_the_previous_good_one(llm_
     (broken / active.GGUF_NAME).write_bytes(b"this is not a GGUF file")
     active.write_state(dirs, active.ActiveState("v0002", ["v0001"]))
     try:
-        warning = active.apply_at_startup(dirs, llm_backend)
+        adapters = active.Adapters(dirs, llm_backend)
+        warning = adapters.load_saved()
         assert llm_backend.adapter_version == "v0001"
         assert "v0002" in warning and "serving v0001 instead" in warning
+        assert adapters.warning == warning and adapters.listing()["warning"] == warning
         assert active.read_state(dirs)[0].active == "v0001"  # saved, so the next start is quiet
-        assert active.apply_at_startup(dirs, llm_backend) is None
+        assert active.Adapters(dirs, llm_backend).load_saved() is None
 
         active_file = active.active_file(dirs)
         active_file.write_text("{not json")
-        warning = active.apply_at_startup(dirs, llm_backend)
+        warning = adapters.load_saved()
         assert "unreadable" in warning
     finally:
         llm_backend.set_adapter(None, None)
@@ -158,7 +160,7 @@ def test_swaps_under_load_fail_no_request_and_each_answer_matches_the_version_it
     # Prompt-prefix reuse makes llama.cpp evaluate the prompt in different batch splits, and with a
     # LoRA adapter that moves logits by rounding (enough to flip a sampled token now and then), so
     # exact-text checks need a fresh prompt evaluation per request.
-    backend._fresh_kv_each_request = True
+    backend.fresh_kv_each_request = True
     try:
         expected = {}
         for v in (None, "v0001", "v0002"):
@@ -196,7 +198,7 @@ def test_swaps_under_load_fail_no_request_and_each_answer_matches_the_version_it
         for a in answers:
             assert a["answer"] == expected[a["adapter_version"]], a["adapter_version"]
     finally:
-        backend._fresh_kv_each_request = False
+        backend.fresh_kv_each_request = False
         backend.set_adapter(None, None)
 
 

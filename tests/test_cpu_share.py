@@ -140,7 +140,7 @@ def test_generation_uses_one_thread_beside_a_busy_process_and_all_when_idle(llm_
         llm_backend.cpu_share = None
         share.close()
     assert busy_threads[0] == 1
-    assert llm_backend._llm.context_params.n_threads == llm_backend.threads
+    assert llm_backend.llm.context_params.n_threads == llm_backend.threads
     plain_answer = "".join(llm_backend.stream_chat(messages, max_tokens=24, seed=1))
     assert llm_backend.threads_used == [llm_backend.threads]  # no share: the configured count
     assert busy_answer.strip() and plain_answer.strip()

@@ -26,27 +26,20 @@ def hf_logprobs(model, ids):
 
 
 def llama_logprobs(gguf_path, ids, lora=None):
-    import ctypes
-
     import llama_cpp
 
-    from vault_agent.llm.lora import adapter_safe_loading
+    from vault_agent.llm.lora import LoraSlot, adapter_safe_loading
 
     with adapter_safe_loading():
         llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=256, logits_all=True, n_threads=2, verbose=False)
-    adapter = None
+    slot = LoraSlot(llm)
     try:
-        if lora is not None:  # the same low-level calls LlamaBackend.set_adapter makes
-            adapter = llama_cpp.llama_adapter_lora_init(llm._model.model, str(lora).encode())
-            assert adapter, "llama.cpp refused the exported adapter"
-            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
-            assert llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, arr, 1, (ctypes.c_float * 1)(1.0)) == 0
+        if lora is not None:  # the same slot LlamaBackend.set_adapter swaps with
+            slot.use(slot.load(lora))
         llm.eval(ids)
         scores = np.array(llm.scores[: len(ids)], dtype=np.float64)
     finally:
-        if adapter:
-            llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
-            llama_cpp.llama_adapter_lora_free(adapter)
+        slot.close()
         llm.close()
     scores -= scores.max(-1, keepdims=True)
     return scores - np.log(np.exp(scores).sum(-1, keepdims=True))

@@ -15,7 +15,7 @@ from conftest import strong_adapter
 from test_gate import NOTES, PAIRS
 
 from vault_agent.train import active, registry
-from vault_agent.train.gate import LlamaScorer, Scores, _text, decide, score_all, write_verdict
+from vault_agent.train.gate import LlamaScorer, Scores, completion_text, decide, score_all, write_verdict
 
 
 def _zero_adapter(hf_base, out_dir):
@@ -34,7 +34,7 @@ def _kl_by_hand(gguf, adapter, pair, n_ctx=512) -> tuple[float, int]:
     rows = {}
     for name, path in (("base", None), ("adapter", adapter)):
         with LlamaScorer(gguf, path, n_ctx=n_ctx) as scorer:
-            rows[name] = [scorer.log_probs(*scorer.answer_tokens(pair["prompt"], _text(pair[side])))
+            rows[name] = [scorer.log_probs(*scorer.answer_tokens(pair["prompt"], completion_text(pair[side])))
                           for side in ("chosen", "rejected")]
     total = sum(float((np.exp(a) * (a - b)).sum()) for a, b in zip(rows["adapter"], rows["base"]))
     return total, sum(len(b) for b in rows["base"])
@@ -66,8 +66,8 @@ def test_kl_is_zero_for_the_base_and_clearly_positive_for_a_strong_adapter(bundl
     # the prompt is evaluated once per pair and both answers continue from its cache: the same
     # figures as evaluating each answer in one pass from scratch
     with LlamaScorer(bundled_gguf, None, n_ctx=512) as scorer:
-        one_pass = [scorer.completion_logprob(p["prompt"], _text(p["chosen"]))
-                    - scorer.completion_logprob(p["prompt"], _text(p["rejected"])) for p in PAIRS]
+        one_pass = [scorer.completion_logprob(p["prompt"], completion_text(p["chosen"]))
+                    - scorer.completion_logprob(p["prompt"], completion_text(p["rejected"])) for p in PAIRS]
     assert base.margin == pytest.approx(sum(one_pass) / len(one_pass), abs=1e-3)
 
     # switching the adapter on and off in one context gives what two separate contexts give

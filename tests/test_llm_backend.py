@@ -140,7 +140,7 @@ def write_lora(path, backend, *, seed=0, rank=4, alpha=8.0, arch="llama", n_embd
     """A random LoRA on every attn_output (out = n_embd, in = n_embd), strong enough to change
     greedy output. numpy shapes are reversed ggml ne: lora_a [rank, in], lora_b [out, rank]."""
     gguf = pytest.importorskip("gguf")
-    meta = backend._llm.metadata
+    meta = backend.llm.metadata
     n_embd = n_embd or int(meta["llama.embedding_length"])
     n_layer = int(meta["llama.block_count"])
     rng = np.random.default_rng(seed)

@@ -55,8 +55,8 @@ class Daemon:
         from .server.app import create_app
         from .server.auth import is_loopback, load_or_create_token
         from .server.queue import RequestQueue
-        from .server.runtime import AdapterNotice, Runtime
-        from .train.active import apply_at_startup
+        from .server.runtime import Runtime
+        from .train.active import Adapters
         from .train.pairs_job import PairJob
         from .train.schedule import NightlyScheduler
         from .vault.watcher import DebouncedWatcher
@@ -84,28 +84,23 @@ class Daemon:
         indexer.embedder.cpu_share = share
         pref_log = PreferenceLog(self.dirs.preference_db)
         queue = RequestQueue(s.server.queue_size)
+        adapters = Adapters(self.dirs, backend, win_rates=pref_log.adapter_win_rates)
         # the saved adapter choice; a missing or broken one falls back to the previous good version
-        adapter_warning = apply_at_startup(self.dirs, backend)
-        if adapter_warning:
-            log.warning("%s", adapter_warning)
+        if adapters.load_saved():
+            log.warning("%s", adapters.warning)
         self.runtime = Runtime(
             settings=s, dirs=self.dirs, indexer=indexer, backend=backend,
-            rag=RagService(indexer, backend, pref_log, s, version_pair=self._version_pair(backend)),
+            rag=RagService(indexer, backend, pref_log, s, version_pair=adapters.comparison_pair),
             log=pref_log, queue=queue, pair_job=PairJob(s, indexer, pref_log, backend, queue), cpu_share=share,
             scheduler=NightlyScheduler(self.dirs, self.vault, s.train),
             watcher=DebouncedWatcher(indexer.files, indexer.sync_paths, indexer.reconcile,
                                      debounce=s.index.debounce_seconds),
-            adapter_notice=AdapterNotice(adapter_warning),
+            adapters=adapters,
             extra_hosts=frozenset() if is_loopback(s.server.host) else frozenset({s.server.host}))
         self._watcher = self.runtime.watcher
         self.token = load_or_create_token(self.dirs.token_file)
         self.app = create_app(self.runtime, self.token)
         return self
-
-    def _version_pair(self, backend):
-        from .train.active import version_pair
-
-        return lambda: version_pair(self.dirs, backend)
 
     def _catch_up(self) -> None:
         indexer = self.runtime.indexer

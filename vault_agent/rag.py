@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .index.search import Hit, search
-from .llm.backend import ModelStamp
+from .llm.base import ModelStamp
 from .llm.prompts import build_rag_messages, context_budget, fit_contexts, parse_citations
 
 

@@ -14,52 +14,29 @@ def register(app: typer.Typer) -> None:
     app.add_typer(adapters_app, name="adapters")
 
 
-def _client():
-    from ..client import ApiClient
+def _switch(change) -> None:
+    """Run `change(adapters)` (a switch) on the daemon's adapters or the files', and say what it did."""
     from ..paths import app_dirs
+    from ..train.adapter_control import open_adapters
 
-    return ApiClient.discover(app_dirs())
-
-
-def _offline(target) -> dict:
-    from ..paths import app_dirs
-    from ..train import active
-
-    dirs = app_dirs()
-    state, _ = active.read_state(dirs)
-    new = target(state, dirs)
-    if new.active:
-        active.require_servable(dirs, new.active)
-    active.write_state(dirs, new)
-    return {"active": new.active, "previous": state.active, "swap_ms": None}
-
-
-def _switch(route: str, target) -> None:
-    client = _client()
-    if client is not None:
-        with client:
-            result = client.post(route)
-        how = f"the daemon swapped in {result['swap_ms']} ms"
+    with open_adapters(app_dirs()) as adapters:
+        result = change(adapters)
+    if result.swap_ms is not None:
+        how = f"the daemon swapped in {result.swap_ms} ms"
     else:
-        result = _offline(target)
         how = "no daemon runs: used from its next start"
-    now = result["active"] or "no adapter (the base model)"
-    print(f"serving {now} (was {result['previous'] or 'no adapter'}); {how}")
+    now = result.active or "no adapter (the base model)"
+    print(f"serving {now} (was {result.previous or 'no adapter'}); {how}")
 
 
 @adapters_app.command("list")
 def list_versions(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Versions, their pairs, gate figures (KL to the base among them), A/B win rate, and which one is active."""
     from ..paths import app_dirs
-    from ..train import active
+    from ..train.adapter_control import open_adapters
 
-    client = _client()
-    if client is not None:
-        with client:
-            data = client.get("/adapters")
-    else:
-        dirs = app_dirs()
-        data = active.listing(dirs, active.win_rates_offline(dirs))
+    with open_adapters(app_dirs()) as adapters:
+        data = adapters.listing()
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -94,22 +71,16 @@ def _ab_text(ab: dict | None) -> str:
 @adapters_app.command("activate")
 def activate_version(version: str = typer.Argument(..., help="A version such as v0003.")):
     """Serve this version."""
-    from ..train import active
-
-    _switch(f"/adapters/{version}/activate", lambda state, dirs: active.after_activate(state, version))
+    _switch(lambda adapters: adapters.activate(version))
 
 
 @adapters_app.command("rollback")
 def rollback():
     """Go back to the version served before the active one (or to none)."""
-    from ..train import active
-
-    _switch("/adapters/rollback", lambda state, dirs: active.after_rollback(state, dirs))
+    _switch(lambda adapters: adapters.rollback())
 
 
 @adapters_app.command("off")
 def off():
     """Serve the plain base model."""
-    from ..train import active
-
-    _switch("/adapters/off", lambda state, dirs: active.after_activate(state, None))
+    _switch(lambda adapters: adapters.off())

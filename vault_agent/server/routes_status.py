@@ -30,7 +30,7 @@ def status(request: Request) -> dict:
         "index": index_status(s),
         "model": s.backend.model_id,
         "adapter": s.backend.adapter_version,
-        "adapter_warning": s.adapter_notice.warning,
+        "adapter_warning": s.adapters.warning,
         "queue": s.queue.snapshot(),
         "training": _training(s),
         "uptime_s": round(time.time() - s.started_at, 1),

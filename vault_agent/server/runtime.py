@@ -15,23 +15,14 @@ if TYPE_CHECKING:  # the parts' modules load torch, llama.cpp, SQLite: only the 
     from ..cpu.share import CpuShare
     from ..feedback.store import PreferenceLog
     from ..index.indexer import Indexer
-    from ..llm.backend import LlamaBackend
+    from ..llm.base import Backend
     from ..paths import AppDirs
     from ..rag import RagService
+    from ..train.active import Adapters
     from ..train.pairs_job import PairJob
     from ..train.schedule import NightlyScheduler
     from ..vault.watcher import DebouncedWatcher
     from .queue import RequestQueue
-
-
-class AdapterNotice:
-    """Why the saved adapter is not the one served (the start-up fallback), until a switch clears it."""
-
-    def __init__(self, warning: str | None = None):
-        self.warning = warning
-
-    def clear(self) -> None:
-        self.warning = None
 
 
 @dataclass(frozen=True)
@@ -39,7 +30,7 @@ class Runtime:
     settings: Settings
     dirs: AppDirs  # the daemon's folders: adapters, training state, the preference log
     indexer: Indexer
-    backend: LlamaBackend  # the served model (the FakeBackend in tests)
+    backend: Backend  # the served model (the FakeBackend in tests)
     rag: RagService
     log: PreferenceLog
     queue: RequestQueue
@@ -47,7 +38,7 @@ class Runtime:
     cpu_share: CpuShare
     scheduler: NightlyScheduler
     watcher: DebouncedWatcher
-    adapter_notice: AdapterNotice
+    adapters: Adapters  # the served adapter's switches, listing and start-up warning
     extra_hosts: frozenset[str] = frozenset()  # a non-loopback --host the guard must accept
     started_at: float = field(default_factory=time.time)
 

@@ -11,7 +11,6 @@ distributions come from the same llama.cpp context, the adapter switched on and 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..llm.lora import adapter_safe_loading
+from ..llm.lora import LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, token_text
 
 
 @dataclass
@@ -52,7 +51,7 @@ class Verdict:
                 "max_kl_to_base": self.max_kl_to_base, **self.extra}
 
 
-def _text(part: Any) -> str:
+def completion_text(part: Any) -> str:
     """TRL conversational ([{'role': 'assistant', 'content': ...}]) or a plain string."""
     if isinstance(part, str):
         return part
@@ -62,65 +61,45 @@ def _text(part: Any) -> str:
 
 
 class LlamaScorer:
-    """A llama.cpp model that keeps every position's logits. LoRA adapters are loaded with the same
-    low-level calls the serving backend uses for hot-swaps, and switched on and off between passes
-    (`use`), so an adapter and the plain base are compared inside one context."""
+    """A llama.cpp model that keeps every position's logits. LoRA adapters are loaded through the
+    same slot the serving backend hot-swaps with (llm/lora.py), and switched on and off between
+    passes (`use`), so an adapter and the plain base are compared inside one context."""
 
     def __init__(self, gguf_path: Path, adapter_path: Path | None, n_ctx: int = 2048, n_threads: int | None = None):
-        from ..llm.backend import import_llama_cpp
-
         llama_cpp = import_llama_cpp()
-        self._lib = llama_cpp
         self.n_ctx = n_ctx
         with adapter_safe_loading():
             self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, logits_all=True,
                                        n_threads=n_threads or os.cpu_count() or 1, verbose=False)
-        self._loaded: list[Any] = []  # adapter handles, freed by close()
-        self._current: Any = None
+        self._loras = LoraSlot(self.llm)
         try:
             if adapter_path is not None:
                 self.use(self.load_adapter(adapter_path))
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            model = self.llm._model
             template = self.llm.metadata.get("tokenizer.chat_template")
             if not template:
                 raise UserError(f"{gguf_path.name} has no chat template; the gate scores chat prompts")
         except BaseException:
             self.close()
             raise
-        self._format = Jinja2ChatFormatter(template, eos_token=model.token_get_text(self.llm.token_eos()),
-                                           bos_token=model.token_get_text(self.llm.token_bos()))
+        # the BOS and EOS texts as Llama gives them to its own chat formatter: the serving prompt format
+        self._format = Jinja2ChatFormatter(template, eos_token=token_text(self.llm, self.llm.token_eos()),
+                                           bos_token=token_text(self.llm, self.llm.token_bos()))
         self._end = self._format(messages=[{"role": "user", "content": ""}]).stop
 
-    def load_adapter(self, path: Path) -> Any:
+    def load_adapter(self, path: Path) -> LoadedLora:
         """Load a GGUF LoRA for this model (not applied yet: see `use`)."""
-        handle = self._lib.llama_adapter_lora_init(self.llm._model.model, str(path).encode())
-        if not handle:
-            raise UserError(f"llama.cpp cannot load the adapter {path}")
-        self._loaded.append(handle)
-        return handle
+        return self._loras.load(path)
 
-    def use(self, handle: Any) -> None:
+    def use(self, lora: LoadedLora | None) -> None:
         """Apply a loaded adapter (None: the plain base) to the following passes. Every pass
         starts from an empty KV cache, so nothing computed under the other weights is reused."""
-        if handle is self._current:
-            return
-        if handle is None:
-            rc = self._lib.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
-        else:
-            arr = (self._lib.llama_adapter_lora_p_ctypes * 1)(handle)
-            rc = self._lib.llama_set_adapters_lora(self.llm._ctx.ctx, arr, 1, (ctypes.c_float * 1)(1.0))
-        if rc != 0:
-            raise UserError(f"llama.cpp refused to switch the LoRA adapter (code {rc})")
-        self._current = handle
+        if lora is not self._loras.current:
+            self._loras.use(lora)
 
     def close(self) -> None:
-        if self._loaded:
-            self._lib.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
-            for handle in self._loaded:
-                self._lib.llama_adapter_lora_free(handle)
-            self._loaded, self._current = [], None
+        self._loras.close()  # before Llama.close(), which frees the adapters it still knows about
         self.llm.close()
 
     def __enter__(self) -> LlamaScorer:
@@ -246,7 +225,8 @@ def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], p
             return means
 
         for pair in pairs:
-            found = [scorer.answer_tokens(pair["prompt"], _text(pair[side])) for side in ("chosen", "rejected")]
+            found = [scorer.answer_tokens(pair["prompt"], completion_text(pair[side]))
+                     for side in ("chosen", "rejected")]
             if None in found:
                 for s in out:
                     s.skipped += 1
@@ -254,7 +234,7 @@ def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], p
             for i, (chosen, rejected) in enumerate(mean_logprobs(found)):
                 margins[i].append(chosen - rejected)
         for row in answers or []:
-            found = scorer.answer_tokens(row["prompt"], _text(row["completion"]))
+            found = scorer.answer_tokens(row["prompt"], completion_text(row["completion"]))
             if found is not None:
                 mean_logprobs([found])
         perplexities: dict[int, float | None] = {}
@@ -298,7 +278,7 @@ def score_examples(gguf_path: Path, adapter_path: Path | None, examples: list[di
     """Mean token log-prob of each held-out example's completion under one adapter (None: too long).
     `examples`: TRL unpaired rows (prompt, completion, label)."""
     with LlamaScorer(gguf_path, adapter_path, n_ctx) as scorer:
-        return [scorer.completion_logprob(e["prompt"], _text(e["completion"])) for e in examples]
+        return [scorer.completion_logprob(e["prompt"], completion_text(e["completion"])) for e in examples]
 
 
 def judge_examples(examples: list[dict], candidate: list[float | None], active: list[float | None]) -> ExampleScores:

@@ -89,18 +89,18 @@ def gate_version(settings, dirs: AppDirs, vdir: Path, version: str, heldout: lis
 
 
 def activate(dirs: AppDirs, version: str) -> str:
-    """Tell the running daemon to swap now; with none running, save the choice for its next start."""
-    from ..client import ApiClient
+    """Make a promoted version active: swapped into the running daemon now, or with none running,
+    saved for its next start. Never raises: the version stays activatable by hand."""
+    from .adapter_control import DaemonAdapters, open_adapters
 
-    client = ApiClient.discover(dirs)
-    if client is not None:
-        with client:
-            try:
-                swap = client.post(f"/adapters/{version}/activate")
-                return f"swapped into the running daemon in {swap['swap_ms']} ms"
-            except UserError as e:  # the daemon keeps its adapter; the version stays activatable
-                log.warning("the daemon refused %s: %s", version, e)
+    with open_adapters(dirs) as adapters:
+        try:
+            switched = adapters.activate(version)
+        except UserError as e:  # the daemon keeps its adapter
+            log.warning("%s was not activated: %s", version, e)
+            if isinstance(adapters, DaemonAdapters):
                 return f"the running daemon refused it: {e}"
-    state, _ = active.read_state(dirs)
-    active.write_state(dirs, active.after_activate(state, version))
-    return "active from the daemon's next start"
+            return f"not activated: {e}"
+    if switched.swap_ms is None:
+        return "active from the daemon's next start"
+    return f"swapped into the running daemon in {switched.swap_ms} ms"
