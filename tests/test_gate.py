@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import strong_adapter
 
-from vault_agent.train.gate import Scores, decide, score, write_verdict
+from vault_agent.train.gate import Rules, Scores, decide, score, write_verdict
 
 QUESTION = [{"role": "user", "content": "How often do I feed the sourdough starter?"}]
 PAIRS = [
@@ -53,27 +53,38 @@ def test_llama_cpp_scores_match_transformers_and_a_garbage_adapter_is_refused(
     export_gguf_lora(tmp_path / "noise", bundled_gguf, tmp_path / "noise.gguf")
     noisy = score(bundled_gguf, tmp_path / "noise.gguf", PAIRS, NOTES, n_ctx=512, label="v0001")
     assert noisy.perplexity > base.perplexity * 1.1
-    verdict = decide(noisy, base, max_perplexity_rise_pct=10)
+    verdict = decide(noisy, base, Rules(max_perplexity_rise_pct=10, min_heldout=1, min_accuracy=0))
     assert not verdict.promote
     assert any("perplexity" in r for r in verdict.reasons)
 
 
-def test_decide_promotes_only_a_candidate_that_beats_the_active_adapter(tmp_path):
-    active = Scores("v0001", pairs=10, accuracy=0.6, margin=0.10, perplexity=20.0)
-    better = Scores("v0002", pairs=10, accuracy=0.8, margin=0.30, perplexity=21.0)
-    worse = Scores("v0002", pairs=10, accuracy=0.5, margin=0.40, perplexity=19.0)
-    tie_more_margin = Scores("v0002", pairs=10, accuracy=0.6, margin=0.20, perplexity=20.0)
-    drifted = Scores("v0002", pairs=10, accuracy=0.9, margin=0.50, perplexity=23.0)  # +15%
+def test_decide_promotes_only_a_candidate_that_beats_the_active_adapter_on_evidence(tmp_path):
+    """Per-pair margins on 10 held-out pairs; the gain over the active adapter must be clear of noise."""
+    base_margins = [0.3, 0.2, -0.1, 0.4, 0.1, 0.5, -0.2, 0.3, 0.2, -0.3]  # accuracy 0.7
+    active = Scores.from_margins("v0001", base_margins, perplexity=20.0)
+    better = Scores.from_margins("v0002", [m + 0.3 for m in base_margins], perplexity=21.0)  # 0.9, +0.3 on every pair
+    worse = Scores.from_margins("v0002", [m + 0.3 if i < 5 else -0.4 for i, m in enumerate(base_margins)],
+                                perplexity=19.0)  # 0.5
+    noise = Scores.from_margins("v0002", [m + d for m, d in zip(base_margins, [0.9, -0.8, 0.7, -0.9, 0.6, -0.5,
+                                                                                0.8, -0.7, 0.5, -0.4])],
+                                perplexity=20.0)  # same accuracy, mean +0.02 inside the spread
+    drifted = Scores.from_margins("v0002", [m + 0.5 for m in base_margins], perplexity=23.0)  # +15%
 
     assert decide(better, active).promote
-    assert decide(tie_more_margin, active).promote
     assert not decide(worse, active).promote
-    assert not decide(drifted, active, max_perplexity_rise_pct=10).promote
-    assert decide(drifted, active, max_perplexity_rise_pct=20).promote
+    refused = decide(noise, active)
+    assert not refused.promote and any("not clearly above 0" in r for r in refused.reasons)
+    assert not decide(drifted, active, Rules(max_perplexity_rise_pct=10)).promote
+    assert decide(drifted, active, Rules(max_perplexity_rise_pct=20)).promote
     assert not decide(Scores("v0002"), active).promote  # nothing fits: nothing to judge by
+    few = decide(Scores.from_margins("v0002", [m + 0.3 for m in base_margins[:4]]),
+                 Scores.from_margins("v0001", base_margins[:4]))
+    assert not few.promote and any("only 4 held-out pairs, 8 needed" in r for r in few.reasons)
 
     path = write_verdict(tmp_path, decide(better, active))
     saved = json.loads(path.read_text())
     assert saved["promote"] is True
-    assert saved["candidate"]["accuracy"] == 0.8 and saved["active"]["accuracy"] == 0.6  # both sides kept
+    assert saved["candidate"]["accuracy"] == 0.9 and saved["active"]["accuracy"] == 0.7  # both sides kept
+    assert "margins" not in saved["candidate"]  # the summary and the interval, not every pair
+    assert saved["evidence"]["pairs"] == 10 and saved["evidence"]["margin_gain"]["low"] == pytest.approx(0.3)
     assert not list(tmp_path.glob("*.tmp"))

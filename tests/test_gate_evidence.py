@@ -47,3 +47,31 @@ def test_the_interval_is_the_same_on_every_run_and_narrows_with_more_pairs():
     assert few == paired_interval(diffs[:10], [0.0] * 10)
     many = paired_interval(diffs, [0.0] * 200)
     assert (many.high - many.low) < (few.high - few.low) / 2
+
+
+def test_adapters_list_shows_the_interval_and_why_a_version_was_kept_as_a_candidate(agent_home):
+    """A version refused for thin evidence stays listed, says why, and can still be activated by hand."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from vault_agent.cli.adapters import adapters_app
+    from vault_agent.paths import app_dirs
+    from vault_agent.train import active, registry
+    from vault_agent.train.gate import Scores, decide, write_verdict
+
+    dirs = app_dirs()
+    vdir = registry.adapters_dir(dirs) / "v0001"
+    vdir.mkdir(parents=True)
+    (vdir / "metrics.json").write_text(json.dumps({"pairs": {"train": 12}}))
+    (vdir / active.GGUF_NAME).write_bytes(b"GGUF")
+    write_verdict(vdir, decide(Scores.from_margins("v0001", [-2.50, -2.594]), Scores.from_margins(None, [-2.57, -2.65])))
+    runner = CliRunner()
+    listed = runner.invoke(adapters_app, ["list"])
+    assert listed.exit_code == 0, listed.output
+    assert "refused" in listed.output and "margin gain +0.063 (95% +0.056 to +0.070)" in listed.output
+    assert "kept as a candidate" in listed.output and "only 2 held-out pairs, 8 needed" in listed.output
+    as_json = json.loads(runner.invoke(adapters_app, ["list", "--json"]).output)
+    assert as_json["versions"][0]["gate"]["evidence"]["enough"] is False
+    assert runner.invoke(adapters_app, ["activate", "v0001"]).exit_code == 0
+    assert active.read_state(dirs)[0].active == "v0001"

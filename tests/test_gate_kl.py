@@ -15,7 +15,7 @@ from conftest import strong_adapter
 from test_gate import NOTES, PAIRS
 
 from vault_agent.train import active, registry
-from vault_agent.train.gate import LlamaScorer, Scores, completion_text, decide, score_all, write_verdict
+from vault_agent.train.gate import LlamaScorer, Rules, Scores, completion_text, decide, score_all, write_verdict
 
 
 def _zero_adapter(hf_base, out_dir):
@@ -94,7 +94,7 @@ def test_gate_json_carries_kl_and_adapters_list_shows_it_with_the_ab_win_rate(bu
         (vdir / active.GGUF_NAME).write_bytes(kl_adapters[name].read_bytes())
     candidate, incumbent = score_all(bundled_gguf, [("v0002", kl_adapters["strong"]), ("v0001", kl_adapters["zero"])],
                                      PAIRS, NOTES, n_ctx=512)
-    verdict = decide(candidate, incumbent, max_perplexity_rise_pct=1000)
+    verdict = decide(candidate, incumbent, Rules(max_perplexity_rise_pct=1000))
     assert any(r.startswith(f"KL to the base on held-out answers {candidate.kl_to_base:.4f}") for r in verdict.reasons)
     saved = json.loads(write_verdict(registry.adapters_dir(dirs) / "v0002", verdict).read_text())
     assert saved["candidate"]["kl_to_base"] == candidate.kl_to_base and saved["max_kl_to_base"] == 0.0
@@ -127,15 +127,15 @@ def test_gate_json_carries_kl_and_adapters_list_shows_it_with_the_ab_win_rate(bu
 
 
 def test_the_kl_guard_refuses_only_when_set():
-    active_scores = Scores(None, pairs=10, accuracy=0.5, margin=0.0, perplexity=20.0, kl_to_base=0.0)
-    drifted = Scores("v0001", pairs=10, accuracy=0.9, margin=0.5, perplexity=20.5, kl_to_base=0.30)
+    active_scores = Scores.from_margins(None, [0.1, -0.1] * 5, perplexity=20.0, kl_to_base=0.0)
+    drifted = Scores.from_margins("v0001", [0.6, 0.4] * 5, perplexity=20.5, kl_to_base=0.30)
     assert decide(drifted, active_scores).promote  # 0: reported only
     assert any("KL to the base on held-out answers 0.3000 nats/token, active 0.0000 (no limit set)" == r
                for r in decide(drifted, active_scores).reasons)
-    refused = decide(drifted, active_scores, max_kl_to_base=0.2)
+    refused = decide(drifted, active_scores, Rules(max_kl_to_base=0.2))
     assert not refused.promote and any("limit 0.2" in r for r in refused.reasons)
-    assert decide(drifted, active_scores, max_kl_to_base=0.5).promote
-    assert not any("KL" in r for r in decide(Scores("v0001", pairs=1, accuracy=1.0, margin=0.1),
+    assert decide(drifted, active_scores, Rules(max_kl_to_base=0.5)).promote
+    assert not any("KL" in r for r in decide(Scores.from_margins("v0001", [0.6, 0.4] * 5),
                                              active_scores).reasons)  # an old Scores without KL: no line
 
 
@@ -155,8 +155,9 @@ def test_adapters_api_shows_kl_and_win_rate_as_the_schema_documents(api, tmp_pat
             vdir = registry.adapters_dir(dirs) / version
             vdir.mkdir(parents=True)
             (vdir / active.GGUF_NAME).write_bytes(fake.read_bytes())
-            write_verdict(vdir, decide(Scores(version, pairs=4, accuracy=0.75, margin=0.2, perplexity=9.0,
-                                              kl_to_base=kl), Scores(None, pairs=4, accuracy=0.5, margin=0.0)))
+            write_verdict(vdir, decide(Scores.from_margins(version, [0.3, 0.2, 0.1, -0.1] * 2, perplexity=9.0,
+                                                           kl_to_base=kl),
+                                       Scores.from_margins(None, [0.1, 0.0, -0.1, -0.2] * 2)))
         listed = http.get("/adapters").json()
         assert [r["gate"]["kl_to_base"] for r in listed["versions"]] == [0.01, 0.2]
         assert all(r["ab"] is None for r in listed["versions"])

@@ -259,7 +259,7 @@ def test_if_due_with_too_little_feedback_is_not_due_rather_than_an_error(agent_h
 # --- the gate on held-out answers ---------------------------------------------------------------------
 
 def test_gate_judges_kto_candidates_answer_by_answer():
-    from vault_agent.train.gate import Scores, decide, judge_examples
+    from vault_agent.train.gate import Rules, Scores, decide, judge_examples
 
     import numpy as np
 
@@ -268,13 +268,16 @@ def test_gate_judges_kto_candidates_answer_by_answer():
     good = judge_examples(rows, [np.float64(-1.5), -1.0, -1.5, None], active)  # the last is too long: skipped
     assert (good.examples, good.right, good.skipped) == (3, 3, 1)
     assert good.desirable_logp_change == pytest.approx(0.5) and good.undesirable_logp_change == pytest.approx(-0.5)
-    verdict = decide(Scores("v2", perplexity=10.5), Scores("v1", perplexity=10.0), 10.0, examples=good)
+    lenient = Rules(max_perplexity_rise_pct=10.0, min_heldout=3)
+    verdict = decide(Scores("v2", perplexity=10.5), Scores("v1", perplexity=10.0), lenient, examples=good)
     assert verdict.promote and "3/3 held-out answers moved the right way" in verdict.reasons[0]
     assert json.loads(json.dumps(verdict.to_dict()))["examples"]["right"] == 3  # gate.json can hold it
 
     bad = judge_examples(rows, [-2.5, -1.0, -0.5, -2.0], active)  # raises the undesirable answers more
-    assert bad.right == 1 and not decide(Scores("v2"), Scores("v1"), examples=bad).promote
-    worse_ppl = decide(Scores("v2", perplexity=12.0), Scores("v1", perplexity=10.0), 10.0, examples=good)
+    assert bad.right == 1 and not decide(Scores("v2"), Scores("v1"), lenient, examples=bad).promote
+    too_few = decide(Scores("v2"), Scores("v1"), examples=good)  # the default bar: 8 held-out answers
+    assert not too_few.promote and any("only 3 held-out answers, 8 needed" in r for r in too_few.reasons)
+    worse_ppl = decide(Scores("v2", perplexity=12.0), Scores("v1", perplexity=10.0), lenient, examples=good)
     assert not worse_ppl.promote and "+20.0%" in worse_ppl.reasons[-1]
     nothing = decide(Scores("v2"), Scores("v1"), examples=judge_examples(rows, [None] * 4, active))
     assert not nothing.promote and "no held-out example fits" in nothing.reasons[0]

@@ -50,11 +50,17 @@ def list_versions(as_json: bool = typer.Option(False, "--json", help="Print JSON
         kl = gate.get("kl_to_base")
         if isinstance(kl, (int, float)):
             figures += f"  KL to base {kl:.4f}"
+        found = gate.get("evidence") or {}
+        if gain := found.get("margin_gain"):
+            figures += f"  margin gain {gain['mean']:+.3f} (95% {gain['low']:+.3f} to {gain['high']:+.3f})"
         figures += _ab_text(row.get("ab"))
         verdict = {True: "promoted", False: "refused", None: ""}[gate.get("promote")]
         mark = "*" if row["active"] else " "
         print(f"{mark} {row['version']}  {row.get('created') or '':<20}  {row.get('pairs') or '?':>5} pairs  "
               f"{figures}  {verdict}{'' if row['servable'] else '  (no GGUF: cannot be served)'}")
+        if gate.get("promote") is False:
+            why = found.get("shortfalls") or (gate.get("reasons") or [])[1:]
+            print(f"      kept as a candidate, activate it by hand if you like: {'; '.join(why)}")
     if data.get("base_ab"):
         print(f"  base model (no adapter){_ab_text(data['base_ab'])}")
     if data.get("warning"):

@@ -21,6 +21,7 @@ class GateFigures(_Open):
     margin: float | None  # mean (chosen - rejected) token log-prob, nats
     perplexity: float | None  # on held-out vault chunks
     kl_to_base: float | None = None  # mean per-token KL(adapter || base) on held-out answers, nats
+    evidence: dict[str, Any] | None = None  # the evidence test: pairs, accuracies, margin gain's 95% interval
 
 
 class AdapterVersion(_Open):

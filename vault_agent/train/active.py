@@ -241,6 +241,7 @@ def _listing(dirs: AppDirs, win_rates: list[dict] | None) -> dict:
                 "margin": (gate.get("candidate") or {}).get("margin"),
                 "perplexity": (gate.get("candidate") or {}).get("perplexity"),
                 "kl_to_base": (gate.get("candidate") or {}).get("kl_to_base"),
+                "evidence": gate.get("evidence"),
             },
             "ab": ab.get(version),
             "servable": (vdir / GGUF_NAME).is_file(),

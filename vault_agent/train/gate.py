@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..llm.lora import LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, token_text
+from . import evidence
 
 
 @dataclass
@@ -33,6 +34,21 @@ class Scores:
     perplexity: float | None = None  # on held-out vault chunks
     kl_to_base: float | None = None  # mean per-token KL(adapter || base) over the held-out answers, nats
     skipped: int = 0  # pairs too long for the context window
+    margins: list[float] = field(default_factory=list, repr=False)  # per held-out pair, in the pairs' order
+
+    @classmethod
+    def from_margins(cls, adapter: str | None, margins: list[float], **figures: Any) -> Scores:
+        """Accuracy and mean margin from the per-pair margins (what the gate's evidence test pairs up)."""
+        margins = [float(m) for m in margins]
+        out = cls(adapter, pairs=len(margins), margins=margins, **figures)
+        if margins:
+            out.accuracy = sum(m > 0 for m in margins) / len(margins)
+            out.margin = sum(margins) / len(margins)
+        return out
+
+    def figures(self) -> dict:
+        """Everything but the per-pair margins (gate.json keeps the summary and the interval)."""
+        return {k: v for k, v in asdict(self).items() if k != "margins"}
 
 
 @dataclass
@@ -46,8 +62,8 @@ class Verdict:
     max_kl_to_base: float = 0.0  # 0: KL is reported, never a reason to refuse
 
     def to_dict(self) -> dict:
-        return {"promote": self.promote, "reasons": self.reasons, "candidate": asdict(self.candidate),
-                "active": asdict(self.active), "max_perplexity_rise_pct": self.max_perplexity_rise_pct,
+        return {"promote": self.promote, "reasons": self.reasons, "candidate": self.candidate.figures(),
+                "active": self.active.figures(), "max_perplexity_rise_pct": self.max_perplexity_rise_pct,
                 "max_kl_to_base": self.max_kl_to_base, **self.extra}
 
 
@@ -245,10 +261,8 @@ def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], p
                 perplexities[key] = scorer.perplexity(texts) if texts else None
             out[i].perplexity = perplexities[key]
     for i, s in enumerate(out):
-        s.pairs = len(margins[i])
-        if margins[i]:
-            s.accuracy = sum(m > 0 for m in margins[i]) / len(margins[i])
-            s.margin = sum(margins[i]) / len(margins[i])
+        summary = Scores.from_margins(s.adapter, margins[i])
+        s.pairs, s.margins, s.accuracy, s.margin = summary.pairs, summary.margins, summary.accuracy, summary.margin
         if kl_positions:
             s.kl_to_base = kl_sum[i] / kl_positions
     return out
@@ -266,6 +280,10 @@ class ExampleScores:
     desirable_logp_change: float | None = None  # mean candidate - active, nats per token
     undesirable_logp_change: float | None = None
     skipped: int = 0  # examples too long for the context window
+    toward_label: list[float] = field(default_factory=list, repr=False)  # per example: the change, signed by its label
+
+    def figures(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "toward_label"}
 
     @property
     def better(self) -> bool:
@@ -290,6 +308,7 @@ def judge_examples(examples: list[dict], candidate: list[float | None], active: 
             continue
         label, change = bool(e["label"]), float(c) - float(a)  # llama.cpp's figures are numpy floats
         changes[label].append(change)
+        out.toward_label.append(change if label else -change)
         out.right += int(change > 0 if label else change < 0)
     out.examples = len(changes[True]) + len(changes[False])
     if out.examples:
@@ -299,21 +318,38 @@ def judge_examples(examples: list[dict], candidate: list[float | None], active: 
     return out
 
 
-def _decide_on_examples(candidate: Scores, active: Scores, examples: ExampleScores,
-                        max_perplexity_rise_pct: float, max_kl_to_base: float = 0.0) -> Verdict:
-    extra = {"examples": asdict(examples)}
+def _decide_on_examples(candidate: Scores, active: Scores, examples: ExampleScores, rules: Rules) -> Verdict:
+    extra = {"examples": examples.figures()}
     if not examples.examples:
         return Verdict(False, ["no held-out example fits the context window: nothing to judge by"], candidate, active,
-                       max_perplexity_rise_pct, extra, max_kl_to_base)
+                       rules.max_perplexity_rise_pct, extra, rules.max_kl_to_base)
     fmt = lambda x: "n/a" if x is None else f"{x:+.3f}"  # noqa: E731
     figures = (f"{examples.right}/{examples.examples} held-out answers moved the right way; mean log-prob change "
                f"desirable {fmt(examples.desirable_logp_change)}, undesirable {fmt(examples.undesirable_logp_change)}")
-    reasons = [figures if examples.better else f"does not beat the active adapter on held-out answers ({figures})"]
-    ppl_ok, ppl_reason = _perplexity_check(candidate, active, max_perplexity_rise_pct)
-    kl_ok, kl_reason = _kl_check(candidate, active, max_kl_to_base)
-    reasons += ppl_reason + kl_reason
-    return Verdict(examples.better and ppl_ok and kl_ok, reasons, candidate, active, max_perplexity_rise_pct, extra,
-                   max_kl_to_base)
+    shortfalls = []
+    if examples.examples < rules.min_heldout:
+        shortfalls.append(f"only {examples.examples} held-out answers, {rules.min_heldout} needed to judge "
+                          "(train.gate_min_heldout); rate more answers")
+    if examples.accuracy < rules.min_accuracy:
+        shortfalls.append(f"{examples.accuracy:.2f} of held-out answers moved the right way, below "
+                          f"{rules.min_accuracy:.2f} (train.gate_min_accuracy)")
+    if not examples.better:
+        shortfalls.append("does not beat the active adapter on held-out answers")
+    gain = evidence.paired_interval(examples.toward_label, [0.0] * examples.examples)
+    extra["evidence"] = {"answers": examples.examples, "change_toward_labels": gain.to_dict()}
+    if gain.low <= 0:
+        shortfalls.append(f"log-prob change toward the labels {gain} is not clearly above 0")
+    return _verdict(candidate, active, [figures], shortfalls, rules, extra)
+
+
+def _verdict(candidate: Scores, active: Scores, figures: list[str], shortfalls: list[str], rules: Rules,
+             extra: dict) -> Verdict:
+    """The verdict from the evidence test's shortfalls and the perplexity and KL guards."""
+    ppl_ok, ppl_reason = _perplexity_check(candidate, active, rules.max_perplexity_rise_pct)
+    kl_ok, kl_reason = _kl_check(candidate, active, rules.max_kl_to_base)
+    reasons = figures + shortfalls + ppl_reason + kl_reason
+    return Verdict(not shortfalls and ppl_ok and kl_ok, reasons, candidate, active, rules.max_perplexity_rise_pct,
+                   extra, rules.max_kl_to_base)
 
 
 def _perplexity_check(candidate: Scores, active: Scores, max_rise_pct: float) -> tuple[bool, list[str]]:
@@ -336,30 +372,36 @@ def _kl_check(candidate: Scores, active: Scores, max_kl: float) -> tuple[bool, l
     return not max_kl or candidate.kl_to_base <= max_kl, [line]
 
 
-def decide(candidate: Scores, active: Scores, max_perplexity_rise_pct: float = 10.0,
-           examples: ExampleScores | None = None, max_kl_to_base: float = 0.0) -> Verdict:
-    """Promote only a candidate that beats the active adapter on the held-out pairs (accuracy, then
-    margin on a tie) without raising perplexity by more than the configured share, nor (when
-    `max_kl_to_base` > 0) drifting further than that from the base. A KTO version is judged on
-    held-out single answers instead (`examples`, from judge_examples)."""
+@dataclass(frozen=True)
+class Rules:
+    """What a candidate must show to be promoted (train.* settings of the same names)."""
+
+    max_perplexity_rise_pct: float = 10.0
+    max_kl_to_base: float = 0.0  # 0: KL is reported, never a reason to refuse
+    min_heldout: int = 8
+    min_accuracy: float = 0.7
+
+    @classmethod
+    def from_settings(cls, train) -> Rules:
+        return cls(train.max_perplexity_rise_pct, train.max_kl_to_base, train.gate_min_heldout,
+                   train.gate_min_accuracy)
+
+
+def decide(candidate: Scores, active: Scores, rules: Rules = Rules(), examples: ExampleScores | None = None) -> Verdict:
+    """Promote only on evidence: enough held-out pairs, accuracy at the bar and not below the active
+    adapter's, and a margin gain over the active adapter (or the base) whose 95% paired-bootstrap
+    interval lies above 0 (train/evidence.py); and without raising perplexity on held-out notes by
+    more than the configured share, nor (when max_kl_to_base > 0) drifting further than that from the
+    base. A KTO version is judged on held-out single answers instead (`examples`, from judge_examples)."""
     if examples is not None:
-        return _decide_on_examples(candidate, active, examples, max_perplexity_rise_pct, max_kl_to_base)
-    reasons: list[str] = []
+        return _decide_on_examples(candidate, active, examples, rules)
     if not candidate.pairs:
         return Verdict(False, ["no held-out pair fits the context window: nothing to judge by"], candidate, active,
-                       max_perplexity_rise_pct, max_kl_to_base=max_kl_to_base)
-    better = (candidate.accuracy, candidate.margin) > (active.accuracy or 0.0, active.margin or -math.inf)
-    if better:
-        reasons.append(f"held-out accuracy {candidate.accuracy:.2f} vs {active.accuracy or 0:.2f}, "
-                       f"margin {candidate.margin:+.3f} vs {active.margin if active.margin is not None else 0:+.3f}")
-    else:
-        reasons.append(f"does not beat the active adapter on held-out pairs (accuracy {candidate.accuracy:.2f} vs "
-                       f"{active.accuracy or 0:.2f}, margin {candidate.margin:+.3f} vs {active.margin or 0:+.3f})")
-    ppl_ok, ppl_reason = _perplexity_check(candidate, active, max_perplexity_rise_pct)
-    kl_ok, kl_reason = _kl_check(candidate, active, max_kl_to_base)
-    reasons += ppl_reason + kl_reason
-    return Verdict(better and ppl_ok and kl_ok, reasons, candidate, active, max_perplexity_rise_pct,
-                   max_kl_to_base=max_kl_to_base)
+                       rules.max_perplexity_rise_pct, max_kl_to_base=rules.max_kl_to_base)
+    found = evidence.weigh(candidate.margins, active.margins, rules.min_heldout, rules.min_accuracy)
+    figures = (f"held-out accuracy {found.accuracy:.2f} vs {found.active_accuracy:.2f} on {found.pairs} pairs, "
+               f"margin gain {found.margin_gain}")
+    return _verdict(candidate, active, [figures], list(found.shortfalls), rules, {"evidence": found.to_dict()})
 
 
 def write_verdict(version_dir: Path, verdict: Verdict) -> Path:

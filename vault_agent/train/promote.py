@@ -77,12 +77,13 @@ def gate_version(settings, dirs: AppDirs, vdir: Path, version: str, heldout: lis
     if kto:
         judged = gate.judge_examples(rows, gate.score_examples(base_gguf, vdir / active.GGUF_NAME, rows, n_ctx),
                                      gate.score_examples(base_gguf, current_gguf, rows, n_ctx))
-    verdict = gate.decide(candidate, incumbent, settings.train.max_perplexity_rise_pct, examples=judged,
-                          max_kl_to_base=settings.train.max_kl_to_base)
+    verdict = gate.decide(candidate, incumbent, gate.Rules.from_settings(settings.train), examples=judged)
     verdict.extra["export"] = export
     gate.write_verdict(vdir, verdict)
     result = {"promoted": verdict.promote, "exported": True, "reasons": verdict.reasons,
               "candidate": verdict.to_dict()["candidate"], "active_before": verdict.to_dict()["active"]}
+    if "evidence" in verdict.extra:
+        result["evidence"] = verdict.extra["evidence"]
     if judged is not None:
         result["examples"] = verdict.extra["examples"]
     return result
