@@ -147,10 +147,11 @@ def test_generation_uses_one_thread_beside_a_busy_process_and_all_when_idle(llm_
 
 
 @pytest.mark.slow
-def test_the_indexer_embeds_after_the_answer_not_during_it(llm_backend, embedder):
+def test_the_indexer_embeds_after_the_answer_not_during_it(llm_backend, real_embedder):
     """Real model and real embedder sharing one CpuShare, as the daemon wires them: an embedding
     requested while an answer streams starts only after the last token."""
     share = CpuShare(follow_load=False)
+    embedder = real_embedder
     llm_backend.cpu_share, embedder.cpu_share = share, share
     events = []
     try:
