@@ -44,6 +44,25 @@ def pytest_configure(config):
                                        "instead of the hashing one (mark the test slow too)")
 
 
+def served_url(proc, home: Path, timeout: float = 180.0) -> str:
+    """The URL a `vault-agent serve --port 0` subprocess bound (from the daemon.json it writes once it
+    listens, under VAULT_AGENT_HOME=home): no free port picked beforehand that another process could
+    take in between."""
+    import json
+
+    daemon_file = home / "state" / "daemon.json"
+
+    def announced():
+        assert proc.poll() is None, f"serve exited with {proc.returncode}"
+        try:
+            info = json.loads(daemon_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return info["url"] if info.get("pid") == proc.pid else None
+
+    return wait_until(announced, timeout=timeout, interval=0.1, what="the daemon to listen")
+
+
 # --- the fast tier loads no real model -------------------------------------------------------------
 
 # module -> the class whose construction loads a real model
