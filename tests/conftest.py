@@ -282,6 +282,11 @@ def fake_daemon(tmp_path_factory, embedder):
     deterministic FakeBackend in place of llama.cpp and the hashing embedder in place of the embedding
     model: for the API guards, feedback and the TUI, where real models add minutes and nothing to
     check. `.backend` is the fake."""
+    yield from serve_fake_daemon(tmp_path_factory, embedder)
+
+
+def serve_fake_daemon(tmp_path_factory, embedder):
+    """The body of the fake_daemon fixture (a module may want one of its own: see test_tui.py)."""
     from vault_agent.llm.fake import FakeBackend
 
     root = tmp_path_factory.mktemp("fake-daemon")

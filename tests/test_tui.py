@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import record_response
+from conftest import record_response, serve_fake_daemon
 from vault_agent.client import ApiClient
 
 from tui.app import RatingApp  # noqa: E402
@@ -32,6 +32,13 @@ class App(RatingApp):
     def notify(self, message, *args, **kwargs):
         self.notes.append(str(message))
         return super().notify(message, *args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def fake_daemon(tmp_path_factory, embedder):
+    """A daemon of this module's own: the app pages through its whole queue, which would otherwise hold
+    every answer the other modules' tests left in the shared one."""
+    yield from serve_fake_daemon(tmp_path_factory, embedder)
 
 
 @pytest.fixture
