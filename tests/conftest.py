@@ -7,16 +7,15 @@ constructs the real embedding model (sentence-transformers) or the chat model (l
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
+
+import real_model_guard
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_VAULT = REPO / "sample_vault"
@@ -63,65 +62,23 @@ def served_url(proc, home: Path, timeout: float = 180.0) -> str:
     return wait_until(announced, timeout=timeout, interval=0.1, what="the daemon to listen")
 
 
-# --- the fast tier loads no real model -------------------------------------------------------------
+# --- the fast tier loads no real model (tests/real_model_guard.py) ----------------------------------
 
-# module -> the class whose construction loads a real model
-REAL_MODELS = {"sentence_transformers": "SentenceTransformer", "llama_cpp.llama": "Llama"}
-CURRENT_TEST: dict[str, pytest.Item | None] = {"item": None}
-REAL_MODEL_LOADS: dict[str, list[str]] = {}
-
-
-def _guard(cls, label: str) -> None:
-    original = cls.__init__
-
-    def init(self, *args, **kwargs):
-        item = CURRENT_TEST["item"]
-        if item is not None and item.get_closest_marker("slow") is None:
-            REAL_MODEL_LOADS.setdefault(item.nodeid, []).append(label)
-            raise RuntimeError(f"{item.nodeid} loads the real {label} but is not marked slow "
-                               "(use the `embedder` fixture / FakeBackend, or mark it slow)")
-        original(self, *args, **kwargs)
-
-    cls.__init__ = init
-
-
-class _GuardOnImport(importlib.abc.MetaPathFinder):
-    """Wraps each real model class as its module is imported (importing them here would cost seconds)."""
-
-    def find_spec(self, name, path, target=None):
-        if name not in REAL_MODELS:
-            return None
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_and_guard(module):
-            exec_module(module)
-            _guard(getattr(module, REAL_MODELS[name]), f"model ({name}.{REAL_MODELS[name]})")
-
-        spec.loader.exec_module = exec_and_guard
-        return spec
-
-
-sys.meta_path.insert(0, _GuardOnImport())
+real_model_guard.install()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    CURRENT_TEST["item"] = item
+    real_model_guard.CURRENT_TEST["item"] = item
     yield
-    CURRENT_TEST["item"] = None
+    real_model_guard.CURRENT_TEST["item"] = None
 
 
 @pytest.fixture(autouse=True)
 def no_real_model_in_the_fast_tier(request):
+    """Fails a test not marked slow that loaded a real model (even in a thread it started)."""
     yield
-    loads = REAL_MODEL_LOADS.pop(request.node.nodeid, None)
+    loads = real_model_guard.LOADS.pop(request.node.nodeid, None)
     if loads:
         pytest.fail(f"not marked slow, yet loaded: {', '.join(sorted(set(loads)))}")
 
