@@ -1,5 +1,5 @@
 """Catalog (SQLite) and vectors (chromadb) describe one index and must agree after every operation,
-a crash between the two writes included: the real stores, the real embedding model, crashes
+a crash between the two writes included: the real stores, the hashing test embedder, crashes
 simulated by raising (or dying) between the vector write and the catalog commit."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The Textual rating app, driven with Pilot against a real daemon (real API, real preference log,
-real embeddings) whose chat model is the fake backend. Every test makes its own items, so the
+the hashing test embedder) whose chat model is the fake backend. Every test makes its own items, so the
 order the tests run in does not matter."""
 
 from __future__ import annotations
