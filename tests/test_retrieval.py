@@ -100,8 +100,7 @@ def test_per_note_passages_keep_their_note_together_and_distinct(registry_index)
     assert "The Bexaloo protocol" in registry[0].text
 
 
-@pytest.mark.slow
-@pytest.mark.real_embedder  # ranking quality is the real model's
+@pytest.mark.slow  # the script loads the real embedding model
 def test_retrieval_eval_smoke(tmp_path, agent_home):
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
