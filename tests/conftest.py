@@ -1,19 +1,86 @@
-"""Shared fixtures: an isolated VAULT_AGENT_HOME per test, temp vaults, and the real embedding model
-loaded once per session (it is the slow part of every index test)."""
+"""Shared fixtures: an isolated VAULT_AGENT_HOME per test, temp vaults, a tiny deterministic embedder
+for the index and daemon tests (`embedder`), the real embedding model for the tests about it
+(`real_embedder`, slow), and `wait_until` for tests that wait on another thread or process.
+
+The fast tier (`pytest -m "not slow"`) never loads a real model: a test that is not marked slow and
+constructs the real embedding model (sentence-transformers) or the chat model (llama.cpp) fails."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
+
+import real_model_guard
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_VAULT = REPO / "sample_vault"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 15.0, interval: float = 0.02,
+               what: str = "the condition") -> object:
+    """Poll condition until it returns something truthy (returned) or fail after timeout seconds:
+    a deadline instead of a sleep that guesses how long the other side takes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_embedder: open_index embeds with the real embedding model "
+                                       "instead of the hashing one (mark the test slow too)")
+
+
+def served_url(proc, home: Path, timeout: float = 180.0) -> str:
+    """The URL a `vault-agent serve --port 0` subprocess bound (from the daemon.json it writes once it
+    listens, under VAULT_AGENT_HOME=home): no free port picked beforehand that another process could
+    take in between."""
+    import json
+
+    daemon_file = home / "state" / "daemon.json"
+
+    def announced():
+        assert proc.poll() is None, f"serve exited with {proc.returncode}"
+        try:
+            info = json.loads(daemon_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return info["url"] if info.get("pid") == proc.pid else None
+
+    return wait_until(announced, timeout=timeout, interval=0.1, what="the daemon to listen")
+
+
+# --- the fast tier loads no real model (tests/real_model_guard.py) ----------------------------------
+
+real_model_guard.install()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    real_model_guard.CURRENT_TEST["item"] = item
+    yield
+    real_model_guard.CURRENT_TEST["item"] = None
+
+
+@pytest.fixture(autouse=True)
+def no_real_model_in_the_fast_tier(request):
+    """Fails a test not marked slow that loaded a real model (even in a thread it started)."""
+    yield
+    loads = real_model_guard.LOADS.pop(request.node.nodeid, None)
+    if loads:
+        pytest.fail(f"not marked slow, yet loaded: {', '.join(sorted(set(loads)))}")
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +121,16 @@ def sample_vault_copy(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder():
+    """The tiny deterministic embedder (tests/hashing_embedder.py): for tests not about the model."""
+    from hashing_embedder import HashingEmbedder
+
+    return HashingEmbedder()
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    """The bundled sentence-transformers model, loaded once: for tests about retrieval quality or the
+    model itself (mark them slow)."""
     from vault_agent.config import IndexSettings
     from vault_agent.index.embedder import Embedder
 
@@ -61,8 +138,15 @@ def embedder():
 
 
 @pytest.fixture
-def open_index(embedder):
-    """open_index(vault, **settings) -> an Indexer sharing the session's embedding model."""
+def index_embedder(request):
+    """What open_index embeds with: the real model for a test marked real_embedder (and slow)."""
+    real = request.node.get_closest_marker("real_embedder") is not None
+    return request.getfixturevalue("real_embedder" if real else "embedder")
+
+
+@pytest.fixture
+def open_index(index_embedder):
+    """open_index(vault, **settings) -> an Indexer sharing the session's embedder."""
     from vault_agent.config import load_settings
     from vault_agent.index.indexer import Indexer
     from vault_agent.paths import app_dirs
@@ -71,7 +155,7 @@ def open_index(embedder):
 
     def make(vault: Path, **overrides):
         settings = load_settings(vault=vault, **overrides)
-        ix = Indexer(settings, vault.resolve(), app_dirs().ensure(), embedder=embedder)
+        ix = Indexer(settings, vault.resolve(), app_dirs().ensure(), embedder=index_embedder)
         opened.append(ix)
         return ix
 
@@ -115,10 +199,8 @@ def start_daemon(vault: Path, home: Path, embedder, backend=None, **overrides) -
     thread.start()
     assert ready.wait(60), "daemon did not start"
     running = RunningDaemon(daemon, thread)
-    deadline = __import__("time").monotonic() + 120
-    while running.runtime.indexer.catalog.get_meta("last_sync") is None:  # start-up reconcile done
-        assert __import__("time").monotonic() < deadline, "start-up index did not finish"
-        __import__("time").sleep(0.05)
+    wait_until(lambda: running.runtime.indexer.catalog.get_meta("last_sync") is not None, timeout=120,
+               what="the start-up index")
     return running
 
 
@@ -152,13 +234,13 @@ def llm_backend():
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory, embedder, llm_backend):
-    """One real daemon per test module, on a fresh copy of the sample vault."""
+def daemon(tmp_path_factory, real_embedder, llm_backend):
+    """One real daemon per test module (real embeddings, real chat model) on a fresh copy of the sample vault."""
     root = tmp_path_factory.mktemp("daemon")
     vault = root / "vault"
     shutil.copytree(SAMPLE_VAULT, vault)
     saved = os.environ.get("VAULT_AGENT_HOME")
-    running = start_daemon(vault, root / "home", embedder, llm_backend, llm=FAST_LLM,
+    running = start_daemon(vault, root / "home", real_embedder, llm_backend, llm=FAST_LLM,
                            server={"port": 0, "queue_size": 2}, index={"debounce_seconds": 0.2})
     yield running
     running.stop()
@@ -168,9 +250,15 @@ def daemon(tmp_path_factory, embedder, llm_backend):
 
 @pytest.fixture(scope="session")
 def fake_daemon(tmp_path_factory, embedder):
-    """A real daemon (uvicorn, index, preference log, real embeddings) on a copy of the sample vault,
-    with the deterministic FakeBackend in place of llama.cpp: for the API guards, feedback and the
-    TUI, where a real generation adds minutes and nothing to check. `.backend` is the fake."""
+    """A real daemon (uvicorn, index, chromadb, preference log) on a copy of the sample vault, with the
+    deterministic FakeBackend in place of llama.cpp and the hashing embedder in place of the embedding
+    model: for the API guards, feedback and the TUI, where real models add minutes and nothing to
+    check. `.backend` is the fake."""
+    yield from serve_fake_daemon(tmp_path_factory, embedder)
+
+
+def serve_fake_daemon(tmp_path_factory, embedder):
+    """The body of the fake_daemon fixture (a module may want one of its own: see test_tui.py)."""
     from vault_agent.llm.fake import FakeBackend
 
     root = tmp_path_factory.mktemp("fake-daemon")

@@ -25,12 +25,14 @@ def run_smoke(script: str, tmp_path: Path, timeout: int = 600) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # the bench loads the real embedding model (in its subprocess)
 def test_index_bench_smoke(tmp_path):
     result = run_smoke("index_bench.py", tmp_path)
     assert result["config"]["notes"] == 30 and result["config"]["chunks"] >= 30  # the smoke vault, all indexed
     assert result["full_index"]["seconds"] > 0 and result["full_index"]["notes_per_s"] > 0
 
 
+@pytest.mark.slow  # the bench's daemon indexes its vault with the real embedding model
 def test_feedback_bench_smoke(tmp_path):
     result = run_smoke("feedback_bench.py", tmp_path)
     for phase in ("http_feedback", "preference_log_rate_in_process", "bare_sqlite_insert_loop"):

@@ -1,5 +1,6 @@
-"""The README documents every setting, every API route and every CLI command (imitating
-datasette's test_docs): adding one without documenting it fails here."""
+"""The README documents every setting with its default, every API route and every CLI command
+(imitating datasette's test_docs): adding one without documenting it, or changing a default
+without changing the README, fails here."""
 
 from __future__ import annotations
 
@@ -21,15 +22,76 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in ci
 
 
-def all_settings():
-    from vault_agent.config import Settings, _flatten
+def code_defaults(model=None, prefix: str = "") -> dict:
+    """Setting key ("llm.n_ctx") -> its default in vault_agent/config.py."""
+    from pydantic import BaseModel
 
-    return sorted(_flatten(Settings()))
+    from vault_agent.config import Settings
+
+    model = Settings() if model is None else model
+    out = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out.update(code_defaults(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
+
+
+def readme_defaults() -> dict:
+    """Setting key -> the default cell of its row in the README's settings table."""
+    rows = re.findall(r"^\| `([a-z_]+(?:\.[a-z_]+)?)` \| ([^|]*) \|", README, re.MULTILINE)
+    return {key: cell.strip() for key, cell in rows}
+
+
+# Defaults the README says in words, and the value in the code that the words stand for.
+IN_WORDS = {"none": None, "unset": None, "all cores": None}
+
+
+def parse_default(cell: str):
+    """A README default cell as a value: `[]`, {}, true, 5e-5, `bundled`, "comparison 3, rating 2"."""
+    text = cell.strip("`")
+    if text in IN_WORDS:
+        return IN_WORDS[text]
+    if text in ("true", "false"):
+        return text == "true"
+    if text in ("[]", "{}"):
+        return [] if text == "[]" else {}
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if re.fullmatch(r"[a-z_]+ [\d.]+(, [a-z_]+ [\d.]+)*", text):  # a mapping: "comparison 3, rating 2"
+        return {k: float(v) for k, v in (item.split() for item in text.split(", "))}
+    return text
+
+
+def all_settings():
+    return sorted(code_defaults())
 
 
 @pytest.mark.parametrize("key", all_settings())
-def test_every_setting_is_documented(key):
-    assert f"`{key}`" in README
+def test_every_setting_is_documented_with_its_default(key):
+    documented = readme_defaults()
+    assert key in documented, f"`{key}` has no row in the README's settings table"
+    code, readme = code_defaults()[key], parse_default(documented[key])
+    if isinstance(code, float) and isinstance(readme, (int, float)):
+        assert readme == pytest.approx(code), f"{key}: README says {documented[key]}, config.py {code!r}"
+    else:
+        assert readme == code, f"{key}: README says {documented[key]}, config.py {code!r}"
+
+
+def test_a_drifted_default_is_caught():
+    """The check above can fail: a README row with another default does not parse to the code's."""
+    assert parse_default("1024") == code_defaults()["train.max_length"]
+    assert parse_default("512") != code_defaults()["train.max_length"]
+    assert parse_default("comparison 3, correction 3, rating 2, synthetic 1") == code_defaults()["train.source_weights"]
+    assert parse_default("comparison 2, correction 3, rating 2, synthetic 1") != code_defaults()["train.source_weights"]
 
 
 def test_every_route_is_documented(built_daemon):

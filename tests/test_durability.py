@@ -5,41 +5,32 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import httpx
 import pytest
 
+from conftest import served_url, wait_until
 from vault_agent.feedback.store import PreferenceLog
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(vault, home, port):
+def start(vault, home):
+    """(process, url) of a daemon on a port of its own choosing (port 0)."""
     env = {**os.environ, "VAULT_AGENT_HOME": str(home), "VAULT_AGENT_LLM__N_CTX": "512"}
     proc = subprocess.Popen([sys.executable, "-m", "vault_agent.cli", "serve", "--vault", str(vault),
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("daemon did not start")
+                             "--port", "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = served_url(proc, home)
+    except AssertionError:
+        proc.kill()
+        raise AssertionError(proc.stderr.read().decode()[-2000:]) from None
+    assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+    return proc, url
 
 
 def test_sigkill_mid_stream_loses_no_acknowledged_rating(tmp_path, make_vault):
@@ -49,15 +40,13 @@ def test_sigkill_mid_stream_loses_no_acknowledged_rating(tmp_path, make_vault):
         responses = [log.record_response(question=f"q{i}", prompt="p", messages=[], answer=f"a{i}", retrieved=[],
                                          citations=[], model_id="m", adapter_version=None, timings={})
                      for i in range(400)]
-    port = free_port()
-    proc = start(vault, home, port)
+    proc, url = start(vault, home)
     token = (home / "state" / "token").read_text().strip()
     acked: list[str] = []
     stop = threading.Event()
 
     def rate_forever():
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
-                          timeout=5) as c:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=5) as c:
             for i, rid in enumerate(responses):
                 if stop.is_set():
                     return
@@ -71,17 +60,17 @@ def test_sigkill_mid_stream_loses_no_acknowledged_rating(tmp_path, make_vault):
 
     writer = threading.Thread(target=rate_forever)
     writer.start()
-    while len(acked) < 40 and writer.is_alive():
-        time.sleep(0.01)
+    wait_until(lambda: len(acked) >= 40 or not writer.is_alive(), timeout=120, interval=0.01,
+               what="40 acknowledged ratings")
     os.kill(proc.pid, signal.SIGKILL)  # mid-stream: the writer is still sending
     proc.wait(10)
     stop.set()
     writer.join(10)
     assert 40 <= len(acked) < len(responses)
 
-    proc = start(vault, home, port)
+    proc, url = start(vault, home)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}) as c:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
             stats = c.get("/preferences/stats").json()
         assert stats["ratings"]["up"] + stats["ratings"]["down"] >= len(acked)
     finally:

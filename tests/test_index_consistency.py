@@ -1,5 +1,5 @@
 """Catalog (SQLite) and vectors (chromadb) describe one index and must agree after every operation,
-a crash between the two writes included: the real stores, the real embedding model, crashes
+a crash between the two writes included: the real stores, the hashing test embedder, crashes
 simulated by raising (or dying) between the vector write and the catalog commit."""
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def test_full_reindex_re_embeds_every_chunk(make_vault, open_index, embedder):
     assert agree(ix)
 
 
+@pytest.mark.slow  # loads the real embedding model (twice, from two folders)
 def test_two_models_in_folders_of_the_same_name_do_not_share_vectors(make_vault, tmp_path, agent_home):
     """Each model sits in a folder called `model`; before, both got the collection 'chunks-model'."""
     from vault_agent.config import load_settings
@@ -166,9 +167,10 @@ KILL_SCRIPT = textwrap.dedent("""
     from vault_agent.config import load_settings
     from vault_agent.index.indexer import Indexer
     from vault_agent.paths import app_dirs
+    from hashing_embedder import HashingEmbedder  # the test's own embedder, as open_index uses
 
     vault = Path(sys.argv[1])
-    ix = Indexer(load_settings(vault=vault), vault, app_dirs().ensure())
+    ix = Indexer(load_settings(vault=vault), vault, app_dirs().ensure(), embedder=HashingEmbedder())
     ix.catalog.replace_notes = lambda *a, **k: os._exit(9)  # die, no cleanup, right after the vector write
     ix.reconcile()
 """)
@@ -176,7 +178,8 @@ KILL_SCRIPT = textwrap.dedent("""
 
 def test_process_killed_between_the_stores_is_repaired_on_next_start(make_vault, open_index, agent_home):
     vault = make_vault(NOTES)
-    env = {**os.environ, "VAULT_AGENT_HOME": str(agent_home), "PYTHONPATH": str(Path(__file__).parents[1])}
+    tests = Path(__file__).parent
+    env = {**os.environ, "VAULT_AGENT_HOME": str(agent_home), "PYTHONPATH": f"{tests.parent}{os.pathsep}{tests}"}
     out = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(vault.resolve())], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 9, out.stderr[-2000:]
@@ -190,21 +193,37 @@ def test_process_killed_between_the_stores_is_repaired_on_next_start(make_vault,
 
 def test_no_op_restart_never_loads_the_embedding_model(make_vault, open_index, agent_home):
     """The collection is found by the model's identity; its dimension is in its name."""
+    from hashing_embedder import HashingEmbedder
+
     from vault_agent.config import IndexSettings, load_settings
     from vault_agent.index.embedder import Embedder
     from vault_agent.index.indexer import Indexer
     from vault_agent.paths import app_dirs
 
+    assert Embedder(IndexSettings())._model is None  # the real one loads its model on first use only
+    touched = []
+
+    class Fresh(HashingEmbedder):  # an embedder that notes every use that would load a real model
+        @property
+        def model(self):
+            touched.append("model")
+            return super().model
+
+        @property
+        def dimension(self):
+            touched.append("dimension")
+            return super().dimension
+
     vault = make_vault(NOTES)
     ix = open_index(vault)
     ix.reconcile()
     ix.close()
-    fresh = Embedder(IndexSettings())
+    fresh = Fresh()
     again = Indexer(load_settings(vault=vault), vault.resolve(), app_dirs(), embedder=fresh)
     try:
         report = again.reconcile()
         assert report.unchanged == 3 and report.chunks_embedded == 0
-        assert fresh._model is None  # no model load for a start that embeds nothing
+        assert touched == [] and fresh.embedded_count == 0  # no model load for a start that embeds nothing
         assert agree(again)
     finally:
         again.close()

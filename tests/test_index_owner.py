@@ -1,8 +1,8 @@
 """One owner per index: whoever writes it holds its lock; `status`, `search` and `index` go through
 the running daemon; without one, `status` and `search` open the index read-only and write nothing.
 
-The daemon here is real (uvicorn on loopback, real index, chromadb and embedding model) but built
-with a stand-in for the chat model: these tests never ask a question, and loading llama.cpp would
+The daemon here is real (uvicorn on loopback, real index and chromadb, the hashing test embedder) but built
+with a stand-in for the chat model: these tests never ask a question, and loading the models would
 only make them slow. The CLI runs as real subprocesses, as a user would run it."""
 
 from __future__ import annotations

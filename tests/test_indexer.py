@@ -1,8 +1,11 @@
-"""The index against the real chromadb and the real embedding model, on temp vaults."""
+"""The index against the real chromadb on temp vaults: the hashing embedder, except where the
+test is about what the real embedding model finds (a paraphrase)."""
 
 from __future__ import annotations
 
 import os
+
+import pytest
 
 from vault_agent.index.search import search
 
@@ -21,6 +24,8 @@ def paths(hits):
     return [h.path for h in hits]
 
 
+@pytest.mark.slow
+@pytest.mark.real_embedder  # a paraphrase shares no word with the note: only the real model finds it
 def test_search_finds_note_for_paraphrased_question(make_vault, open_index):
     ix = open_index(make_vault(NOTES))
     ix.reconcile()

@@ -75,13 +75,13 @@ def test_plugin_client_asks_streams_rates_corrects_and_compares(daemon, plugin_b
     assert out["adapters"] is None or isinstance(out["adapters"], dict)
 
 
-def test_a_rating_made_while_the_daemon_is_down_arrives_once_it_is_back(tmp_path, embedder, llm_backend,
+def test_a_rating_made_while_the_daemon_is_down_arrives_once_it_is_back(tmp_path, real_embedder, llm_backend,
                                                                         plugin_build):
     vault = tmp_path / "vault"
     shutil.copytree(SAMPLE_VAULT, vault)
     home = tmp_path / "home"
     opts = dict(llm=FAST_LLM, server={"port": 0}, index={"debounce_seconds": 0.2})
-    first = start_daemon(vault, home, embedder, llm_backend, **opts)
+    first = start_daemon(vault, home, real_embedder, llm_backend, **opts)
     response_id = first.http.post("/ask", json={"question": QUESTION}).json()["response_id"]
     url, token = first.url, first.token
     first.stop()  # the daemon goes away mid-way
@@ -92,7 +92,7 @@ def test_a_rating_made_while_the_daemon_is_down_arrives_once_it_is_back(tmp_path
     assert down["blocked"].startswith("DaemonDown") and "vault-agent serve" in down["blocked"]
     assert down["saved_keys"] == ["rating-key-1"]
 
-    second = start_daemon(vault, home, embedder, llm_backend, **opts)  # same home: same log and token
+    second = start_daemon(vault, home, real_embedder, llm_backend, **opts)  # same home: same log and token
     try:
         back = drive("flush", url=second.url, token=token, outbox_file=str(outbox))
         assert back["sent"] == 1 and back["pending"] == 0 and back["saved_keys"] == []
@@ -142,7 +142,7 @@ def harness_server():
 
 
 def test_the_view_renders_a_streamed_answer_with_citations_and_ratings_in_chromium(
-        tmp_path, embedder, llm_backend, plugin_build, harness_server):
+        tmp_path, real_embedder, llm_backend, plugin_build, harness_server):
     from urllib.parse import urlencode
 
     if not CHROMIUM.exists():
@@ -150,7 +150,7 @@ def test_the_view_renders_a_streamed_answer_with_citations_and_ratings_in_chromi
     vault = tmp_path / "vault"
     shutil.copytree(SAMPLE_VAULT, vault)
     # The page's origin stands in for app://obsidian.md, so the daemon grants it CORS the same way.
-    running = start_daemon(vault, tmp_path / "home", embedder, llm_backend, llm=FAST_LLM,
+    running = start_daemon(vault, tmp_path / "home", real_embedder, llm_backend, llm=FAST_LLM,
                            server={"port": 0, "cors_origins": [harness_server]})
     try:
         page = f"{harness_server}/e2e/harness.html?" + urlencode(

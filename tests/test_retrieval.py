@@ -13,6 +13,7 @@ import pytest
 from vault_agent.index.search import RankOptions, search
 
 REPO = Path(__file__).resolve().parent.parent
+
 CODES = ["Zorvane", "Quillmark", "Bexaloo", "Trindlewick", "Maskovar"]
 
 PROTOCOLS = "# Protocol Registry\n\nInternal protocols are registered here by code name.\n\n" + "".join(
@@ -39,6 +40,8 @@ def registry_index(make_vault, open_index):
     return ix
 
 
+@pytest.mark.slow
+@pytest.mark.real_embedder  # ranking quality is the real model's
 @pytest.mark.parametrize("code", CODES)
 def test_exact_code_name_returns_its_own_section_first(registry_index, code):
     hits = search(registry_index, f"What does the {code} protocol govern?", 5)
@@ -47,6 +50,8 @@ def test_exact_code_name_returns_its_own_section_first(registry_index, code):
     assert not any(f"The {other} protocol" in hits[0].text for other in CODES if other != code)
 
 
+@pytest.mark.slow
+@pytest.mark.real_embedder  # ranking quality is the real model's
 def test_code_name_alone_finds_its_section(registry_index):
     for code in CODES:
         assert f"The {code} protocol" in search(registry_index, code, 1)[0].text
@@ -59,6 +64,8 @@ OFFSITE = (
 )
 
 
+@pytest.mark.slow
+@pytest.mark.real_embedder  # ranking quality is the real model's
 def test_code_name_beats_passages_that_match_the_rest_of_the_query(make_vault, open_index):
     """Plain fusion answers with the tea-etiquette text (dense and BM25 both like it, without the code
     name); the user typed the code name, so the passage holding it comes first."""
@@ -71,15 +78,21 @@ def test_code_name_beats_passages_that_match_the_rest_of_the_query(make_vault, o
     assert shown.path == "Offsite.md" and "Zorvane" in shown.text
 
 
+@pytest.mark.slow
+@pytest.mark.real_embedder  # ranking quality is the real model's
 def test_alias_names_the_concept_the_body_never_uses(registry_index):
     hits = search(registry_index, "How does load shedding work?", 3)
     assert hits[0].path == "Concepts/Backpressure.md"
 
 
+@pytest.mark.slow
+@pytest.mark.real_embedder  # ranking quality is the real model's
 def test_title_names_the_concept(registry_index):
     assert search(registry_index, "explain leases", 3)[0].path == "Concepts/Leases.md"
 
 
+@pytest.mark.slow
+@pytest.mark.real_embedder  # ranking quality is the real model's
 def test_per_note_passages_keep_their_note_together_and_distinct(registry_index):
     hits = search(registry_index, "Bexaloo protocol", 5, per_note=2)
     registry = [h for h in hits if h.path == "Internals/Protocol Registry.md"]
@@ -87,6 +100,7 @@ def test_per_note_passages_keep_their_note_together_and_distinct(registry_index)
     assert "The Bexaloo protocol" in registry[0].text
 
 
+@pytest.mark.slow  # the script loads the real embedding model
 def test_retrieval_eval_smoke(tmp_path, agent_home):
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:

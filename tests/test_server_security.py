@@ -1,5 +1,5 @@
 """The guards of a localhost server that any web page on this machine can reach.
-Real uvicorn on a loopback port, real embeddings, a temp copy of the sample vault; the chat model
+Real uvicorn on a loopback port, the hashing embedder, a temp copy of the sample vault; the chat model
 is the fake backend (the guards never reach it)."""
 
 from __future__ import annotations
@@ -90,12 +90,12 @@ def test_question_over_limit_is_422(api):
     assert r.status_code == 422 and "max_question_chars" in r.json()["error"]
 
 
-def raw_request(api, target: bytes) -> tuple[int, bytes]:
+def raw_request(api, method: bytes, target: bytes) -> tuple[int, bytes]:
     """Send the request line exactly as given (httpx would normalise `..` segments away)."""
     port = int(api.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
-                     + api.token.encode() + b"\r\nConnection: close\r\n\r\n")
+        sock.sendall(method + b" " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                     + api.token.encode() + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -103,20 +103,70 @@ def raw_request(api, target: bytes) -> tuple[int, bytes]:
     return status, data
 
 
-@pytest.mark.parametrize("target", [b"/../../etc/passwd", b"/%2e%2e/%2e%2e/etc/passwd", b"/static/../../etc/passwd",
-                                    b"/notes/..%2f..%2fetc%2fpasswd", b"/status/../../../etc/passwd"])
-def test_no_route_reads_files_outside_the_vault(api, target):
-    status, data = raw_request(api, target)
-    assert status == 404, (target, data[:200])
-    assert b"root:" not in data
+@pytest.fixture
+def adapter_bait(api):
+    """Loadable-looking adapter files just outside the adapters folder, where a version name that
+    climbs out of it (`..`) would find them."""
+    from vault_agent.paths import app_dirs
+    from vault_agent.train import active, registry
+
+    baits = set()
+    for dirs in (api.daemon.dirs, app_dirs()):  # the daemon's, and this test's home (the session's daemon may use either)
+        adapters = registry.adapters_dir(dirs)
+        adapters.mkdir(parents=True, exist_ok=True)  # a path climbs out of a folder only if it exists
+        baits |= {adapters.parent / active.GGUF_NAME, adapters.parent / "outside" / active.GGUF_NAME}
+    for bait in baits:
+        bait.parent.mkdir(parents=True, exist_ok=True)
+        bait.write_bytes(b"not an adapter of ours")
+    yield
+    for bait in baits:
+        bait.unlink()
 
 
-def test_search_never_returns_paths_outside_the_vault(api):
-    hits = api.http.post("/search", json={"query": "../../../../etc/passwd root", "k": 20}).json()["hits"]
-    assert hits and all(not h["path"].startswith(("/", "..")) and ".." not in h["path"].split("/") for h in hits)
-    # the API surface has no route that takes a file path
-    spec = api.http.get("/openapi.json").json()
-    assert not [p for p in spec["paths"] if "{" in p and "path" in p.lower()]
+# The one route that turns a request value into a file path: POST /adapters/{version}/activate.
+@pytest.mark.parametrize("version", [b"..", b"%2e%2e", b"..%2foutside", b"%2E%2E%2Foutside", b"v0001%2f..%2f.."])
+def test_adapter_activation_never_reaches_outside_the_adapters_folder(api, adapter_bait, version):
+    served = api.backend.adapter_version, api.backend.adapter_path
+    status, data = raw_request(api, b"POST", b"/adapters/" + version + b"/activate")
+    assert status == 404, (version, data[-300:])
+    assert (api.backend.adapter_version, api.backend.adapter_path) == served  # nothing was loaded
+    assert api.http.get("/adapters").json()["active"] is None
+
+
+def test_notes_that_lead_outside_the_vault_are_never_indexed_or_returned(make_vault, tmp_path, agent_home,
+                                                                          embedder):
+    """Symlinks in the vault to a note or a folder outside it: never indexed, so no search hit or
+    citation can carry their text or a path outside the vault, at start-up or when made later."""
+    from conftest import start_daemon, wait_until
+    from vault_agent.llm.fake import FakeBackend
+
+    outside = make_vault({"secret.md": "# Secret\n\nThe zanzibar passphrase is kept here.\n",
+                          "Folder/deep.md": "# Deep\n\nMore zanzibar passphrase notes.\n"}, name="outside")
+    vault = make_vault({"Inside.md": "# Inside\n\nA note about the zanzibar ferry timetable.\n"})
+    (vault / "Leak.md").symlink_to(outside / "secret.md")
+    (vault / "Linked").symlink_to(outside / "Folder", target_is_directory=True)
+    backend = FakeBackend()
+    running = start_daemon(vault, agent_home, embedder, backend, server={"port": 0},
+                           index={"debounce_seconds": 0.1})
+    try:
+        def leaked(hits_or_citations):
+            return [h for h in hits_or_citations
+                    if h["path"] not in ("Inside.md",) or "passphrase" in h.get("text", "")]
+
+        status = running.http.get("/status").json()["index"]
+        assert status["notes_indexed"] == 1 and "Leak.md" in status["failed"]
+        hits = running.http.post("/search", json={"query": "zanzibar passphrase", "k": 20}).json()["hits"]
+        assert [h["path"] for h in hits] == ["Inside.md"] and not leaked(hits)
+        answer = running.http.post("/ask", json={"question": "What is the zanzibar passphrase?"}).json()
+        assert not leaked(answer["citations"]) and "passphrase is kept" not in answer["answer"]
+        (vault / "Later.md").symlink_to(outside / "secret.md")  # made while the watcher runs
+        wait_until(lambda: "Later.md" in running.http.get("/status").json()["index"]["failed"], timeout=30,
+                   what="the watcher to refuse Later.md")
+        hits = running.http.post("/search", json={"query": "zanzibar passphrase", "k": 20}).json()["hits"]
+        assert [h["path"] for h in hits] == ["Inside.md"]
+    finally:
+        running.stop()
+        backend.close()
 
 
 def test_api_docs_need_the_token_and_load_nothing_from_a_cdn(api):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,17 +16,11 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from conftest import start_daemon
+from conftest import served_url, start_daemon, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from synthetic_vault import VaultGen  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def synthetic_vault(root: Path, n: int) -> Path:
@@ -46,9 +39,7 @@ def test_stop_during_a_first_index_returns_quickly_and_consistent(tmp_path, open
     result = {}
     worker = threading.Thread(target=lambda: result.setdefault("report", ix.reconcile()))
     worker.start()
-    deadline = time.monotonic() + 300
-    while ix.catalog.counts()["notes"] == 0 and time.monotonic() < deadline:  # the first batch is in
-        time.sleep(0.05)
+    wait_until(lambda: ix.catalog.counts()["notes"] > 0, timeout=300, what="the first batch")
     ix.stop()
     asked = time.monotonic()
     worker.join(30)
@@ -82,15 +73,14 @@ def test_one_failing_close_does_not_skip_the_rest(make_vault, agent_home, embedd
 
 
 @pytest.mark.slow  # `serve` loads the real chat model
-def test_ctrl_c_during_first_index_of_2000_notes_exits_fast_and_consistent(tmp_path, agent_home, embedder):
+def test_ctrl_c_during_first_index_of_2000_notes_exits_fast_and_consistent(tmp_path, agent_home, real_embedder):
     vault = synthetic_vault(tmp_path / "vault", 2000)
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_AGENT_")}
     env.update({"VAULT_AGENT_HOME": str(agent_home), "PYTHONPATH": str(REPO), "VAULT_AGENT_LLM__N_CTX": "512"})
     proc = subprocess.Popen([sys.executable, "-m", "vault_agent.cli", "serve", "--vault", str(vault), "--port",
-                             str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = served_url(proc, agent_home, timeout=300)
         deadline = time.monotonic() + 300
         indexed = 0
         while time.monotonic() < deadline and indexed == 0:  # until the first batch is written
@@ -117,7 +107,7 @@ def test_ctrl_c_during_first_index_of_2000_notes_exits_fast_and_consistent(tmp_p
     from vault_agent.index.indexer import Indexer
     from vault_agent.paths import app_dirs
 
-    ix = Indexer(load_settings(vault=vault), vault.resolve(), app_dirs(), embedder=embedder, readonly=True)
+    ix = Indexer(load_settings(vault=vault), vault.resolve(), app_dirs(), embedder=real_embedder, readonly=True)
     try:
         notes = ix.catalog.counts()["notes"]
         assert 0 < notes < 2000  # stopped part-way: the test is about an interrupted index

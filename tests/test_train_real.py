@@ -12,6 +12,7 @@ from vault_agent.feedback.store import PreferenceLog
 
 
 @pytest.mark.slow
+@pytest.mark.real_embedder
 def test_real_pairs_and_retrain_raise_the_heldout_preference(sample_vault_copy, agent_home, open_index, llm_backend,
                                                              monkeypatch):
     from vault_agent.config import load_settings

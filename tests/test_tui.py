@@ -1,5 +1,5 @@
 """The Textual rating app, driven with Pilot against a real daemon (real API, real preference log,
-real embeddings) whose chat model is the fake backend. Every test makes its own items, so the
+the hashing test embedder) whose chat model is the fake backend. Every test makes its own items, so the
 order the tests run in does not matter."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import record_response
+from conftest import record_response, serve_fake_daemon
 from vault_agent.client import ApiClient
 
 from tui.app import RatingApp  # noqa: E402
@@ -32,6 +32,13 @@ class App(RatingApp):
     def notify(self, message, *args, **kwargs):
         self.notes.append(str(message))
         return super().notify(message, *args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def fake_daemon(tmp_path_factory, embedder):
+    """A daemon of this module's own: the app pages through its whole queue, which would otherwise hold
+    every answer the other modules' tests left in the shared one."""
+    yield from serve_fake_daemon(tmp_path_factory, embedder)
 
 
 @pytest.fixture
@@ -59,11 +66,13 @@ def real(daemon):
     return lambda: ApiClient(daemon.url, daemon.token, timeout=30)
 
 
-def dead_url() -> str:
-    with socket.socket() as s:  # a free port, closed again: nothing listens there
+@pytest.fixture
+def dead_url():
+    """A loopback URL where nothing answers: the port stays bound (by us, never listening) for the
+    whole test, so no other process can take it and answer meanwhile; connecting is refused."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 async def until(pilot, cond, what: str, timeout: float = 20.0) -> None:
@@ -91,8 +100,7 @@ def shown_text(app) -> str:
 async def test_queue_shows_comparisons_first_with_counts_and_citations(api, seeded, tmp_path):
     app = App(real(api))
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.loaded, "the queue to load")
-        await pilot.pause(0.3)
+        await until(pilot, lambda: app.loaded and "cited notes:" in shown_text(app), "the first item to show")
         assert app.current.kind == "comparison"  # pending comparisons come first
         ids = [i.id for i in app.queue]
         for key in ("rate", "undo", "correct", "resend", "comparison"):
@@ -233,8 +241,8 @@ async def test_escape_cancels_the_editor(api, seeded):
 
 
 @pytest.mark.asyncio
-async def test_daemon_down_shows_a_banner_and_keeps_retrying():
-    url = dead_url()
+async def test_daemon_down_shows_a_banner_and_keeps_retrying(dead_url):
+    url = dead_url
     calls = []
 
     def factory():
@@ -254,8 +262,8 @@ async def test_daemon_down_shows_a_banner_and_keeps_retrying():
 
 
 @pytest.mark.asyncio
-async def test_banner_goes_away_when_the_daemon_comes_up(api, seeded):
-    url = dead_url()
+async def test_banner_goes_away_when_the_daemon_comes_up(api, seeded, dead_url):
+    url = dead_url
     target = {"client": lambda: ApiClient(url, "token", timeout=5)}
     app = App(lambda: target["client"](), retry_seconds=0.2)
     async with app.run_test(size=SIZE) as pilot:
@@ -268,9 +276,9 @@ async def test_banner_goes_away_when_the_daemon_comes_up(api, seeded):
 
 
 @pytest.mark.asyncio
-async def test_rating_during_a_restart_is_sent_once_when_the_daemon_is_back(api, seeded):
+async def test_rating_during_a_restart_is_sent_once_when_the_daemon_is_back(api, seeded, dead_url):
     log = api.runtime.log
-    url = dead_url()
+    url = dead_url
     target = {"client": real(api)}
     app = App(lambda: target["client"](), retry_seconds=0.2)
     async with app.run_test(size=SIZE) as pilot:
@@ -295,8 +303,8 @@ async def test_rating_during_a_restart_is_sent_once_when_the_daemon_is_back(api,
 
 
 @pytest.mark.asyncio
-async def test_a_daemon_that_goes_away_while_idle_is_noticed(api, seeded):
-    url = dead_url()
+async def test_a_daemon_that_goes_away_while_idle_is_noticed(api, seeded, dead_url):
+    url = dead_url
     target = {"client": real(api)}
     app = App(lambda: target["client"](), retry_seconds=0.2, idle_refresh_seconds=0.2)
     async with app.run_test(size=SIZE) as pilot:

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from conftest import wait_until
 from vault_agent.index.search import search
 from vault_agent.vault.files import NoteReadError, VaultFiles
 from vault_agent.vault.watcher import DebouncedWatcher
@@ -132,9 +133,7 @@ def test_a_failed_watcher_batch_is_retried_with_backoff(make_vault, open_index):
     watcher = DebouncedWatcher(ix.files, flaky_sync, ix.reconcile, debounce=0.1, retry_base=0.4).start()
     try:
         (vault / "New.md").write_text("# New\n\nA note about quinces and their jelly.\n")
-        deadline = time.monotonic() + 20
-        while "New.md" not in ix.catalog.note_stats() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "New.md" in ix.catalog.note_stats(), timeout=20, what="New.md, after the retries")
     finally:
         watcher.stop()
     assert "New.md" in ix.catalog.note_stats()  # before: the failed batch was dropped for good
