@@ -11,7 +11,7 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from conftest import record_response
+from conftest import record_response, wait_until
 
 
 @pytest.fixture
@@ -118,6 +118,8 @@ def test_every_route_answers_as_its_schema_says(api, contract):
     assert c.call("post", "/pairs/generate", json={"limit": 0}).status_code == 422
     assert c.call("post", "/pairs/generate", json={"limit": 1}).status_code == 202
     assert c.call("get", "/pairs/generate").status_code == 200
+    # the job generates in the background: let it finish, or it would take the injected fault below
+    wait_until(lambda: not c.call("get", "/pairs/generate").json()["running"], timeout=60, what="the pair job")
 
     api.backend.fail_next = RuntimeError("a bug")
     assert c.call("post", "/ask", json={"question": "Who is Priya?"}).status_code == 500
