@@ -10,10 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
+from ..train.active import plot_path
 from . import schema
 from .models_adapters import AdapterList
 from .runtime import runtime
-from ..train.active import plot_path
 
 router = APIRouter(tags=["adapters"])
 
@@ -27,7 +27,7 @@ def list_adapters(request: Request) -> dict:
 
 @router.get("/adapters/{version}/plot", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}}, "description": "The version's training.png."},
-                       **schema.NOT_FOUND})
+                       **schema.NOT_FOUND, **schema.INVALID})
 def training_plot(version: str, request: Request) -> FileResponse:
     """The loss and reward margin per training step, as the retrain drew it (PNG)."""
     return FileResponse(plot_path(runtime(request).dirs, version), media_type="image/png")
