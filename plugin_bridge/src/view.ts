@@ -6,7 +6,17 @@ import type { Answer, Comparison, IndexState } from "./api/types";
 import { describeError } from "./describe";
 import type { PluginHost } from "./host";
 import { CorrectionModal } from "./modals";
-import { renderAnswerText, renderCitations } from "./render";
+import { AnswerRenderer, ThrottledRender, answeredBy, renderCitations } from "./render";
+
+/** A streaming answer is re-rendered as markdown at most this often. */
+export const STREAM_RENDER_MS = 250;
+
+/** A button with an Obsidian icon and its words as aria-label (what Obsidian shows as a tooltip). */
+function iconButton(parent: HTMLElement, icon: string, label: string, cls = ""): HTMLButtonElement {
+	const b = parent.createEl("button", { cls: `clickable-icon ${cls}`.trim(), attr: { "aria-label": label } });
+	setIcon(b, icon);
+	return b;
+}
 
 export const VIEW_TYPE = "vault-agent-ask";
 
@@ -42,9 +52,10 @@ export class AskView extends ItemView {
 		const form = root.createDiv({ cls: "vault-agent-form" });
 		this.input = form.createEl("textarea", { cls: "vault-agent-question", attr: { rows: "3", placeholder: "Ask your vault…", "aria-label": "Question" } });
 		const buttons = form.createDiv({ cls: "vault-agent-buttons" });
-		this.askButton = buttons.createEl("button", { text: "Ask", cls: "mod-cta" });
+		this.askButton = buttons.createEl("button", { text: "Ask", cls: "mod-cta", attr: { "aria-label": "Ask (Ctrl/Cmd+Enter)" } });
 		this.compareButton = buttons.createEl("button", { text: "Compare", attr: { "aria-label": "Get two answers and pick the better one" } });
-		this.stopButton = buttons.createEl("button", { text: "Stop" });
+		setIcon(this.compareButton.createSpan({ cls: "vault-agent-button-icon" }), "columns-2");
+		this.stopButton = buttons.createEl("button", { text: "Stop", attr: { "aria-label": "Stop the answer" } });
 		this.stopButton.disabled = true;
 		this.syncEl = root.createDiv({ cls: "vault-agent-sync" });
 		this.syncEl.hide();
@@ -110,8 +121,10 @@ export class AskView extends ItemView {
 		const controller = this.begin();
 		this.resultEl.empty();
 		const block = this.resultEl.createDiv({ cls: "vault-agent-answer-block" });
-		const textEl = block.createDiv({ cls: "vault-agent-answer is-streaming" });
+		const textEl = block.createDiv({ cls: "vault-agent-answer markdown-rendered is-streaming" });
 		const status = block.createDiv({ text: "Thinking…", cls: "vault-agent-hint" });
+		const renderer = new AnswerRenderer(this.app, this);
+		const live = new ThrottledRender((md) => renderer.render(textEl, md, [], () => undefined), STREAM_RENDER_MS);
 		let text = "";
 		void this.refreshSync();
 		try {
@@ -120,15 +133,18 @@ export class AskView extends ItemView {
 				(piece) => {
 					if (!text) status.setText("");
 					text += piece;
-					textEl.setText(text);
+					live.push(text);
 				},
 				controller.signal,
 			);
+			live.cancel();
+			await live.flush(); // a render in progress ends before the final one replaces it
 			status.remove();
-			this.renderAnswer(block, textEl, answer);
+			await this.renderAnswer(block, textEl, answer, renderer);
 			if (answer.index_state) this.showSync(answer.index_state);
 			return answer;
 		} catch (e) {
+			live.cancel();
 			textEl.removeClass("is-streaming");
 			return this.failed(status, e, text ? "Stopped." : "Stopped before the answer began.");
 		} finally {
@@ -136,27 +152,33 @@ export class AskView extends ItemView {
 		}
 	}
 
-	private renderAnswer(block: HTMLElement, textEl: HTMLElement, answer: Answer): void {
+	private async renderAnswer(block: HTMLElement, textEl: HTMLElement, answer: Answer, renderer: AnswerRenderer): Promise<void> {
 		textEl.removeClass("is-streaming");
 		const sources = block.createDiv({ cls: "vault-agent-sources" });
 		const items = renderCitations(sources, answer.citations, { open: (c) => this.host.openCitation(c) });
-		renderAnswerText(textEl, answer.answer, answer.citations, (n) => {
+		await renderer.render(textEl, answer.answer, answer.citations, (n) => {
 			const li = items.get(n);
 			if (!li) return;
 			li.scrollIntoView({ block: "nearest" });
 			for (const other of items.values()) other.removeClass("is-highlighted");
 			li.addClass("is-highlighted");
 		});
+		this.renderProvenance(block, answer);
 		this.renderRating(block, answer);
+	}
+
+	/** Which adapter wrote the answer, and that rating it trains the next one. */
+	private renderProvenance(block: HTMLElement, answer: Answer): void {
+		const line = block.createDiv({ cls: "vault-agent-provenance" });
+		line.createSpan({ text: answeredBy(answer.adapter_version), cls: "vault-agent-version" });
+		line.createSpan({ text: " · your ratings train the next version", cls: "vault-agent-hint" });
 	}
 
 	private renderRating(block: HTMLElement, answer: Answer): void {
 		const row = block.createDiv({ cls: "vault-agent-actions" });
-		const up = row.createEl("button", { cls: "vault-agent-thumb", attr: { "aria-label": "Good answer" } });
-		setIcon(up, "thumbs-up");
-		const down = row.createEl("button", { cls: "vault-agent-thumb", attr: { "aria-label": "Bad answer" } });
-		setIcon(down, "thumbs-down");
-		const better = row.createEl("button", { text: "Write a better answer" });
+		const up = iconButton(row, "thumbs-up", "Good answer", "vault-agent-thumb");
+		const down = iconButton(row, "thumbs-down", "Bad answer", "vault-agent-thumb");
+		const better = iconButton(row, "pencil", "Write a better answer");
 		const thumb = (button: HTMLButtonElement, rating: 1 | -1) => {
 			up.removeClass("is-active");
 			down.removeClass("is-active");
@@ -187,14 +209,14 @@ export class AskView extends ItemView {
 			for (const [name, answer] of [["A", cmp.a], ["B", cmp.b]] as const) {
 				const col = sides.createDiv({ cls: "vault-agent-compare-side" });
 				col.createEl("h5", { text: `Answer ${name}` });
-				const textEl = col.createDiv({ cls: "vault-agent-answer" });
+				const textEl = col.createDiv({ cls: "vault-agent-answer markdown-rendered" });
 				const items = renderCitations(col.createDiv({ cls: "vault-agent-sources" }), answer.citations, { open: (c) => this.host.openCitation(c) });
-				renderAnswerText(textEl, answer.answer, answer.citations, (n) => items.get(n)?.scrollIntoView({ block: "nearest" }));
+				await new AnswerRenderer(this.app, this).render(textEl, answer.answer, answer.citations, (n) => items.get(n)?.scrollIntoView({ block: "nearest" }));
 			}
 			const row = this.resultEl.createDiv({ cls: "vault-agent-actions" });
 			const buttons: HTMLButtonElement[] = [];
 			for (const [choice, label] of [["A", "A is better"], ["B", "B is better"], ["tie", "Tie"]] as const) {
-				const b = row.createEl("button", { text: label });
+				const b = row.createEl("button", { text: label, attr: { "aria-label": label === "Tie" ? "Both are as good" : `Answer ${label}` } });
 				buttons.push(b);
 				this.registerDomEvent(b, "click", () => {
 					for (const other of buttons) other.removeClass("is-active");
