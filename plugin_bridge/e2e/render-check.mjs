@@ -25,6 +25,11 @@ try {
 	await page.waitForFunction(() => window.VA?.done, null, { timeout: 240_000 });
 	result.done = await page.evaluate(() => window.VA.done);
 	result.answer_text = await page.textContent(".vault-agent-answer");
+	result.answer_strong = await page.$$eval(".vault-agent-answer strong", (els) => els.map((e) => e.textContent));
+	result.answer_list_items = await page.$$eval(".vault-agent-answer li", (els) => els.map((e) => e.textContent));
+	result.version_label = await page.textContent(".vault-agent-version").catch(() => null);
+	result.snippets = await page.$$eval(".vault-agent-snippet", (els) => els.map((e) => e.textContent));
+	result.unlabeled_buttons = await page.$$eval("button", (bs) => bs.filter((b) => !b.getAttribute("aria-label")).map((b) => b.outerHTML));
 	result.citations = await page.$$eval(".vault-agent-citation a.internal-link", (as) => as.map((a) => a.textContent));
 	result.first_citation_href = await page.$eval(".vault-agent-citation a.internal-link", (a) => a.dataset.href).catch(() => null);
 	result.markers = await page.$$eval(".vault-agent-marker", (as) => as.map((a) => a.textContent));

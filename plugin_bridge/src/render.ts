@@ -25,13 +25,16 @@ export function answeredBy(adapterVersion: string | null | undefined): string {
 
 /**
  * A note excerpt as one line of plain text: headings, list and quote marks, emphasis, code ticks,
- * wiki and markdown links reduced to their words; lines kept apart with " · " so list items
- * don't run together.
+ * wiki and markdown links reduced to their words; lines (and list items the daemon flattened
+ * into one line) kept apart with " · " so they don't run together.
  */
 export function plainSnippet(markdown: string): string {
 	const lines = markdown
 		.replace(/```[^\n]*\n?/g, "")
 		.replace(/<[^>\n]+>/g, "")
+		// the daemon flattens a snippet to one line: list items and headings then follow a sentence
+		.replace(/(^|[.:;!?)])[ \t]+[-*+][ \t]+(?:\[[ xX]\][ \t]+)?(?=\S)/g, "$1\n")
+		.replace(/[ \t]+#{1,6}[ \t]+(?=\S)/g, "\n")
 		.split(/\r?\n/)
 		.map((line) =>
 			line
