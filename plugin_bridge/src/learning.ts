@@ -105,6 +105,11 @@ export class LearningView extends ItemView {
 		const run = iconButton(schedule, "play", "Start the nightly retrain now", "Retrain now");
 		run.disabled = status.running;
 		this.registerDomEvent(run, "click", () => void this.act(() => this.host.client.retrainNow(), () => "Retrain started"));
+		if (status.last_run?.result?.due === false && !status.running) {
+			// the last run found too little new feedback: offer to train on what there is
+			const force = iconButton(schedule, "play", "Retrain now even with little new feedback", "Train anyway");
+			this.registerDomEvent(force, "click", () => void this.act(() => this.host.client.retrainNow(true), () => "Retrain started"));
+		}
 
 		const last = lastRunSummary(status.last_run);
 		const lastEl = this.section("Last run");
@@ -161,7 +166,7 @@ export class LearningView extends ItemView {
 			tr.createEl("td", { text: row.winRate });
 			const cell = tr.createEl("td");
 			if (!row.active) {
-				const use = iconButton(cell, "check", `Serve ${row.version}`);
+				const use = iconButton(cell, "check", `Serve ${row.version}`, "Use");
 				use.disabled = !row.servable;
 				this.registerDomEvent(use, "click", () => void this.act(() => this.host.client.activateAdapter(row.version), () => `Now serving ${row.version}`));
 			}

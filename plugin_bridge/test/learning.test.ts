@@ -115,8 +115,8 @@ function fakeDaemon(over: Record<string, unknown> = {}) {
 		},
 		adaptersOff: async () => (calls.push("off"), { active: null, previous: "v0002", swap_ms: 1 }),
 		activateAdapter: async (v: string) => (calls.push(`activate ${v}`), { active: v, previous: "v0002", swap_ms: 1 }),
-		retrainNow: async () => {
-			calls.push("retrain");
+		retrainNow: async (force = false) => {
+			calls.push(force ? "retrain force" : "retrain");
 			state.status = status({ running: true, progress: { trigger: "manual", started: "x", stage: "starting", elapsed_s: 0 } });
 			return { started: true, progress: state.status.progress };
 		},
@@ -186,6 +186,17 @@ describe("learning view", () => {
 		expect(t.calls).toEqual(["retrain"]);
 		expect(view.contentEl.textContent).toContain("Retraining now: starting (0 s).");
 		expect(label(view, "Start the nightly retrain now").disabled).toBe(true);
+		await view.onClose();
+	});
+
+	it("offers to train anyway after a run that was not due", async () => {
+		const t = fakeDaemon();
+		t.state.status = status({ last_run: { started: "a", finished: "2026-12-07T03:00:01", returncode: 0, result: { due: false, reason: "3 new pairs, 8 needed" } } });
+		const view = await open(t.host);
+		expect(view.contentEl.textContent).toContain("Not due: 3 new pairs, 8 needed");
+		label(view, "Retrain now even with little new feedback").click();
+		await settle();
+		expect(t.calls).toEqual(["retrain force"]);
 		await view.onClose();
 	});
 

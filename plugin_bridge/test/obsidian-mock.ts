@@ -327,6 +327,11 @@ const ICONS: Record<string, string> = {
 	"thumbs-up": '<path d="M7 10v12M15 5.9 14 10h5.8a2 2 0 0 1 2 2.3l-1.4 8A2 2 0 0 1 18.4 22H4a2 2 0 0 1-2-2v-8a2 2 0 0 1 2-2h2.8a2 2 0 0 0 1.8-1.1L12 2a3.1 3.1 0 0 1 3 3.9Z" fill="none" stroke="currentColor" stroke-width="2"/>',
 	"thumbs-down": '<path d="M17 14V2M9 18.1 10 14H4.2a2 2 0 0 1-2-2.3l1.4-8A2 2 0 0 1 5.6 2H20a2 2 0 0 1 2 2v8a2 2 0 0 1-2 2h-2.8a2 2 0 0 0-1.8 1.1L12 22a3.1 3.1 0 0 1-3-3.9Z" fill="none" stroke="currentColor" stroke-width="2"/>',
 	pencil: '<path d="M17 3a2.8 2.8 0 1 1 4 4L7.5 20.5 2 22l1.5-5.5Z" fill="none" stroke="currentColor" stroke-width="2"/>',
+	"refresh-cw": '<path d="M3 12a9 9 0 0 1 15-6.7L21 8M21 3v5h-5M21 12a9 9 0 0 1-15 6.7L3 16M3 21v-5h5" fill="none" stroke="currentColor" stroke-width="2"/>',
+	play: '<path d="M6 3l14 9-14 9Z" fill="none" stroke="currentColor" stroke-width="2"/>',
+	check: '<path d="M20 6 9 17l-5-5" fill="none" stroke="currentColor" stroke-width="2"/>',
+	"undo-2": '<path d="M9 14 4 9l5-5M4 9h10.5a5.5 5.5 0 0 1 0 11H11" fill="none" stroke="currentColor" stroke-width="2"/>',
+	"power-off": '<path d="M18.4 6.6a9 9 0 1 1-12.8 0M12 2v10" fill="none" stroke="currentColor" stroke-width="2"/>',
 	"columns-2": '<rect x="3" y="3" width="18" height="18" rx="2" fill="none" stroke="currentColor" stroke-width="2"/><path d="M12 3v18" stroke="currentColor" stroke-width="2"/>',
 };
 

@@ -46,7 +46,8 @@ def run_training(request: Request, body: RunRequest | None = None) -> dict:
 def train_status(request: Request) -> dict:
     """Nightly retrain: next run (local time), the run in progress (its stage), the last run and
     its result; the pairs waiting to train, by source; adapter versions."""
-    return training_status(runtime(request))
+    s = runtime(request)
+    return {**training_status(s), "waiting": waiting_pairs(s)}
 
 
 def training_status(s: Runtime) -> dict:
@@ -54,7 +55,6 @@ def training_status(s: Runtime) -> dict:
 
     out = s.scheduler.status()
     out["versions"] = registry.versions(s.dirs)
-    out["waiting"] = waiting_pairs(s)
     return out
 
 
@@ -65,10 +65,8 @@ def waiting_pairs(s: Runtime) -> dict | None:
     from ..feedback.store import PreferenceLogError
 
     try:
-        rows = s.log.pairs(untrained_only=True)
+        counts = s.log.untrained_by_source()
     except PreferenceLogError:
         return None
-    by_source = dict.fromkeys(PAIR_SOURCES, 0)
-    for row in rows:
-        by_source[row["source"]] = by_source.get(row["source"], 0) + 1
-    return {"total": len(rows), "by_source": by_source, "min_new_pairs": s.settings.train.min_new_pairs}
+    by_source = {**dict.fromkeys(PAIR_SOURCES, 0), **counts}
+    return {"total": sum(by_source.values()), "by_source": by_source, "min_new_pairs": s.settings.train.min_new_pairs}
