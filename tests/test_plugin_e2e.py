@@ -1,6 +1,9 @@
 """The Obsidian plugin's own HTTP client and outbox (plugin_bridge/src, bundled for Node) against a
 real daemon on loopback: stream an answer with Obsidian's Origin, rate, correct, compare, a wrong
-token, and a rating queued while the daemon is down that arrives once it is back.
+token, and a rating queued while the daemon is down that arrives once it is back. In headless Chromium:
+the side view (markdown rendered, no literal marks; which adapter answered) and the learning view
+(versions, chart, training curve, a rollback and "Retrain now" clicked), with screenshots of both
+under plugin_bridge/test-output/.
 
 Needs node + npm (the plugin's dev dependencies are installed with `npm ci` when missing)."""
 
@@ -122,7 +125,7 @@ def test_plugin_install_copies_the_real_build(tmp_path, plugin_build):
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = PLUGIN / "test-output"  # kept after the run, to look at
+SCREENSHOTS = PLUGIN / "test-output"  # kept after the run, to look at (git ignores it)
 
 
 @pytest.fixture
@@ -196,11 +199,11 @@ class MarkdownFake(FakeBackend):
                 " loam"]
 
 
-def chromium_check(script: str, page: str) -> dict:
+def chromium_check(script: str, page: str, *extra: str) -> dict:
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is needed for the rendering check (`make test` installs it as root)")
-    r = subprocess.run(["node", script, page, str(SCREENSHOTS)], cwd=PLUGIN, capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(["node", script, page, str(SCREENSHOTS), *extra], cwd=PLUGIN, capture_output=True,
+                       text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -219,7 +222,7 @@ def test_the_view_renders_markdown_and_names_the_adapter_that_answered_in_chromi
         assert running.http.post("/adapters/v0002/activate").json()["active"] == "v0002"
         page = f"{harness_server}/e2e/harness.html?" + urlencode(
             {"url": running.url, "token": running.token, "q": QUESTION})
-        seen = chromium_check("e2e/render-check.mjs", page)
+        seen = chromium_check("e2e/render-check.mjs", page, "markdown-view")
         assert seen["done"]["ok"], seen
         assert "**" not in seen["answer_text"] and "*" not in seen["answer_text"]
         assert seen["answer_strong"] == ["Daily"]
@@ -230,7 +233,7 @@ def test_the_view_renders_markdown_and_names_the_adapter_that_answered_in_chromi
         assert seen["snippets"] and not any("**" in s or s.lstrip().startswith(("#", "- ")) for s in seen["snippets"])
         assert seen["unlabeled_buttons"] == []
         assert seen["console_errors"] == []
-        assert (SCREENSHOTS / "view-answer.png").stat().st_size > 5000
+        assert (SCREENSHOTS / "markdown-view-answer.png").stat().st_size > 5000
     finally:
         running.stop()
 

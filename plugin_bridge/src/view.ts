@@ -1,6 +1,6 @@
 // The side view: ask, watch the answer stream in, open citations, rate, correct, compare.
 
-import { ItemView, Notice, WorkspaceLeaf, setIcon } from "obsidian";
+import { Component, ItemView, Notice, WorkspaceLeaf, setIcon } from "obsidian";
 import { Aborted } from "./api/errors";
 import type { Answer, Comparison, IndexState } from "./api/types";
 import { describeError } from "./describe";
@@ -28,6 +28,8 @@ export class AskView extends ItemView {
 	private syncEl!: HTMLElement;
 	private resultEl!: HTMLElement;
 	private running: AbortController | null = null;
+	/** Owns what the shown result rendered (markdown's child components); replaced with the result. */
+	private resultOwner: Component | null = null;
 
 	constructor(leaf: WorkspaceLeaf, private readonly host: PluginHost) {
 		super(leaf);
@@ -95,6 +97,14 @@ export class AskView extends ItemView {
 		return controller;
 	}
 
+	/** Clears the result area and what its rendering loaded; returns the new result's owner. */
+	private newResult(): Component {
+		this.resultEl.empty();
+		if (this.resultOwner) this.removeChild(this.resultOwner);
+		this.resultOwner = this.addChild(new Component());
+		return this.resultOwner;
+	}
+
 	/** A request that failed or was stopped: say so in its status line, and in a notice unless the user stopped it. */
 	private failed(status: HTMLElement, e: unknown, stopped: string): null {
 		if (e instanceof Aborted) status.setText(stopped);
@@ -119,11 +129,11 @@ export class AskView extends ItemView {
 		if (!question) return null;
 		this.input.value = question;
 		const controller = this.begin();
-		this.resultEl.empty();
+		const owner = this.newResult();
 		const block = this.resultEl.createDiv({ cls: "vault-agent-answer-block" });
 		const textEl = block.createDiv({ cls: "vault-agent-answer markdown-rendered is-streaming" });
 		const status = block.createDiv({ text: "Thinking…", cls: "vault-agent-hint" });
-		const renderer = new AnswerRenderer(this.app, this);
+		const renderer = new AnswerRenderer(this.app, owner);
 		const live = new ThrottledRender((md) => renderer.render(textEl, md, [], () => undefined), STREAM_RENDER_MS);
 		let text = "";
 		void this.refreshSync();
@@ -200,7 +210,7 @@ export class AskView extends ItemView {
 		if (!question) return null;
 		this.input.value = question;
 		const controller = this.begin();
-		this.resultEl.empty();
+		const owner = this.newResult();
 		const status = this.resultEl.createDiv({ text: "Writing two answers…", cls: "vault-agent-hint" });
 		try {
 			const cmp = await this.host.client.compare(question, controller.signal);
@@ -211,7 +221,7 @@ export class AskView extends ItemView {
 				col.createEl("h5", { text: `Answer ${name}` });
 				const textEl = col.createDiv({ cls: "vault-agent-answer markdown-rendered" });
 				const items = renderCitations(col.createDiv({ cls: "vault-agent-sources" }), answer.citations, { open: (c) => this.host.openCitation(c) });
-				await new AnswerRenderer(this.app, this).render(textEl, answer.answer, answer.citations, (n) => items.get(n)?.scrollIntoView({ block: "nearest" }));
+				await new AnswerRenderer(this.app, owner).render(textEl, answer.answer, answer.citations, (n) => items.get(n)?.scrollIntoView({ block: "nearest" }));
 			}
 			const row = this.resultEl.createDiv({ cls: "vault-agent-actions" });
 			const buttons: HTMLButtonElement[] = [];
