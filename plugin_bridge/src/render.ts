@@ -117,9 +117,21 @@ export class AnswerRenderer {
 		const scratch = el.ownerDocument.createElement("div");
 		await MarkdownRenderer.render(this.app, text, scratch, "", owner);
 		linkMarkers(scratch, citations, jump);
+		this.openLinksInVault(scratch);
 		if (this.owner) this.parent.removeChild(this.owner);
 		this.owner = this.parent.addChild(owner);
 		el.replaceChildren(...Array.from(scratch.childNodes));
+	}
+
+	/** Outside a note, rendered [[links]] are inert: a click opens the note (Ctrl/Cmd: a new tab, as in notes). */
+	private openLinksInVault(el: HTMLElement): void {
+		for (const a of Array.from(el.querySelectorAll("a.internal-link")) as HTMLAnchorElement[]) {
+			const target = a.dataset.href ?? a.getAttribute("href") ?? "";
+			a.addEventListener("click", (ev) => {
+				ev.preventDefault();
+				void this.app.workspace.openLinkText(target, "", ev.ctrlKey || ev.metaKey);
+			});
+		}
 	}
 }
 

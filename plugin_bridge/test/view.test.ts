@@ -139,6 +139,17 @@ describe("ask view", () => {
 		expect(q(view, ".vault-agent-version").textContent).toBe("answered by v0003");
 	});
 
+	it("opens a [[link]] in the answer as the note it names", async () => {
+		const t = fakeHost({ askStream: async () => ({ ...answer, answer: "See [[Garden/Soil|your soil note]] [2]." }) });
+		const view = await openView(t.host);
+		const opened: string[] = [];
+		view.app.workspace.openLinkText = async (target: string) => void opened.push(target);
+		await view.ask("q");
+		(q(view, ".vault-agent-answer a.internal-link") as HTMLAnchorElement).click();
+		expect(opened).toEqual(["Garden/Soil"]);
+		expect(q(view, ".vault-agent-answer a.internal-link").textContent).toBe("your soil note");
+	});
+
 	it("says the base model answered when no adapter was served", async () => {
 		const t = fakeHost({ askStream: async () => ({ ...answer, adapter_version: null }) });
 		const view = await openView(t.host);
