@@ -32,10 +32,9 @@ export function plainSnippet(markdown: string): string {
 	const lines = markdown
 		.replace(/```[^\n]*\n?/g, "")
 		.replace(/<[^>\n]+>/g, "")
-		// the daemon flattens a snippet to one line: list items and headings then follow a sentence
-		.replace(/(^|[.:;!?)])[ \t]+[-*+][ \t]+(?:\[[ xX]\][ \t]+)?(?=\S)/g, "$1\n")
 		.replace(/[ \t]+#{1,6}[ \t]+(?=\S)/g, "\n")
 		.split(/\r?\n/)
+		.flatMap(splitFlattenedList)
 		.map((line) =>
 			line
 				.replace(/^\s{0,3}(?:#{1,6}\s+|>\s?)+/, "")
@@ -57,6 +56,19 @@ export function plainSnippet(markdown: string): string {
 		)
 		.filter((line) => line && !/^([-*_=])\1{2,}$/.test(line) && !/^\|?[\s:|-]+\|?$/.test(line));
 	return lines.join(" · ");
+}
+
+const INLINE_ITEM = /(^|[.:;!?)])?[ \t]+[-*+][ \t]+(?:\[[ xX]\][ \t]+)?(?=\S)/g;
+
+/**
+ * The daemon flattens a snippet to one line, so list items follow each other as " - ". Two or
+ * more such dashes in one line are a list (prose rarely has two spaced hyphens so close); a single
+ * one counts only after a sentence ends.
+ */
+function splitFlattenedList(line: string): string[] {
+	const dashes = Array.from(line.matchAll(INLINE_ITEM));
+	const isList = dashes.length >= 2;
+	return line.replace(INLINE_ITEM, (whole, end: string | undefined) => (isList || end !== undefined ? `${end ?? ""}\n` : whole)).split("\n");
 }
 
 const SKIP_MARKERS = new Set(["CODE", "PRE", "A"]);

@@ -17,7 +17,9 @@ describe("plainSnippet", () => {
 		["1. first\n2) second\n- [x] done", "first · second · done"],
 		["snake_case_name stays, _this_ goes, __and this__", "snake_case_name stays, this goes, and this"],
 		["a\n\n---\n\nb", "a · b"],
-		["leaves invite blight. - The drip line: - [ ] check it ## Soil Loam - not clay", "leaves invite blight. · The drip line: · check it · Soil Loam - not clay"],
+		["leaves invite blight. - The drip line: - [ ] check it ## Soil Loam", "leaves invite blight. · The drip line: · check it · Soil Loam"],
+		["rinsed until clear - 800 ml water - 1 tsp turmeric - 1 tsp salt", "rinsed until clear · 800 ml water · 1 tsp turmeric · 1 tsp salt"],
+		["Loam holds water - but drains.", "Loam holds water - but drains."],
 	])("%j -> %j", (md, plain) => {
 		expect(plainSnippet(md)).toBe(plain);
 	});
