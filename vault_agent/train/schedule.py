@@ -215,7 +215,8 @@ class NightlyScheduler:
     def status(self) -> dict[str, Any]:
         progress = dict(self.progress) if self.progress else None
         if progress:
-            progress["elapsed_s"] = round((datetime.now() - datetime.fromisoformat(progress["started"])).total_seconds())
+            started = datetime.fromisoformat(progress["started"])
+            progress["elapsed_s"] = round((datetime.now() - started).total_seconds())
         return {"nightly": self.settings.nightly, "nightly_at": self.settings.nightly_at,
                 "next_run": next_run(self.settings.nightly_at).isoformat(timespec="minutes")
                 if self.settings.nightly else None,
