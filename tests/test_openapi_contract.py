@@ -5,6 +5,8 @@ the schema refuses (so clients generated from it can't build a refused request).
 
 from __future__ import annotations
 
+import sys
+import time
 import uuid
 
 import httpx
@@ -114,7 +116,21 @@ def test_every_route_answers_as_its_schema_says(api, contract):
     assert c.call("post", "/adapters/{version}/activate", "/adapters/v0099/activate").status_code == 404
     assert c.call("post", "/adapters/rollback").json()["active"] is None
     assert c.call("post", "/adapters/off").json()["active"] is None
+    assert c.call("get", "/adapters/{version}/plot", "/adapters/v0099/plot").status_code == 404
     assert c.call("get", "/train/status").status_code == 200
+    assert c.call("post", "/train/run", json={"force": "sometimes"}).status_code == 422
+    from vault_agent.train.schedule import TrainingLock
+
+    with TrainingLock(api.runtime.dirs):  # a retrain from the CLI holds the lock
+        assert c.call("post", "/train/run").status_code == 409
+    scheduler = api.runtime.scheduler
+    scheduler.command = [sys.executable, "-c", "print('{}')"]  # the child: a retrain with nothing to do
+    try:
+        assert c.call("post", "/train/run").status_code == 202
+        while scheduler.running:
+            time.sleep(0.05)
+    finally:
+        scheduler.command = None
     assert c.call("post", "/pairs/generate", json={"limit": 0}).status_code == 422
     assert c.call("post", "/pairs/generate", json={"limit": 1}).status_code == 202
     assert c.call("get", "/pairs/generate").status_code == 200

@@ -1,19 +1,26 @@
 """The Obsidian plugin's own HTTP client and outbox (plugin_bridge/src, bundled for Node) against a
 real daemon on loopback: stream an answer with Obsidian's Origin, rate, correct, compare, a wrong
-token, and a rating queued while the daemon is down that arrives once it is back.
+token, and a rating queued while the daemon is down that arrives once it is back. In headless Chromium:
+the side view (markdown rendered, no literal marks; which adapter answered) and the learning view
+(versions, chart, training curve, a rollback and "Retrain now" clicked), with screenshots of both
+under plugin_bridge/test-output/.
 
 Needs node + npm (the plugin's dev dependencies are installed with `npm ci` when missing)."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import FAST_LLM, SAMPLE_VAULT, start_daemon
+from trained_versions import write_version
+from vault_agent.llm.fake import FakeBackend
 
 PLUGIN = Path(__file__).resolve().parent.parent / "plugin_bridge"
 DRIVER = PLUGIN / "e2e" / "dist" / "run.cjs"
@@ -118,7 +125,7 @@ def test_plugin_install_copies_the_real_build(tmp_path, plugin_build):
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = PLUGIN / "test-output"  # kept after the run, to look at
+SCREENSHOTS = PLUGIN / "test-output"  # kept after the run, to look at (git ignores it)
 
 
 @pytest.fixture
@@ -139,6 +146,10 @@ def harness_server():
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z]+", text)
 
 
 def test_the_view_renders_a_streamed_answer_with_citations_and_ratings_in_chromium(
@@ -162,9 +173,13 @@ def test_the_view_renders_a_streamed_answer_with_citations_and_ratings_in_chromi
         assert seen["done"]["ok"], seen
         assert seen["streaming_text"], "no partial answer was on screen while it streamed"
         final = running.runtime.log.get_response(seen["done"]["response_id"])
-        assert seen["answer_text"].strip() == final["answer"].strip()
+        # rendered as markdown: the same words, none of the marks
+        assert words(seen["answer_text"]) == words(final["answer"])
+        assert "**" not in seen["answer_text"]
         assert seen["citations"] and all(seen["citations"])
         assert seen["buttons"][:3] == ["Good answer", "Bad answer", "Write a better answer"]
+        assert seen["version_label"] == "answered by the base model"
+        assert seen["unlabeled_buttons"] == []
         assert seen["stop_disabled"] is True
         assert seen["delivered"] == [{"response_id": seen["done"]["response_id"], "rating": 1}]
         assert seen["thumb_active"] is True
@@ -172,5 +187,105 @@ def test_the_view_renders_a_streamed_answer_with_citations_and_ratings_in_chromi
         assert running.runtime.log.stats()["ratings"]["up"] == 1
         assert seen["console_errors"] == []
         assert (SCREENSHOTS / "view-answer.png").stat().st_size > 5000
+    finally:
+        running.stop()
+
+
+class MarkdownFake(FakeBackend):
+    """The FakeBackend answering in markdown, as chat models do: bold, italics, a list, a marker."""
+
+    def answer_for(self, messages, **kwargs):
+        return ["The", " answer", " is:", " **Daily**", " [1].", "\n\n", "- water", " *deeply*", "\n", "- in",
+                " loam"]
+
+
+def chromium_check(script: str, page: str, *extra: str) -> dict:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is needed for the rendering check (`make test` installs it as root)")
+    r = subprocess.run(["node", script, page, str(SCREENSHOTS), *extra], cwd=PLUGIN, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_the_view_renders_markdown_and_names_the_adapter_that_answered_in_chromium(
+        tmp_path, embedder, plugin_build, harness_server):
+    from urllib.parse import urlencode
+
+    vault = tmp_path / "vault"
+    shutil.copytree(SAMPLE_VAULT, vault)
+    running = start_daemon(vault, tmp_path / "home", embedder, MarkdownFake(token_delay_s=0.05),
+                           server={"port": 0, "cors_origins": [harness_server]})
+    try:
+        for version in ("v0001", "v0002"):
+            write_version(running.runtime.dirs, version, accuracy=0.7, margin=0.3, kl=0.02)
+        assert running.http.post("/adapters/v0002/activate").json()["active"] == "v0002"
+        page = f"{harness_server}/e2e/harness.html?" + urlencode(
+            {"url": running.url, "token": running.token, "q": QUESTION})
+        seen = chromium_check("e2e/render-check.mjs", page, "markdown-view")
+        assert seen["done"]["ok"], seen
+        assert "**" not in seen["answer_text"] and "*" not in seen["answer_text"]
+        assert seen["answer_strong"] == ["Daily"]
+        assert seen["answer_list_items"] == ["water deeply", "in loam"]
+        assert seen["markers"] == ["[1]"]
+        assert seen["version_label"] == "answered by v0002"
+        assert running.runtime.log.get_response(seen["done"]["response_id"])["adapter_version"] == "v0002"
+        assert seen["snippets"] and not any("**" in s or s.lstrip().startswith(("#", "- ")) for s in seen["snippets"])
+        assert seen["unlabeled_buttons"] == []
+        assert seen["console_errors"] == []
+        assert (SCREENSHOTS / "markdown-view-answer.png").stat().st_size > 5000
+    finally:
+        running.stop()
+
+
+def test_the_learning_view_shows_what_was_learned_and_rolls_back_in_chromium(
+        tmp_path, embedder, plugin_build, harness_server):
+    from urllib.parse import urlencode
+
+    from conftest import record_response
+
+    vault = tmp_path / "vault"
+    shutil.copytree(SAMPLE_VAULT, vault)
+    backend = FakeBackend()
+    running = start_daemon(vault, tmp_path / "home", embedder, backend,
+                           server={"port": 0, "cors_origins": [harness_server]})
+    try:
+        dirs = running.runtime.dirs
+        write_version(dirs, "v0001", accuracy=0.6, margin=0.2, kl=0.01)
+        write_version(dirs, "v0002", accuracy=0.75, margin=0.4, kl=0.02)
+        write_version(dirs, "v0003", accuracy=0.55, margin=0.1, kl=0.05, promote=False)
+        for version in ("v0001", "v0002"):  # v0002 served, v0001 before it
+            running.http.post(f"/adapters/{version}/activate").raise_for_status()
+        log = running.runtime.log
+        log.correct(record_response(log), "Twice a week, deeply.")
+        # "Retrain now" starts the nightly job; here a child that finds too little new feedback
+        running.runtime.scheduler.command = [
+            sys.executable, "-c",
+            "import json; print(json.dumps({'version': None, 'due': False, 'reason': '1 new pair, 8 needed'}))"]
+
+        page = f"{harness_server}/e2e/harness.html?" + urlencode(
+            {"view": "learning", "url": running.url, "token": running.token})
+        seen = chromium_check("e2e/learning-check.mjs", page)
+
+        assert seen["done"]["ok"], seen
+        assert seen["waiting"].startswith("1 pair waits to train: 1 correction.")
+        assert seen["schedule"].startswith("Next nightly run:")
+        assert [row[0].split()[0][:5] for row in seen["rows"]] == ["v0003", "v0002", "v0001"]
+        assert "v0002 (active)" in seen["rows"][1][0] and "kept out by the gate" in seen["rows"][0][0]
+        assert seen["rows"][1][2:4] == ["75%", "0.020"]  # held-out accuracy, KL to the base
+        assert seen["active_before"] == "v0002"
+        assert seen["chart_points"] == ["v0001: 60%", "v0002: 75% (active)", "v0003: 55%"]
+        assert seen["plot_size"][0] > 300  # training.png, served by GET /adapters/v0002/plot
+        assert seen["unlabeled_buttons"] == []
+
+        assert seen["active_after_rollback"] == "v0001"
+        assert seen["serving_after_rollback"] == "Serving v0001."
+        listing = running.http.get("/adapters").json()
+        assert listing["active"] == "v0001" and backend.adapter_version == "v0001"
+
+        assert "Not due: 1 new pair, 8 needed" in seen["last_run_after_retrain"]
+        assert seen["console_errors"] == []
+        for shot in ("learning-view.png", "learning-view-after.png"):
+            assert (SCREENSHOTS / shot).stat().st_size > 5000
     finally:
         running.stop()

@@ -9,6 +9,7 @@ import type { PluginHost } from "../src/host";
 import { Outbox } from "../src/outbox";
 import { linkText } from "../src/render";
 import { AskView } from "../src/view";
+import { LearningView } from "../src/learning";
 
 declare global {
 	interface Window {
@@ -33,7 +34,17 @@ const host: PluginHost = {
 	indexState: async () => (await client.status()).index,
 };
 
+/** ?view=learning: the learning view instead of the ask view. */
+async function learning() {
+	const view = new LearningView(new WorkspaceLeaf() as never, host);
+	document.querySelector(".workspace-leaf")!.appendChild(view.containerEl);
+	view.containerEl.addClass("workspace-leaf-content");
+	await view.onOpen();
+	window.VA.done = { ok: !!view.shown.listing };
+}
+
 async function main() {
+	if (params.get("view") === "learning") return learning();
 	const view = new AskView(new WorkspaceLeaf() as never, host);
 	document.querySelector(".workspace-leaf")!.appendChild(view.containerEl);
 	view.containerEl.addClass("workspace-leaf-content");

@@ -1,12 +1,12 @@
 // Opens e2e/harness.html in headless Chromium (Debian's chromium, driven by playwright-core),
 // lets the real view ask the real daemon, screenshots it mid-stream and done, clicks thumbs up and
 // a citation, and prints what a user would see as JSON.
-// Usage: node e2e/render-check.mjs <harness url with ?url=&token=&q=> <output dir>
+// Usage: node e2e/render-check.mjs <harness url with ?url=&token=&q=> <output dir> [screenshot name prefix]
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [harnessUrl, outDir] = process.argv.slice(2);
+const [harnessUrl, outDir, prefix = "view"] = process.argv.slice(2);
 mkdirSync(outDir, { recursive: true });
 const browser = await chromium.launch({
 	executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -21,16 +21,21 @@ try {
 	await page.goto(harnessUrl);
 	await page.waitForFunction(() => (document.querySelector(".vault-agent-answer.is-streaming")?.textContent ?? "").length > 0 || window.VA?.done, null, { timeout: 240_000 });
 	result.streaming_text = await page.evaluate(() => document.querySelector(".vault-agent-answer.is-streaming")?.textContent ?? null);
-	await page.screenshot({ path: join(outDir, "view-streaming.png") });
+	await page.screenshot({ path: join(outDir, `${prefix}-streaming.png`) });
 	await page.waitForFunction(() => window.VA?.done, null, { timeout: 240_000 });
 	result.done = await page.evaluate(() => window.VA.done);
 	result.answer_text = await page.textContent(".vault-agent-answer");
+	result.answer_strong = await page.$$eval(".vault-agent-answer strong", (els) => els.map((e) => e.textContent));
+	result.answer_list_items = await page.$$eval(".vault-agent-answer li", (els) => els.map((e) => e.textContent));
+	result.version_label = await page.textContent(".vault-agent-version").catch(() => null);
+	result.snippets = await page.$$eval(".vault-agent-snippet", (els) => els.map((e) => e.textContent));
+	result.unlabeled_buttons = await page.$$eval("button", (bs) => bs.filter((b) => !b.getAttribute("aria-label")).map((b) => b.outerHTML));
 	result.citations = await page.$$eval(".vault-agent-citation a.internal-link", (as) => as.map((a) => a.textContent));
 	result.first_citation_href = await page.$eval(".vault-agent-citation a.internal-link", (a) => a.dataset.href).catch(() => null);
 	result.markers = await page.$$eval(".vault-agent-marker", (as) => as.map((a) => a.textContent));
 	result.buttons = await page.$$eval(".vault-agent-actions button", (bs) => bs.map((b) => b.getAttribute("aria-label") ?? b.textContent));
 	result.stop_disabled = await page.$eval("button:text('Stop')", (b) => b.disabled).catch(() => null);
-	await page.screenshot({ path: join(outDir, "view-answer.png") });
+	await page.screenshot({ path: join(outDir, `${prefix}-answer.png`) });
 	await page.click('[aria-label="Good answer"]');
 	await page.waitForFunction(() => window.VA.delivered.length > 0, null, { timeout: 30_000 });
 	result.delivered = await page.evaluate(() => window.VA.delivered.map((i) => i.body));

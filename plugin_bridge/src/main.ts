@@ -13,6 +13,7 @@ import { linkText } from "./render";
 import { DEFAULT_DATA, PluginData, SettingsHost, VaultAgentSettingTab } from "./settings";
 import { readStatus, showStatus } from "./statusbar";
 import { AskView, VIEW_TYPE } from "./view";
+import { LEARNING_VIEW_TYPE, LearningView } from "./learning";
 
 const STATUS_EVERY_MS = 30_000;
 
@@ -54,6 +55,8 @@ export default class VaultAgentPlugin extends Plugin implements PluginHost, Sett
 
 		this.registerView(VIEW_TYPE, (leaf) => new AskView(leaf, this));
 		this.addRibbonIcon("message-square", "Ask your vault", () => void this.openView());
+		this.registerView(LEARNING_VIEW_TYPE, (leaf) => new LearningView(leaf, this));
+		this.addRibbonIcon("graduation-cap", "Vault-agent: what your ratings taught", () => void this.openLearning());
 		this.addCommand({ id: "ask-vault", name: "Ask the vault", callback: () => void this.openView().then((v) => v?.focusQuestion()) });
 		this.addCommand({ id: "ask-about-note", name: "Ask about the current note or selection", callback: () => this.askAboutNote() });
 		this.addCommand({
@@ -63,6 +66,7 @@ export default class VaultAgentPlugin extends Plugin implements PluginHost, Sett
 		});
 		this.addCommand({ id: "rate-recent-answers", name: "Rate recent answers", callback: () => new RateQueueModal(this.app, this).open() });
 		this.addCommand({ id: "stop-answer", name: "Stop the answer", callback: () => this.views().forEach((v) => v.stop()) });
+		this.addCommand({ id: "open-learning", name: "Show what the assistant learned (adapters, retraining)", callback: () => void this.openLearning() });
 		this.addSettingTab(new VaultAgentSettingTab(this.app, this, this));
 
 		this.statusEl = this.addStatusBarItem();
@@ -136,6 +140,22 @@ export default class VaultAgentPlugin extends Plugin implements PluginHost, Sett
 		}
 		await workspace.revealLeaf(leaf);
 		return leaf.view instanceof AskView ? leaf.view : null;
+	}
+
+	/** The learning view, in the right sidebar (opened once, then revealed and refreshed). */
+	async openLearning(): Promise<LearningView | null> {
+		const { workspace } = this.app;
+		let leaf: WorkspaceLeaf | null = workspace.getLeavesOfType(LEARNING_VIEW_TYPE)[0] ?? null;
+		const existed = !!leaf;
+		if (!leaf) {
+			leaf = workspace.getRightLeaf(false);
+			if (!leaf) return null;
+			await leaf.setViewState({ type: LEARNING_VIEW_TYPE, active: true });
+		}
+		await workspace.revealLeaf(leaf);
+		const view = leaf.view instanceof LearningView ? leaf.view : null;
+		if (existed) await view?.refresh();
+		return view;
 	}
 
 	private askAboutNote(): void {

@@ -1,12 +1,22 @@
 // The side view: ask, watch the answer stream in, open citations, rate, correct, compare.
 
-import { ItemView, Notice, WorkspaceLeaf, setIcon } from "obsidian";
+import { Component, ItemView, Notice, WorkspaceLeaf, setIcon } from "obsidian";
 import { Aborted } from "./api/errors";
 import type { Answer, Comparison, IndexState } from "./api/types";
 import { describeError } from "./describe";
 import type { PluginHost } from "./host";
 import { CorrectionModal } from "./modals";
-import { renderAnswerText, renderCitations } from "./render";
+import { AnswerRenderer, ThrottledRender, answeredBy, renderCitations } from "./render";
+
+/** A streaming answer is re-rendered as markdown at most this often. */
+export const STREAM_RENDER_MS = 250;
+
+/** A button with an Obsidian icon and its words as aria-label (what Obsidian shows as a tooltip). */
+function iconButton(parent: HTMLElement, icon: string, label: string, cls = ""): HTMLButtonElement {
+	const b = parent.createEl("button", { cls: `clickable-icon ${cls}`.trim(), attr: { "aria-label": label } });
+	setIcon(b, icon);
+	return b;
+}
 
 export const VIEW_TYPE = "vault-agent-ask";
 
@@ -18,6 +28,8 @@ export class AskView extends ItemView {
 	private syncEl!: HTMLElement;
 	private resultEl!: HTMLElement;
 	private running: AbortController | null = null;
+	/** Owns what the shown result rendered (markdown's child components); replaced with the result. */
+	private resultOwner: Component | null = null;
 
 	constructor(leaf: WorkspaceLeaf, private readonly host: PluginHost) {
 		super(leaf);
@@ -42,9 +54,10 @@ export class AskView extends ItemView {
 		const form = root.createDiv({ cls: "vault-agent-form" });
 		this.input = form.createEl("textarea", { cls: "vault-agent-question", attr: { rows: "3", placeholder: "Ask your vault…", "aria-label": "Question" } });
 		const buttons = form.createDiv({ cls: "vault-agent-buttons" });
-		this.askButton = buttons.createEl("button", { text: "Ask", cls: "mod-cta" });
+		this.askButton = buttons.createEl("button", { text: "Ask", cls: "mod-cta", attr: { "aria-label": "Ask (Ctrl/Cmd+Enter)" } });
 		this.compareButton = buttons.createEl("button", { text: "Compare", attr: { "aria-label": "Get two answers and pick the better one" } });
-		this.stopButton = buttons.createEl("button", { text: "Stop" });
+		setIcon(this.compareButton.createSpan({ cls: "vault-agent-button-icon" }), "columns-2");
+		this.stopButton = buttons.createEl("button", { text: "Stop", attr: { "aria-label": "Stop the answer" } });
 		this.stopButton.disabled = true;
 		this.syncEl = root.createDiv({ cls: "vault-agent-sync" });
 		this.syncEl.hide();
@@ -84,6 +97,14 @@ export class AskView extends ItemView {
 		return controller;
 	}
 
+	/** Clears the result area and what its rendering loaded; returns the new result's owner. */
+	private newResult(): Component {
+		this.resultEl.empty();
+		if (this.resultOwner) this.removeChild(this.resultOwner);
+		this.resultOwner = this.addChild(new Component());
+		return this.resultOwner;
+	}
+
 	/** A request that failed or was stopped: say so in its status line, and in a notice unless the user stopped it. */
 	private failed(status: HTMLElement, e: unknown, stopped: string): null {
 		if (e instanceof Aborted) status.setText(stopped);
@@ -108,10 +129,12 @@ export class AskView extends ItemView {
 		if (!question) return null;
 		this.input.value = question;
 		const controller = this.begin();
-		this.resultEl.empty();
+		const owner = this.newResult();
 		const block = this.resultEl.createDiv({ cls: "vault-agent-answer-block" });
-		const textEl = block.createDiv({ cls: "vault-agent-answer is-streaming" });
+		const textEl = block.createDiv({ cls: "vault-agent-answer markdown-rendered is-streaming" });
 		const status = block.createDiv({ text: "Thinking…", cls: "vault-agent-hint" });
+		const renderer = new AnswerRenderer(this.app, owner);
+		const live = new ThrottledRender((md) => renderer.render(textEl, md, [], () => undefined), STREAM_RENDER_MS);
 		let text = "";
 		void this.refreshSync();
 		try {
@@ -120,15 +143,18 @@ export class AskView extends ItemView {
 				(piece) => {
 					if (!text) status.setText("");
 					text += piece;
-					textEl.setText(text);
+					live.push(text);
 				},
 				controller.signal,
 			);
+			live.cancel();
+			await live.flush(); // a render in progress ends before the final one replaces it
 			status.remove();
-			this.renderAnswer(block, textEl, answer);
+			await this.renderAnswer(block, textEl, answer, renderer);
 			if (answer.index_state) this.showSync(answer.index_state);
 			return answer;
 		} catch (e) {
+			live.cancel();
 			textEl.removeClass("is-streaming");
 			return this.failed(status, e, text ? "Stopped." : "Stopped before the answer began.");
 		} finally {
@@ -136,27 +162,33 @@ export class AskView extends ItemView {
 		}
 	}
 
-	private renderAnswer(block: HTMLElement, textEl: HTMLElement, answer: Answer): void {
+	private async renderAnswer(block: HTMLElement, textEl: HTMLElement, answer: Answer, renderer: AnswerRenderer): Promise<void> {
 		textEl.removeClass("is-streaming");
 		const sources = block.createDiv({ cls: "vault-agent-sources" });
 		const items = renderCitations(sources, answer.citations, { open: (c) => this.host.openCitation(c) });
-		renderAnswerText(textEl, answer.answer, answer.citations, (n) => {
+		await renderer.render(textEl, answer.answer, answer.citations, (n) => {
 			const li = items.get(n);
 			if (!li) return;
 			li.scrollIntoView({ block: "nearest" });
 			for (const other of items.values()) other.removeClass("is-highlighted");
 			li.addClass("is-highlighted");
 		});
+		this.renderProvenance(block, answer);
 		this.renderRating(block, answer);
+	}
+
+	/** Which adapter wrote the answer, and that rating it trains the next one. */
+	private renderProvenance(block: HTMLElement, answer: Answer): void {
+		const line = block.createDiv({ cls: "vault-agent-provenance" });
+		line.createSpan({ text: answeredBy(answer.adapter_version), cls: "vault-agent-version" });
+		line.createSpan({ text: " · your ratings train the next version", cls: "vault-agent-hint" });
 	}
 
 	private renderRating(block: HTMLElement, answer: Answer): void {
 		const row = block.createDiv({ cls: "vault-agent-actions" });
-		const up = row.createEl("button", { cls: "vault-agent-thumb", attr: { "aria-label": "Good answer" } });
-		setIcon(up, "thumbs-up");
-		const down = row.createEl("button", { cls: "vault-agent-thumb", attr: { "aria-label": "Bad answer" } });
-		setIcon(down, "thumbs-down");
-		const better = row.createEl("button", { text: "Write a better answer" });
+		const up = iconButton(row, "thumbs-up", "Good answer", "vault-agent-thumb");
+		const down = iconButton(row, "thumbs-down", "Bad answer", "vault-agent-thumb");
+		const better = iconButton(row, "pencil", "Write a better answer");
 		const thumb = (button: HTMLButtonElement, rating: 1 | -1) => {
 			up.removeClass("is-active");
 			down.removeClass("is-active");
@@ -178,7 +210,7 @@ export class AskView extends ItemView {
 		if (!question) return null;
 		this.input.value = question;
 		const controller = this.begin();
-		this.resultEl.empty();
+		const owner = this.newResult();
 		const status = this.resultEl.createDiv({ text: "Writing two answers…", cls: "vault-agent-hint" });
 		try {
 			const cmp = await this.host.client.compare(question, controller.signal);
@@ -187,14 +219,14 @@ export class AskView extends ItemView {
 			for (const [name, answer] of [["A", cmp.a], ["B", cmp.b]] as const) {
 				const col = sides.createDiv({ cls: "vault-agent-compare-side" });
 				col.createEl("h5", { text: `Answer ${name}` });
-				const textEl = col.createDiv({ cls: "vault-agent-answer" });
+				const textEl = col.createDiv({ cls: "vault-agent-answer markdown-rendered" });
 				const items = renderCitations(col.createDiv({ cls: "vault-agent-sources" }), answer.citations, { open: (c) => this.host.openCitation(c) });
-				renderAnswerText(textEl, answer.answer, answer.citations, (n) => items.get(n)?.scrollIntoView({ block: "nearest" }));
+				await new AnswerRenderer(this.app, owner).render(textEl, answer.answer, answer.citations, (n) => items.get(n)?.scrollIntoView({ block: "nearest" }));
 			}
 			const row = this.resultEl.createDiv({ cls: "vault-agent-actions" });
 			const buttons: HTMLButtonElement[] = [];
 			for (const [choice, label] of [["A", "A is better"], ["B", "B is better"], ["tie", "Tie"]] as const) {
-				const b = row.createEl("button", { text: label });
+				const b = row.createEl("button", { text: label, attr: { "aria-label": label === "Tie" ? "Both are as good" : `Answer ${label}` } });
 				buttons.push(b);
 				this.registerDomEvent(b, "click", () => {
 					for (const other of buttons) other.removeClass("is-active");

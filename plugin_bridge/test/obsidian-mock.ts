@@ -87,8 +87,28 @@ export class Notice {
 	hide() {}
 }
 
-class Component {
+export class Component {
 	private cleanups: (() => void)[] = [];
+	children: Component[] = [];
+	loaded = false;
+	load() {
+		this.loaded = true;
+	}
+	unload() {
+		this.loaded = false;
+		this.children.splice(0).forEach((c) => c.unload());
+		this.unloadComponent();
+	}
+	addChild<T extends Component>(c: T): T {
+		this.children.push(c);
+		c.load();
+		return c;
+	}
+	removeChild<T extends Component>(c: T): T {
+		this.children = this.children.filter((x) => x !== c);
+		c.unload();
+		return c;
+	}
 	registerDomEvent(el: EventTarget, type: string, cb: (ev: any) => void) {
 		el.addEventListener(type, cb);
 		this.cleanups.push(() => el.removeEventListener(type, cb));
@@ -293,6 +313,79 @@ export class PluginSettingTab {
 
 export function setIcon(el: HTMLElement, icon: string): void {
 	el.setAttr("data-icon", icon);
+	// Obsidian draws a lucide SVG; a plain square stands in, so the icon has a size in screenshots.
+	const svg = el.ownerDocument.createElementNS("http://www.w3.org/2000/svg", "svg");
+	svg.setAttribute("class", `svg-icon lucide-${icon}`);
+	svg.setAttribute("viewBox", "0 0 24 24");
+	svg.setAttribute("width", "16");
+	svg.setAttribute("height", "16");
+	svg.innerHTML = ICONS[icon] ?? '<rect x="4" y="4" width="16" height="16" rx="3" fill="none" stroke="currentColor" stroke-width="2"/>';
+	el.replaceChildren(svg);
+}
+
+const ICONS: Record<string, string> = {
+	"thumbs-up": '<path d="M7 10v12M15 5.9 14 10h5.8a2 2 0 0 1 2 2.3l-1.4 8A2 2 0 0 1 18.4 22H4a2 2 0 0 1-2-2v-8a2 2 0 0 1 2-2h2.8a2 2 0 0 0 1.8-1.1L12 2a3.1 3.1 0 0 1 3 3.9Z" fill="none" stroke="currentColor" stroke-width="2"/>',
+	"thumbs-down": '<path d="M17 14V2M9 18.1 10 14H4.2a2 2 0 0 1-2-2.3l1.4-8A2 2 0 0 1 5.6 2H20a2 2 0 0 1 2 2v8a2 2 0 0 1-2 2h-2.8a2 2 0 0 0-1.8 1.1L12 22a3.1 3.1 0 0 1-3-3.9Z" fill="none" stroke="currentColor" stroke-width="2"/>',
+	pencil: '<path d="M17 3a2.8 2.8 0 1 1 4 4L7.5 20.5 2 22l1.5-5.5Z" fill="none" stroke="currentColor" stroke-width="2"/>',
+	"refresh-cw": '<path d="M3 12a9 9 0 0 1 15-6.7L21 8M21 3v5h-5M21 12a9 9 0 0 1-15 6.7L3 16M3 21v-5h5" fill="none" stroke="currentColor" stroke-width="2"/>',
+	play: '<path d="M6 3l14 9-14 9Z" fill="none" stroke="currentColor" stroke-width="2"/>',
+	check: '<path d="M20 6 9 17l-5-5" fill="none" stroke="currentColor" stroke-width="2"/>',
+	"undo-2": '<path d="M9 14 4 9l5-5M4 9h10.5a5.5 5.5 0 0 1 0 11H11" fill="none" stroke="currentColor" stroke-width="2"/>',
+	"power-off": '<path d="M18.4 6.6a9 9 0 1 1-12.8 0M12 2v10" fill="none" stroke="currentColor" stroke-width="2"/>',
+	"columns-2": '<rect x="3" y="3" width="18" height="18" rx="2" fill="none" stroke="currentColor" stroke-width="2"/><path d="M12 3v18" stroke="currentColor" stroke-width="2"/>',
+};
+
+/**
+ * Stand-in for Obsidian's MarkdownRenderer: headings, paragraphs, lists, bold, italics, code and
+ * wiki links, built as DOM nodes (never innerHTML). The app renders with its own, richer one.
+ */
+export class MarkdownRenderer {
+	static rendered: string[] = [];
+	static async render(_app: App, markdown: string, el: HTMLElement, _sourcePath: string, _component: Component): Promise<void> {
+		MarkdownRenderer.rendered.push(markdown);
+		const doc = el.ownerDocument;
+		let list: HTMLElement | null = null;
+		let para: HTMLElement | null = null;
+		for (const raw of markdown.split(/\r?\n/)) {
+			const line = raw.trimEnd();
+			const heading = /^(#{1,6})\s+(.*)$/.exec(line);
+			const item = /^\s*(?:[-*+]|(\d+)[.)])\s+(.*)$/.exec(line);
+			if (!line.trim()) {
+				list = para = null;
+			} else if (heading) {
+				list = para = null;
+				inline(el.createEl(`h${heading[1].length}` as "h1"), heading[2]);
+			} else if (item) {
+				para = null;
+				const tag = item[1] ? "ol" : "ul";
+				if (!list || list.tagName.toLowerCase() !== tag) list = el.createEl(tag);
+				inline(list.createEl("li"), item[2]);
+			} else {
+				list = null;
+				if (para) para.appendChild(doc.createElement("br"));
+				else para = el.createEl("p");
+				inline(para, line);
+			}
+		}
+	}
+}
+
+function inline(el: HTMLElement, text: string): void {
+	const doc = el.ownerDocument;
+	const pattern = /(\*\*|__)(.+?)\1|(\*|_)(?=\S)(.+?)\3|`([^`]+)`|\[\[([^\]|]+)(?:\|([^\]]+))?\]\]/g;
+	let last = 0;
+	for (const m of text.matchAll(pattern)) {
+		el.appendChild(doc.createTextNode(text.slice(last, m.index)));
+		if (m[2] !== undefined) inline(el.createEl("strong"), m[2]);
+		else if (m[4] !== undefined) inline(el.createEl("em"), m[4]);
+		else if (m[5] !== undefined) el.createEl("code", { text: m[5] });
+		else {
+			const a = el.createEl("a", { text: m[7] ?? m[6], cls: "internal-link", href: m[6] });
+			a.dataset.href = m[6];
+		}
+		last = (m.index ?? 0) + m[0].length;
+	}
+	el.appendChild(doc.createTextNode(text.slice(last)));
 }
 
 export function requestUrl(): never {

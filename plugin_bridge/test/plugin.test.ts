@@ -29,9 +29,10 @@ async function load(saved: unknown = null) {
 beforeEach(() => void (Notice.messages = []));
 
 describe("plugin", () => {
-	it("registers its commands with no default hotkeys", async () => {
-		const { mock } = await load();
-		expect(mock.commands.map((c) => c.id)).toEqual(["ask-vault", "ask-about-note", "compare-answers", "rate-recent-answers", "stop-answer"]);
+	it("registers its commands and views with no default hotkeys", async () => {
+		const { mock, plugin } = await load();
+		expect(mock.commands.map((c) => c.id)).toEqual(["ask-vault", "ask-about-note", "compare-answers", "rate-recent-answers", "stop-answer", "open-learning"]);
+		expect([...(plugin as unknown as { views: Map<string, unknown> }).views.keys()]).toEqual(["vault-agent-ask", "vault-agent-learning"]);
 		expect(mock.commands.every((c) => c.hotkeys === undefined)).toBe(true);
 	});
 

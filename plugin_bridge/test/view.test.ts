@@ -73,7 +73,8 @@ describe("ask view", () => {
 		const view = await openView(t.host);
 		const done = view.ask("How often do I water tomatoes?");
 		await tick();
-		expect(q(view, ".vault-agent-answer").textContent).toBe("Water twice a week [1], ");
+		await tick(); // the first streamed render is due at once; later ones wait their turn
+		expect(q(view, ".vault-agent-answer").textContent!.trim()).toBe("Water twice a week [1],");
 		expect(q(view, ".vault-agent-answer").hasClass("is-streaming")).toBe(true);
 		expect(byText(view.contentEl, "Stop").disabled).toBe(false);
 		t.release();
@@ -110,7 +111,9 @@ describe("ask view", () => {
 		expect(up.getAttribute("data-icon")).toBe("thumbs-up");
 		down.click();
 		expect(down.hasClass("is-active")).toBe(true);
-		byText(view.contentEl, "Write a better answer").click();
+		const better = view.contentEl.querySelector('[aria-label="Write a better answer"]') as HTMLButtonElement;
+		expect(better.getAttribute("data-icon")).toBe("pencil");
+		better.click();
 		const modal = Modal.opened.at(-1)!;
 		(modal.contentEl.querySelector("textarea") as HTMLTextAreaElement).value = "Water deeply twice a week, in loam.";
 		byText(modal.contentEl, "Submit").click();
@@ -118,6 +121,50 @@ describe("ask view", () => {
 			{ path: "/feedback", body: { response_id: "resp-1", rating: -1 }, label: "thumbs down" },
 			{ path: "/feedback", body: { response_id: "resp-1", correction: "Water deeply twice a week, in loam." }, label: "correction" },
 		]);
+	});
+
+	it("renders the answer's markdown, keeps its [n] markers clickable and names the adapter that wrote it", async () => {
+		const md: Answer = { ...answer, adapter_version: "v0003", answer: "The answer is: **Daily** [1].\n\n- water *deeply*\n- in loam [2]" };
+		const t = fakeHost({ askStream: async () => md });
+		const view = await openView(t.host);
+		await view.ask("q");
+		const el = q(view, ".vault-agent-answer");
+		expect(el.textContent).not.toContain("**");
+		expect(el.querySelector("strong")!.textContent).toBe("Daily");
+		expect(Array.from(el.querySelectorAll("li")).map((li) => li.textContent)).toEqual(["water deeply", "in loam [2]"]);
+		const markers = Array.from(el.querySelectorAll(".vault-agent-marker")) as HTMLElement[];
+		expect(markers.map((m) => m.textContent)).toEqual(["[1]", "[2]"]);
+		markers[1].click();
+		expect((view.contentEl.querySelector(".vault-agent-citation.is-highlighted") as HTMLElement).dataset.n).toBe("2");
+		expect(q(view, ".vault-agent-version").textContent).toBe("answered by v0003");
+	});
+
+	it("opens a [[link]] in the answer as the note it names", async () => {
+		const t = fakeHost({ askStream: async () => ({ ...answer, answer: "See [[Garden/Soil|your soil note]] [2]." }) });
+		const view = await openView(t.host);
+		const opened: string[] = [];
+		view.app.workspace.openLinkText = async (target: string) => void opened.push(target);
+		await view.ask("q");
+		(q(view, ".vault-agent-answer a.internal-link") as HTMLAnchorElement).click();
+		expect(opened).toEqual(["Garden/Soil"]);
+		expect(q(view, ".vault-agent-answer a.internal-link").textContent).toBe("your soil note");
+	});
+
+	it("says the base model answered when no adapter was served", async () => {
+		const t = fakeHost({ askStream: async () => ({ ...answer, adapter_version: null }) });
+		const view = await openView(t.host);
+		await view.ask("q");
+		expect(q(view, ".vault-agent-provenance").textContent).toContain("answered by the base model");
+	});
+
+	it("shows snippets as plain text and gives every control a label", async () => {
+		const withMarks = [{ ...citations[0], snippet: "## Watering\n- Water **deeply twice a week**\n- Check [[Garden/Soil|the soil]] first" }, citations[1]];
+		const t = fakeHost({ askStream: async () => ({ ...answer, citations: withMarks }) });
+		const view = await openView(t.host);
+		await view.ask("q");
+		expect(q(view, ".vault-agent-snippet").textContent).toBe("Watering · Water deeply twice a week · Check the soil first");
+		const unlabeled = buttons(view.contentEl).filter((b) => !b.getAttribute("aria-label"));
+		expect(unlabeled.map((b) => b.outerHTML)).toEqual([]);
 	});
 
 	it("stops the stream with Stop, and when the view closes", async () => {

@@ -258,6 +258,11 @@ class PreferenceLog:
         return self._read(lambda conn: [decode_row(r) for r in conn.execute(
             f"SELECT * FROM pairs {where} ORDER BY created, rowid")])
 
+    def untrained_by_source(self) -> dict[str, int]:
+        """Pairs no version trained on yet, counted by source (what the learning view shows waiting)."""
+        return self._read(lambda conn: dict(conn.execute(
+            "SELECT source, count(*) FROM pairs WHERE trained_in_version IS NULL GROUP BY source")))
+
     def mark_trained(self, pair_ids: Iterable[str], version: str) -> int:
         """Record the adapter version that trained on these pairs; already-marked pairs keep
         their first version. Returns how many were marked now."""

@@ -8,7 +8,9 @@ The daemon's `train.active.Adapters` does the work; these routes only expose it.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 
+from ..train.active import plot_path
 from . import schema
 from .models_adapters import AdapterList
 from .runtime import runtime
@@ -21,6 +23,14 @@ def list_adapters(request: Request) -> dict:
     """Adapter versions with their training and gate figures (KL to the base among them), their A/B
     win rate once comparisons were judged, and which one is active and served."""
     return runtime(request).adapters.listing()
+
+
+@router.get("/adapters/{version}/plot", response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}}, "description": "The version's training.png."},
+                       **schema.NOT_FOUND, **schema.INVALID})
+def training_plot(version: str, request: Request) -> FileResponse:
+    """The loss and reward margin per training step, as the retrain drew it (PNG)."""
+    return FileResponse(plot_path(runtime(request).dirs, version), media_type="image/png")
 
 
 @router.post("/adapters/{version}/activate", responses=schema.responses(schema.NOT_FOUND, schema.INVALID))

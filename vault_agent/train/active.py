@@ -82,6 +82,19 @@ def require_servable(dirs: AppDirs, version: str) -> Path:
     return path
 
 
+PLOT_NAME = "training.png"  # fit.py draws it in every version
+
+
+def plot_path(dirs: AppDirs, version: str) -> Path:
+    """A version's training plot; UnknownVersion when the version or its plot is missing."""
+    if version not in registry.versions(dirs):
+        raise UnknownVersion(f"no adapter version {version!r}")
+    path = registry.adapters_dir(dirs) / version / PLOT_NAME
+    if not path.is_file():
+        raise UnknownVersion(f"adapter {version} has no {PLOT_NAME} (it was trained without matplotlib)")
+    return path
+
+
 def after_activate(state: ActiveState, version: str | None) -> ActiveState:
     """The state once `version` (None: no adapter) is served."""
     history = list(state.history)

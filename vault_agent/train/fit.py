@@ -137,13 +137,13 @@ def _write_metrics(tmp: Path, version: str, result, history: list[dict], lengths
                "train_loss": result.training_loss,
                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                "heldout": heldout, "history": history}
-    plot_note = _plot(history, tmp / "training.png")
+    plot_note = plot_training(history, tmp / "training.png")
     if plot_note:
         metrics["plot"] = plot_note
     registry.write_json(tmp / "metrics.json", metrics)
 
 
-def _plot(history: list[dict], path: Path) -> str | None:
+def plot_training(history: list[dict], path: Path) -> str | None:
     """loss and reward margin per step as PNG; None (and a note) without matplotlib."""
     try:
         import matplotlib

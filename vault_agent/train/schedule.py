@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from datetime import datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 
 
 class TrainingBusy(UserError):
-    pass
+    """A retrain already runs (the API answers 409)."""
+
+    http_status = 409
 
 
 def lock_path(dirs: AppDirs) -> Path:
@@ -126,39 +129,79 @@ def _why_it_ended(returncode: int, stderr: str) -> str:
     return (stderr.strip().splitlines() or [f"exit {returncode}"])[-1]
 
 
+def _stage_of(line: str) -> str | None:
+    """The stage a `retrain --json` child names on stderr ("retrain: fitting the adapter"), else None."""
+    return line[len("retrain: "):].strip() if line.startswith("retrain: ") else None
+
+
 def run_child(dirs: AppDirs, vault: Path | None, timeout: float | None = None,
-              command: list[str] | None = None) -> dict[str, Any]:
-    """Run one `retrain --if-due` (or `command`) in a low-priority child process and record how it ended."""
+              command: list[str] | None = None, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one `retrain --if-due` (or `command`) in a low-priority child process and record how it
+    ended. `on_stage` hears each stage the child reports on stderr while it runs."""
     started = datetime.now()
     env = {**os.environ}
     try:
-        proc = subprocess.run(command or retrain_command(vault), capture_output=True, text=True, env=env,
-                              timeout=timeout, cwd=os.getcwd())
-        result: dict[str, Any] = {"returncode": proc.returncode}
-        try:
-            result["result"] = json.loads(proc.stdout) if proc.stdout.strip() else None
-        except ValueError:
-            result["result"] = None
-        if proc.returncode != 0:
-            result["error"] = _why_it_ended(proc.returncode, proc.stderr)
-    except subprocess.TimeoutExpired:
-        result = {"returncode": None, "error": f"retrain ran past {timeout}s and was stopped"}
+        proc = subprocess.Popen(command or retrain_command(vault), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, cwd=os.getcwd())
     except OSError as exc:
-        result = {"returncode": None, "error": f"could not start retrain: {exc}"}
+        result: dict[str, Any] = {"returncode": None, "error": f"could not start retrain: {exc}"}
+    else:
+        result = _follow(proc, timeout, on_stage)
     info = {"started": started.isoformat(timespec="seconds"),
             "finished": datetime.now().isoformat(timespec="seconds"), **result}
     record_last_run(dirs, info)
     return info
 
 
-class NightlyScheduler:
-    """A daemon thread: sleep until train.nightly_at (local time), run a child retrain --if-due."""
+def _follow(proc: subprocess.Popen, timeout: float | None, on_stage: Callable[[str], None] | None) -> dict[str, Any]:
+    """Read the child's stderr line by line (its stages) and its stdout (the JSON) until it ends."""
+    err_lines: list[str] = []
 
-    def __init__(self, dirs: AppDirs, vault: Path | None, train_settings):
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            err_lines.append(line)
+            stage = _stage_of(line)
+            if stage and on_stage is not None:
+                on_stage(stage)
+
+    reader = threading.Thread(target=read_stderr, name="retrain-stderr", daemon=True)
+    reader.start()
+    timed_out = threading.Event()
+    killer = threading.Timer(timeout, lambda: (timed_out.set(), proc.kill())) if timeout else None
+    if killer:
+        killer.start()
+    try:
+        stdout = proc.stdout.read()
+        proc.wait()
+        reader.join()
+    finally:
+        if killer:
+            killer.cancel()
+    if timed_out.is_set():
+        return {"returncode": None, "error": f"retrain ran past {timeout}s and was stopped"}
+    result: dict[str, Any] = {"returncode": proc.returncode}
+    try:
+        result["result"] = json.loads(stdout) if stdout.strip() else None
+    except ValueError:
+        result["result"] = None
+    if proc.returncode != 0:
+        result["error"] = _why_it_ended(proc.returncode, "".join(err_lines))
+    return result
+
+
+class NightlyScheduler:
+    """A daemon thread: sleep until train.nightly_at (local time), run a child retrain --if-due.
+    `run_now` starts the same child at once (the API's "Retrain now"); `command` replaces the child's
+    command line (tests)."""
+
+    def __init__(self, dirs: AppDirs, vault: Path | None, train_settings, command: list[str] | None = None):
         self.dirs, self.vault, self.settings = dirs, vault, train_settings
+        self.command = command
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()  # one run_now check-and-start at a time
         self.running = False
+        self.progress: dict[str, Any] | None = None  # the run in progress: trigger, started, stage
 
     def start(self) -> None:
         if not self.settings.nightly:
@@ -170,21 +213,54 @@ class NightlyScheduler:
         self._stop.set()
 
     def status(self) -> dict[str, Any]:
+        progress = dict(self.progress) if self.progress else None
+        if progress:
+            started = datetime.fromisoformat(progress["started"])
+            progress["elapsed_s"] = round((datetime.now() - started).total_seconds())
         return {"nightly": self.settings.nightly, "nightly_at": self.settings.nightly_at,
                 "next_run": next_run(self.settings.nightly_at).isoformat(timespec="minutes")
                 if self.settings.nightly else None,
-                "running": self.running or is_locked(self.dirs), "last_run": last_run(self.dirs)}
+                "running": self.running or is_locked(self.dirs), "progress": progress,
+                "last_run": last_run(self.dirs)}
+
+    def run_now(self, force: bool = False) -> dict[str, Any]:
+        """Start the nightly job now in a background thread (`force`: without --if-due, so it trains
+        even with little new feedback). TrainingBusy while a retrain runs, here or elsewhere."""
+        with self._starting:
+            if self.running or is_locked(self.dirs):
+                raise TrainingBusy("a retrain is already running; wait for it to finish (GET /train/status)")
+            self.running = True
+            self.progress = {"trigger": "manual", "started": datetime.now().isoformat(timespec="seconds"),
+                             "stage": "starting"}
+        command = self.command or retrain_command(self.vault)
+        if force:
+            command = [arg for arg in command if arg != "--if-due"]
+        threading.Thread(target=self._run, args=(command,), name="retrain-now", daemon=True).start()
+        return dict(self.progress)
+
+    def _run(self, command: list[str] | None) -> None:
+        def stage(name: str) -> None:
+            if self.progress is not None:
+                self.progress = {**self.progress, "stage": name}
+
+        try:
+            info = run_child(self.dirs, self.vault, command=command, on_stage=stage)
+            log.info("retrain: %s", info.get("error") or info.get("result"))
+        except Exception:  # noqa: BLE001 - the daemon keeps serving whatever happens here
+            log.exception("retrain could not run")
+        finally:
+            self.running = False
+            self.progress = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             wait = (next_run(self.settings.nightly_at) - datetime.now()).total_seconds()
             if self._stop.wait(max(wait, 1.0)):
                 return
-            self.running = True
-            try:
-                info = run_child(self.dirs, self.vault)
-                log.info("nightly retrain: %s", info.get("error") or info.get("result"))
-            except Exception:  # noqa: BLE001 - the daemon keeps serving whatever happens here
-                log.exception("nightly retrain could not run")
-            finally:
-                self.running = False
+            with self._starting:
+                if self.running:  # a "Retrain now" is on it
+                    continue
+                self.running = True
+                self.progress = {"trigger": "nightly", "started": datetime.now().isoformat(timespec="seconds"),
+                                 "stage": "starting"}
+            self._run(self.command)

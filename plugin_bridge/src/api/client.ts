@@ -5,7 +5,7 @@
 import { Aborted, DaemonDown, HttpError, Timeout, VersionMismatch } from "./errors";
 import { FetchFn, HttpResponse, RequestFn, header, retryAfterSeconds } from "./http";
 import { SseParser } from "./sse";
-import type { Answer, Choice, Comparison, DaemonStatus, Health, OutboxItem, PendingComparison, RecordedResponse } from "./types";
+import type { AdapterListing, Answer, Comparison, DaemonStatus, Health, OutboxItem, PendingComparison, RecordedResponse, Switched, TrainStatus } from "./types";
 
 /** The daemon versions this plugin speaks: same major.minor. */
 export const API_VERSION = "0.1";
@@ -173,6 +173,49 @@ export class VaultAgentClient {
 			if (e instanceof HttpError && e.status === 404) return null;
 			throw e;
 		}
+	}
+
+	/** GET /adapters, typed, for the learning view. */
+	adapterListing(): Promise<AdapterListing> {
+		return this.call<AdapterListing>("GET", "/adapters");
+	}
+
+	/** Serve this version; a switch is not repeated on a lost reply (the user sees the result and can retry). */
+	activateAdapter(version: string): Promise<Switched> {
+		return this.call<Switched>("POST", `/adapters/${encodeURIComponent(version)}/activate`, undefined, { idempotent: false });
+	}
+
+	rollbackAdapter(): Promise<Switched> {
+		return this.call<Switched>("POST", "/adapters/rollback", undefined, { idempotent: false });
+	}
+
+	adaptersOff(): Promise<Switched> {
+		return this.call<Switched>("POST", "/adapters/off", undefined, { idempotent: false });
+	}
+
+	trainStatus(): Promise<TrainStatus> {
+		return this.call<TrainStatus>("GET", "/train/status");
+	}
+
+	/** "Retrain now": starts the nightly job at once (409 while one runs). */
+	retrainNow(force = false): Promise<{ started: boolean; progress: TrainStatus["progress"] }> {
+		return this.call("POST", "/train/run", { force }, { idempotent: false });
+	}
+
+	/** A version's training plot (PNG), or null when it has none (404). */
+	async trainingPlot(version: string): Promise<Blob | null> {
+		const seconds = this.o.jsonTimeoutMs / 1000;
+		const url = `${this.baseUrl}/adapters/${encodeURIComponent(version)}/plot`;
+		let response: Response;
+		try {
+			response = await withTimeout(this.o.fetch(url, { headers: this.headers(true) }), seconds * 1000, () => new Timeout(this.baseUrl, seconds));
+		} catch (e) {
+			if (e instanceof Timeout) throw e;
+			throw new DaemonDown(this.baseUrl, e instanceof Error ? e.message : String(e));
+		}
+		if (response.status === 404) return null;
+		if (!response.ok) throw new HttpError(response.status, errorMessage(await response.text().catch(() => "")));
+		return response.blob();
 	}
 
 	ask(question: string, signal?: AbortSignal): Promise<Answer> {

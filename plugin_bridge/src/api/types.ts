@@ -69,3 +69,80 @@ export interface OutboxItem {
 	label: string; // what the user did, for notices
 	queuedAt: number;
 }
+
+/** An adapter's record in decided A/B comparisons ("none": the plain base model). */
+export interface WinRate {
+	version: string;
+	won: number;
+	lost: number;
+	tied: number;
+	decided: number;
+	win_rate: number;
+}
+
+export interface GateFigures {
+	promote: boolean | null;
+	reasons: string[] | null;
+	accuracy: number | null;
+	margin: number | null;
+	perplexity: number | null;
+	kl_to_base?: number | null;
+	evidence?: Record<string, unknown> | null;
+}
+
+export interface AdapterVersion {
+	version: string;
+	created: string | null;
+	pairs: number | null;
+	heldout: Record<string, number | null> | null;
+	gate: GateFigures | null;
+	ab?: WinRate | null;
+	servable: boolean;
+	active: boolean;
+}
+
+/** GET /adapters */
+export interface AdapterListing {
+	active: string | null;
+	history: string[];
+	versions: AdapterVersion[];
+	base_ab?: WinRate | null;
+	serving?: string | null;
+	warning: string | null;
+}
+
+/** POST /adapters/{version}/activate, /adapters/rollback, /adapters/off */
+export interface Switched {
+	active: string | null;
+	previous: string | null;
+	swap_ms: number | null;
+}
+
+/** A finished retrain as the daemon recorded it (train-last.json). */
+export interface LastRun {
+	started: string;
+	finished: string;
+	returncode: number | null;
+	error?: string;
+	result?: {
+		version?: string | null;
+		method?: string;
+		due?: boolean;
+		reason?: string;
+		pairs?: { train?: number; heldout?: number; by_source?: Record<string, number> };
+		heldout?: Record<string, number | null> | null;
+		gate?: { promote?: boolean; promoted?: boolean; reasons?: string[] } | null;
+	} | null;
+}
+
+/** GET /train/status */
+export interface TrainStatus {
+	nightly: boolean;
+	nightly_at: string;
+	next_run: string | null;
+	running: boolean;
+	progress: { trigger: "manual" | "nightly"; started: string; stage: string; elapsed_s?: number } | null;
+	last_run: LastRun | null;
+	versions: string[];
+	waiting: { total: number; by_source: Record<string, number>; min_new_pairs: number } | null;
+}
