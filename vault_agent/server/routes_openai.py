@@ -71,7 +71,7 @@ def list_models(request: Request) -> ModelList:
     return ModelList(data=[model_card(s, m) for m in MODEL_IDS])
 
 
-@router.get("/models/{model_id}", response_model=ModelCard, responses=responses(404))
+@router.get("/models/{model_id}", response_model=ModelCard, responses=responses(404, 422))
 def get_model(model_id: str, request: Request):
     try:
         return model_card(runtime(request), check_model(model_id))
