@@ -4,14 +4,21 @@ backend; one slow test on the bundled llama.cpp model."""
 
 from __future__ import annotations
 
-import base64
+import functools
+import http.server
 import json
+import shutil
+import subprocess
+import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
 import openai
 import pytest
+
+from conftest import SAMPLE_VAULT, start_daemon
 
 QUESTION = "How often do I water the tomatoes?"
 
@@ -247,3 +254,66 @@ def test_the_bundled_model_answers_through_the_openai_sdk(daemon):
     plain = c.chat.completions.create(model="vault-agent-plain", max_tokens=20,
                                       messages=[{"role": "user", "content": "Say hello."}])
     assert plain.choices[0].message.content.strip() and plain.choices[0].finish_reason in ("stop", "length")
+
+
+# --- the official npm package, under Node and in headless Chromium -------------------------------
+
+PLUGIN = Path(__file__).resolve().parent.parent / "plugin_bridge"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def serve_plugin_folder():
+    """plugin_bridge/ on a loopback port: an origin for a page (e2e/openai-page.html)."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(PLUGIN)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_the_openai_npm_package_under_node_and_in_chromium(tmp_path, embedder):
+    from vault_agent.llm.fake import FakeBackend
+
+    if shutil.which("node") is None or not (PLUGIN / "node_modules" / "openai").exists():
+        pytest.fail("node and the plugin's dev dependencies are needed (cd plugin_bridge && npm ci)")
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is needed for the browser check (`make test` installs it as root)")
+    (granted_server, granted), (foreign_server, foreign) = serve_plugin_folder(), serve_plugin_folder()
+    vault = tmp_path / "vault"
+    shutil.copytree(SAMPLE_VAULT, vault)
+    # The granted page's origin stands in for app://obsidian.md (granted the same way); the other isn't.
+    running = start_daemon(vault, tmp_path / "home", embedder, FakeBackend(),
+                           server={"port": 0, "cors_origins": [granted]})
+    try:
+        config = {"url": running.url, "token": running.token, "granted": granted, "foreign": foreign}
+        r = subprocess.run(["node", "e2e/openai-check.mjs", json.dumps(config)], cwd=PLUGIN,
+                           capture_output=True, text=True, timeout=300)
+        out = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {"error": r.stderr[-3000:]}
+        assert r.returncode == 0 and "error" not in out, out
+        log = running.runtime.log
+
+        node = out["node"]
+        assert node["models"] == ["vault-agent", "vault-agent-plain"]
+        assert node["answer"]["content"].startswith("From your notes [1]:")
+        assert node["answer"]["finish_reason"] == "stop" and node["answer"]["vault_agent"]["citations"]
+        assert log.get_response(node["answer"]["vault_agent"]["response_id"])["answer"] == node["answer"]["content"]
+        assert node["stream"]["content"].startswith("I don't know:")  # plain: no notes
+        assert log.get_response(node["stream"]["vault_agent"]["response_id"])["answer"] == node["stream"]["content"]
+        assert node["embedding_length"] == running.runtime.indexer.embedder.dimension
+        assert node["wrong_key"]["name"] == "AuthenticationError" and node["wrong_key"]["status"] == 401
+
+        page = out["chromium"]["granted"]
+        assert page["ok"], page
+        assert page["origin"] == granted and page["content"].startswith("From your notes [1]:")
+        assert log.get_response(page["vault_agent"]["response_id"])["answer"] == page["content"]
+        post = next(s for s in page["sent"] if s["method"] == "POST")
+        assert any(h.startswith("x-stainless-") for h in post["headers"])  # so the preflight asked for them
+        blocked = out["chromium"]["foreign"]
+        assert not blocked["ok"] and blocked["error"]["name"] == "APIConnectionError", blocked
+    finally:
+        running.stop()
+        granted_server.shutdown()
+        foreign_server.shutdown()
