@@ -189,7 +189,8 @@ def test_errors_under_v1_are_openai_shaped_and_elsewhere_unchanged(api):
     for method, path in (("POST", "/v1/completions"), ("GET", "/v1/nothing")):
         r = raw(api, method, path, headers=auth, json={"model": "vault-agent", "prompt": "hi"})
         assert r.status_code == 404
-        assert r.json()["error"]["code"] == "unknown_url" and set(r.json()["error"]) == {"message", "type", "param", "code"}
+        error = r.json()["error"]
+        assert error["code"] == "unknown_url" and set(error) == {"message", "type", "param", "code"}
     bad = raw(api, "POST", "/v1/chat/completions", headers=auth, json={"model": "vault-agent", "messages": []})
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "messages"
     assert bad.json()["error"]["type"] == "invalid_request_error"

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..errors import UserError
 from ..rag import Answer, Prepared, final_answer, messages_tokens
-from .models_openai import (MODEL_IDS, PLAIN_MODEL, VAULT_MODEL, ChatCompletion, ChatCompletionRequest,
+from .models_openai import (MODEL_IDS, VAULT_MODEL, ChatCompletion, ChatCompletionRequest,
                             EmbeddingList, EmbeddingRequest, ModelCard, ModelList)
 from .openai_errors import error_body, responses, user_error_response
 from .runtime import Runtime, runtime
