@@ -129,6 +129,15 @@ def test_earlier_turns_stay_in_the_prompt_oldest_dropped_first(api):
     assert [m["content"] for m in prompt[1:3]] == ["What is Project Heron?", "A plan."]
 
 
+def test_a_message_longer_than_a_question_is_answered_from_the_notes(api):
+    pasted = "Some pasted text about nothing in particular. " * 100  # 4,700 chars: over max_question_chars
+    assert len(pasted) > api.runtime.settings.server.max_question_chars  # /ask would refuse it (422)
+    done = ask(client(api), content=pasted + QUESTION, max_tokens=100)
+    assert done.choices[0].message.content.startswith("From your notes [1]:")
+    row = stored(api, done.model_extra["vault_agent"]["response_id"])
+    assert row["retrieved"] and row["question"] == (pasted + QUESTION).strip()  # the prompt has all of it
+
+
 def test_a_cancelled_stream_stops_generating_and_records_nothing(api):
     api.backend.token_delay_s = 0.05
     before, generations = len(api.runtime.log.recent_responses(500)), api.backend.generations

@@ -112,7 +112,10 @@ class RagService:
                                 f"context window ({self.backend.n_ctx} tokens); shorten the message or ask for "
                                 "fewer tokens")
         index_state = self.indexer.index_state()
-        hits = search(self.indexer, question, k or self.settings.llm.context_chunks)
+        # A chat message may be a pasted page with the question at its end: the search gets the end,
+        # within the limit /search and /ask set on a query; the prompt gets all of it.
+        query = question[-self.settings.server.max_question_chars:]
+        hits = search(self.indexer, query, k or self.settings.llm.context_chunks)
         contexts = [
             {"n": n, "note": h.path, "heading": h.heading, "text": h.text, "hit": h} for n, h in enumerate(hits, 1)
         ]
