@@ -109,6 +109,16 @@ def test_max_tokens_ends_with_length_and_stop_strings_cut_the_answer(api):
     assert streamed == "From your notes "
 
 
+def test_a_stop_string_split_across_pieces_is_never_shown():
+    from vault_agent.llm.stops import StopScanner
+
+    scanner = StopScanner(["END", "\n\n"])
+    shown = [scanner.feed(p) for p in ["Hello E", "N", "x and E", "ND more"]]
+    assert shown == ["Hello ", "", "ENx and ", ""] and scanner.stopped and scanner.flush() == ""
+    unfinished = StopScanner(["END"])
+    assert unfinished.feed("the E") == "the " and unfinished.flush() == "E"  # held back, then let out
+
+
 def test_earlier_turns_stay_in_the_prompt_oldest_dropped_first(api):
     c = client(api)
     turns = []
