@@ -52,3 +52,11 @@ def test_serve_bench_smoke(tmp_path):
     assert load["index_at_start"]["notes_total"] >= result["setup"]["index"]["notes_total"] + 40
     assert result["decode_grid"]["ours (daemon)"]["load"]["token_events"] > 0
     assert "| ours (daemon) |" in result["decode_grid_table"]
+
+
+def test_openai_bench_smoke(tmp_path):
+    result = run_smoke("openai_bench.py", tmp_path)
+    for route in ("ask_stream", "openai_stream"):
+        assert result[route]["ttft_ms_median"] > 0 and result[route]["tokens_median"] > 1, route
+    assert result["ratio_openai_to_ask"]["ttft"] > 0 and result["ratio_openai_to_ask"]["tokens_per_s"] > 0
+    assert result["setup"]["daemon_exit_code"] in (0, 130)

@@ -137,6 +137,39 @@ def test_every_route_answers_as_its_schema_says(api, contract):
     # the job generates in the background: let it finish, or it would take the injected fault below
     wait_until(lambda: not c.call("get", "/pairs/generate").json()["running"], timeout=60, what="the pair job")
 
+    # the OpenAI-compatible API: every error OpenAI-shaped, as documented
+    chat = {"model": "vault-agent", "messages": [{"role": "user", "content": "Who is Priya?"}]}
+    no_messages = {"model": "vault-agent", "messages": []}
+    assert c.request_ok("/v1/chat/completions", "post", chat)
+    assert not c.request_ok("/v1/chat/completions", "post", no_messages)
+    assert c.call("get", "/v1/models").status_code == 200
+    assert c.call("get", "/v1/models", token=False).status_code == 401
+    assert c.call("get", "/v1/models", headers={"Host": "evil.example"}).status_code == 400
+    model = "/v1/models/{model_id}"
+    assert c.call("get", model, "/v1/models/vault-agent-plain").status_code == 200
+    assert c.call("get", model, "/v1/models/gpt-4o").status_code == 404
+    completions = "/v1/chat/completions"
+    assert c.call("post", completions, json=chat).status_code == 200
+    streamed = c.call("post", completions, json={**chat, "stream": True})
+    assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+    assert c.call("post", completions, json=no_messages).status_code == 422
+    assert c.call("post", completions, json={**chat, "model": "gpt-4o"}).status_code == 404
+    assert c.call("post", completions, json=chat, token=False).status_code == 401
+    assert c.call("post", completions, json={**chat, "messages": [{"role": "user", "content": "word " * 9000}]}
+                  ).status_code == 400
+    assert c.call("post", completions, json=big).status_code == 413
+    saved, queue.capacity = queue.capacity, 0
+    try:
+        assert c.call("post", completions, json=chat).status_code == 503
+    finally:
+        queue.capacity = saved
+    api.backend.fail_next = RuntimeError("a bug")
+    assert c.call("post", completions, json=chat).status_code == 500
+    assert c.call("post", "/v1/embeddings", json={"input": ["garden", "bread"]}).status_code == 200
+    assert c.call("post", "/v1/embeddings", json={"input": ""}).status_code == 400
+    assert c.call("post", "/v1/embeddings", json={"input": 5}).status_code == 422
+    assert c.call("post", "/v1/embeddings", json={"input": "x" * 70000}).status_code == 413
+
     api.backend.fail_next = RuntimeError("a bug")
     assert c.call("post", "/ask", json={"question": "Who is Priya?"}).status_code == 500
 

@@ -16,9 +16,11 @@ from .. import __version__
 from ..errors import UserError
 from .auth import OBSIDIAN_ORIGIN, LOOPBACK_NAMES, AuthError, GuardMiddleware, token_dependency
 from . import schema
+from .openai_errors import OpenAIErrorShape
 from .routes_adapters import router as adapters
 from .routes_answers import router as answers
 from .routes_feedback import router as feedback
+from .routes_openai import router as openai_api
 from .routes_status import router as status
 from .routes_train import router as train
 from .runtime import Runtime
@@ -63,6 +65,7 @@ def create_app(runtime: Runtime, token: str) -> FastAPI:
     auth = [Depends(token_dependency(token))]
     for router in (status, answers, feedback, adapters, train):
         app.include_router(router, dependencies=auth, responses=schema.AUTH)
+    app.include_router(openai_api, dependencies=auth)  # declares its own (OpenAI-shaped) errors
 
     @app.get("/openapi.json", tags=["meta"], include_in_schema=False, dependencies=auth)
     def openapi_document() -> JSONResponse:
@@ -73,12 +76,15 @@ def create_app(runtime: Runtime, token: str) -> FastAPI:
         CORSMiddleware,
         allow_origins=[OBSIDIAN_ORIGIN, *settings.cors_origins],
         allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        # whatever request headers a granted origin asks for (the OpenAI JS SDK adds x-stainless-*);
+        # a foreign origin's preflight still fails
+        allow_headers=["*"],
         allow_credentials=False,
     )
     app.add_middleware(InternalErrorMiddleware)  # innermost of ours: sees what the handlers didn't take
     app.add_middleware(GuardMiddleware, allowed_hosts=LOOPBACK_NAMES | runtime.extra_hosts,
                        max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(OpenAIErrorShape)  # outermost: /v1 errors from every layer in OpenAI's shape
     return app
 
 

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import threading
-import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from ..errors import UserError
 from ..index.search import search as run_search
 from . import schema
 from .runtime import runtime
+from .streaming import StreamFailure, ThreadedGeneration
 from .validation import check_question
 
 router = APIRouter(tags=["answers"])
-log = logging.getLogger(__name__)
 
 
 class SearchRequest(BaseModel):
@@ -65,35 +60,19 @@ async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
     s = runtime(request)
     question = check_question(s.settings, body.question)
     s.queue.enter()  # 503 before the stream starts, not inside it
-    cancel = threading.Event()
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue = asyncio.Queue()
-
-    def produce() -> None:
-        try:
-            for kind, value in s.rag.stream(question, cancel, body.k):
-                data = {"text": value} if kind == "token" else value.to_dict()
-                loop.call_soon_threadsafe(events.put_nowait, (kind, data))
-        except UserError as e:  # reported in-stream: the 200 is already sent
-            loop.call_soon_threadsafe(events.put_nowait, ("error", {"error": str(e)}))
-        except Exception as e:  # a bug: logged with its traceback under an id the client sees
-            error_id = uuid.uuid4().hex[:12]
-            log.error("internal error %s in /ask/stream", error_id, exc_info=True)
-            loop.call_soon_threadsafe(events.put_nowait, ("error", {
-                "error": f"internal error {error_id} ({type(e).__name__}); details are in the daemon log",
-                "error_id": error_id}))
-        finally:
-            loop.call_soon_threadsafe(events.put_nowait, None)
-
-    worker = loop.run_in_executor(None, produce)
-    worker.add_done_callback(lambda _: s.queue.leave())  # the slot frees when the model does
+    generation = ThreadedGeneration(s.queue, lambda cancel: s.rag.stream(question, cancel, body.k), "/ask/stream")
 
     async def stream():
         try:
-            while (item := await events.get()) is not None:
-                yield sse(*item)
+            async for item in generation.events():
+                if isinstance(item, StreamFailure):  # reported in-stream: the 200 is already sent
+                    failure = {"error": item.message}
+                    yield sse("error", failure if item.error_id is None else {**failure, "error_id": item.error_id})
+                else:
+                    kind, value = item
+                    yield sse(kind, {"text": value} if kind == "token" else value.to_dict())
         finally:
-            cancel.set()  # client gone (or done): stop generating
+            generation.cancel()  # client gone (or done): stop generating
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
