@@ -125,8 +125,10 @@ class Daemon:
         """Run the HTTP server in this thread until stopped (Ctrl-C or stop())."""
         import uvicorn
 
+        # h11, not httptools: httptools drops the host of an absolute-form target
+        # (`GET http://evil.example/status`), which the Host guard must see to refuse.
         config = uvicorn.Config(self.app, host=self.settings.server.host, port=self.settings.server.port,
-                                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+                                http="h11", log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         try:
             self.start_background()

@@ -11,25 +11,25 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..errors import UserError
 from ..index.search import search as run_search
 from . import schema
 from .runtime import runtime
-from .validation import check_question
+from .validation import RequestBody, check_question, question_field
 
 router = APIRouter(tags=["answers"])
 log = logging.getLogger(__name__)
 
 
-class SearchRequest(BaseModel):
-    query: str = Field(..., min_length=1, description="Longer than server.max_question_chars gets 422.")
+class SearchRequest(RequestBody):
+    query: str = question_field("What to look for; longer than server.max_question_chars gets 422.")
     k: int | None = Field(None, ge=1, le=50, description="Hits to return (default search.top_k).")
 
 
-class AskRequest(BaseModel):
-    question: str = Field(..., min_length=1, description="The question, in your own words.")
+class AskRequest(RequestBody):
+    question: str = question_field("The question, in your own words.")
     k: int | None = Field(None, ge=1, le=20, description="Chunks of context (default llm.context_chunks).")
 
 

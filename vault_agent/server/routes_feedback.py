@@ -11,12 +11,12 @@ from typing import Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from . import schema
 from .models_feedback import CompareResult, Comparison, Comparisons, FeedbackResult, Rating, Responses, Stats
 from .runtime import runtime
-from .validation import check_question
+from .validation import NOT_BLANK, RequestBody, check_question, question_field
 
 router = APIRouter(tags=["feedback"])
 KeyHeader = Header(None, alias="Idempotency-Key", max_length=200,
@@ -27,10 +27,10 @@ WRITE = schema.responses(schema.INVALID, schema.UNAVAILABLE)
 READ = schema.responses(schema.INVALID, schema.UNAVAILABLE)
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(RequestBody):
     # The rule "a rating, a correction, or both" is in the schema too (anyOf), so clients built
     # from it can't send a body the server refuses.
-    model_config = ConfigDict(json_schema_extra={"anyOf": [
+    model_config = ConfigDict(strict=True, json_schema_extra={"anyOf": [
         {"required": ["rating"], "properties": {"rating": {"enum": [1, -1]}}},
         {"required": ["correction"], "properties": {"correction": {"type": "string"}}},
     ]})
@@ -38,7 +38,8 @@ class FeedbackRequest(BaseModel):
     response_id: str = Field(..., min_length=1, max_length=100)
     rating: Literal[1, -1] | None = Field(None, description="+1 thumbs up, -1 thumbs down.")
     comment: str | None = Field(None, max_length=4000)
-    correction: str | None = Field(None, min_length=1, max_length=20000, description="Your better answer.")
+    correction: str | None = Field(None, min_length=1, max_length=20000, pattern=NOT_BLANK,
+                                   description="Your better answer.")
     idempotency_key: str | None = Key
 
     @model_validator(mode="after")
@@ -48,13 +49,13 @@ class FeedbackRequest(BaseModel):
         return self
 
 
-class CompareRequest(BaseModel):
-    question: str = Field(..., min_length=1)
+class CompareRequest(RequestBody):
+    question: str = question_field("The question both answers are to.")
     k: int | None = Field(None, ge=1, le=20)
     idempotency_key: str | None = Key
 
 
-class ChoiceRequest(BaseModel):
+class ChoiceRequest(RequestBody):
     choice: Literal["A", "B", "tie"]
     idempotency_key: str | None = Key
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from . import schema
 from .runtime import Runtime, runtime
+from .validation import RequestBody
 
 router = APIRouter(tags=["training"])
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(RequestBody):
     limit: int | None = Field(None, ge=1, le=100000, description="Chunks to try (default train.synthetic_chunks).")
 
 
