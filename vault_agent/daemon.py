@@ -19,7 +19,7 @@ from pathlib import Path
 from . import discovery
 from .config import Settings
 from .errors import UserError
-from .paths import AppDirs
+from .paths import AppDirs, private_umask
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Daemon:
                             "pass --allow-remote if you really mean it")
         self.settings = settings
         self.vault = vault
+        private_umask()  # the log, index and token are the user's alone
         self.dirs = dirs.ensure()
         self._embedder = embedder
         self._backend = backend

@@ -23,6 +23,7 @@ from .routes_answers import router as answers
 from .routes_feedback import router as feedback
 from .routes_status import router as status
 from .routes_train import router as train
+from .idempotency import KeyReservations
 from .runtime import Runtime
 from .validation import validation_body
 
@@ -47,6 +48,7 @@ def create_app(runtime: Runtime, token: str) -> FastAPI:
                   description="Local RAG over an Obsidian vault, with a preference log for fine-tuning.",
                   responses=schema.EVERY_ROUTE)
     app.state.runtime = runtime
+    app.state.key_reservations = KeyReservations()
     settings = runtime.settings.server
 
     @app.exception_handler(UserError)

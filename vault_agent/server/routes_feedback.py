@@ -1,7 +1,9 @@
 """Feedback on answers: thumbs, corrections, A-vs-B comparisons, and the queue for raters.
 
 Every write takes an idempotency key (body field or `Idempotency-Key` header): the first call
-with a key is recorded, a retry gets the first call's result back and changes nothing. SQLite
+with a key is recorded, a retry gets the first call's result back and changes nothing, and the
+same key with a different request gets 409. /compare reserves its key before generating, so
+parallel retries run one generation. SQLite
 runs in worker threads (plain `def` routes, or run_in_threadpool), never on the event loop.
 """
 
@@ -14,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ConfigDict, Field, model_validator
 
 from . import schema
+from ..feedback.db import fingerprint
 from .models_feedback import CompareResult, Comparison, Comparisons, FeedbackResult, Rating, Responses, Stats
 from .runtime import runtime
 from .validation import NOT_BLANK, RequestBody, check_question, question_field
@@ -23,7 +26,7 @@ KeyHeader = Header(None, alias="Idempotency-Key", max_length=200,
                    description="Retries with the same key are recorded once (same as the body field).")
 Key = Field(None, min_length=1, max_length=200, description="Retries with the same key are recorded once.")
 
-WRITE = schema.responses(schema.INVALID, schema.UNAVAILABLE)
+WRITE = schema.responses(schema.INVALID, schema.CONFLICT, schema.UNAVAILABLE)
 READ = schema.responses(schema.INVALID, schema.UNAVAILABLE)
 
 
@@ -93,18 +96,24 @@ async def compare(body: CompareRequest, request: Request, idempotency_key: str |
     s = runtime(request)
     question = check_question(s.settings, body.question)
     key = body.idempotency_key or idempotency_key
-    if key and (prior := await run_in_threadpool(s.log.keyed_result, "compare", key)) is not None:
-        return prior  # a retry: no second generation, no second comparison
+    asked = fingerprint(question, body.k)
+    async with request.app.state.key_reservations.reserve("compare", key):  # parallel retries wait here
+        if key and (prior := await run_in_threadpool(s.log.keyed_result, "compare", key, asked)) is not None:
+            return prior  # a retry: no second generation, no second comparison
+        return await new_comparison(s, question, body.k, key, asked)
+
+
+async def new_comparison(s, question: str, k: int | None, key: str | None, asked: str) -> dict:
     s.queue.enter()
     try:
-        a, b = await run_in_threadpool(s.rag.compare, question, body.k)
+        a, b = await run_in_threadpool(s.rag.compare, question, k)
     finally:
         s.queue.leave()
 
     def save() -> dict:  # SQLite waits for fsync: a worker thread's job, not the event loop's
         prompt = s.log.get_response(a.response_id)["prompt"]
         return s.log.create_comparison(
-            question, prompt, a.response_id, b.response_id, idempotency_key=key,
+            question, prompt, a.response_id, b.response_id, idempotency_key=key, request=asked,
             reply=lambda made: {"comparison_id": made["id"], "question": question, "a": a.to_dict(),
                                 "b": b.to_dict()})
 
