@@ -13,7 +13,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from . import schema
 from ..feedback.db import fingerprint
@@ -44,6 +44,13 @@ class FeedbackRequest(RequestBody):
     correction: str | None = Field(None, min_length=1, max_length=20000, pattern=NOT_BLANK,
                                    description="Your better answer.")
     idempotency_key: str | None = Key
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def not_a_boolean(cls, value):
+        if isinstance(value, bool):  # True == 1 to Python: strict mode lets it through a Literal
+            raise ValueError("must be 1 or -1, not true/false")
+        return value
 
     @model_validator(mode="after")
     def something_to_record(self):
