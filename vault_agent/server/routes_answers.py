@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..index.search import search as run_search
 from . import schema
 from .runtime import runtime
-from .validation import RequestBody, check_question, question_field
+from .validation import RequestBody, check_question, integer, question_field
 
 router = APIRouter(tags=["answers"])
 log = logging.getLogger(__name__)
@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 
 class SearchRequest(RequestBody):
     query: str = question_field("What to look for; longer than server.max_question_chars gets 422.")
-    k: int | None = Field(None, ge=1, le=50, description="Hits to return (default search.top_k).")
+    k: integer(1, 50) | None = Field(None, description="Hits to return (default search.top_k).")
 
 
 class AskRequest(RequestBody):
     question: str = question_field("The question, in your own words.")
-    k: int | None = Field(None, ge=1, le=20, description="Chunks of context (default llm.context_chunks).")
+    k: integer(1, 20) | None = Field(None, description="Chunks of context (default llm.context_chunks).")
 
 
 @router.post("/search", responses=schema.responses(schema.INVALID))

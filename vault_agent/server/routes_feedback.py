@@ -19,7 +19,7 @@ from . import schema
 from ..feedback.db import fingerprint
 from .models_feedback import CompareResult, Comparison, Comparisons, FeedbackResult, Rating, Responses, Stats
 from .runtime import runtime
-from .validation import NOT_BLANK, RequestBody, check_question, question_field
+from .validation import NOT_BLANK, RequestBody, check_question, integer, json_integer, question_field
 
 router = APIRouter(tags=["feedback"])
 KeyHeader = Header(None, alias="Idempotency-Key", max_length=200,
@@ -50,7 +50,7 @@ class FeedbackRequest(RequestBody):
     def not_a_boolean(cls, value):
         if isinstance(value, bool):  # True == 1 to Python: strict mode lets it through a Literal
             raise ValueError("must be 1 or -1, not true/false")
-        return value
+        return json_integer(value)
 
     @model_validator(mode="after")
     def something_to_record(self):
@@ -61,7 +61,7 @@ class FeedbackRequest(RequestBody):
 
 class CompareRequest(RequestBody):
     question: str = question_field("The question both answers are to.")
-    k: int | None = Field(None, ge=1, le=20)
+    k: integer(1, 20) | None = None
     idempotency_key: str | None = Key
 
 

@@ -7,13 +7,13 @@ from pydantic import Field
 
 from . import schema
 from .runtime import Runtime, runtime
-from .validation import RequestBody
+from .validation import RequestBody, integer
 
 router = APIRouter(tags=["training"])
 
 
 class GenerateRequest(RequestBody):
-    limit: int | None = Field(None, ge=1, le=100000, description="Chunks to try (default train.synthetic_chunks).")
+    limit: integer(1, 100000) | None = Field(None, description="Chunks to try (default train.synthetic_chunks).")
 
 
 @router.post("/pairs/generate", status_code=202, responses=schema.INVALID)

@@ -5,9 +5,10 @@ for "not blank", the settings' length limit stamped into /openapi.json), and the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Any
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # "Blank" is what Python's str.strip() removes (str.isspace), spelled out as one character class
 # so the schema's pattern and the server's check agree on every character (e.g. U+001F is blank).
@@ -21,6 +22,17 @@ class RequestBody(BaseModel):
     as the schema says, instead of being coerced."""
 
     model_config = ConfigDict(strict=True)
+
+
+def json_integer(value: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer, so the server does too; "5" and true stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def integer(ge: int, le: int) -> Any:
+    """An integer field of a strict request body, its bounds on the type (so that `| None` keeps
+    them in the schema as minimum/maximum)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(json_integer)]
 
 
 def question_field(description: str):
