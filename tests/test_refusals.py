@@ -66,8 +66,8 @@ def cli(args: list[str], home: Path, timeout: float = 120, **popen) -> subproces
 def test_unparseable_body_is_an_error_line(api, body):
     r = api.http.post("/search", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code in (400, 422)
-    assert set(r.json()) >= {"error"} and "detail" not in r.json() or isinstance(r.json()["detail"], list)
-    assert r.json()["error"]
+    answer = r.json()
+    assert answer["error"] and set(answer) <= {"error", "detail"}  # never FastAPI's bare {"detail": "..."}
 
 
 def test_unknown_path_and_wrong_method_are_error_lines(api):
@@ -239,8 +239,8 @@ def test_key_reused_for_another_response_is_409_and_records_nothing(api):
     assert again.json() == ok.json()  # a retry: the first result
     other = api.http.post("/feedback", json={"response_id": second, "rating": -1}, headers=key)
     assert other.status_code == 409 and "different" in other.json()["error"]
-    assert log.stats()["ratings"]["up"] >= 1
-    assert not [r for r in log.recent_responses(500) if r["id"] == second and log.get_response(second) is None]
+    unrated = {r["id"] for r in log.recent_responses(500, unrated=True)}
+    assert second in unrated and first not in unrated  # nothing recorded for the refused one
     flipped = api.http.post("/feedback", json={"response_id": first, "rating": -1}, headers=key)
     assert flipped.status_code == 409
 

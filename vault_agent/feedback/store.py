@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from vault_agent.feedback import pairs as pairlib
-from vault_agent.feedback.db import (  # noqa: F401 - NotFound and PreferenceLogError are this module's API
+from vault_agent.feedback.db import (  # noqa: F401 - NotFound, PreferenceLogError, IdempotencyConflict: this module's API
     COMPARISON_SELECT, MISSING, IdempotencyConflict, NotFound, PreferenceLogError, Writer, connect, decode_row,
     dumps, explain, fingerprint, insert_row, is_db_failure, keyed_result, read_comparison, require_row, run_once,
 )
