@@ -33,7 +33,7 @@ def test_schemathesis_finds_nothing(make_vault, agent_home, embedder, tmp_path):
             [str(st), "run", f"{daemon.url}/openapi.json", "-H", f"Authorization: Bearer {daemon.token}",
              "--checks", "all", "--seed", str(SEED), "--max-time", str(MAX_SECONDS), "--workers", "1",
              "--request-timeout", "60", "--no-color", "--report-dir", str(tmp_path / "report")],
-            capture_output=True, text=True, timeout=MAX_SECONDS + 240)
+            capture_output=True, text=True, timeout=MAX_SECONDS + 240, cwd=tmp_path)  # its caches stay out too
     finally:
         daemon.stop()
         backend.close()
