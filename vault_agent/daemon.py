@@ -19,7 +19,7 @@ from pathlib import Path
 from . import discovery
 from .config import Settings
 from .errors import UserError
-from .paths import AppDirs
+from .paths import AppDirs, private_umask
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Daemon:
                             "pass --allow-remote if you really mean it")
         self.settings = settings
         self.vault = vault
+        private_umask()  # the log, index and token are the user's alone
         self.dirs = dirs.ensure()
         self._embedder = embedder
         self._backend = backend
@@ -125,8 +126,10 @@ class Daemon:
         """Run the HTTP server in this thread until stopped (Ctrl-C or stop())."""
         import uvicorn
 
+        # h11, not httptools: httptools drops the host of an absolute-form target
+        # (`GET http://evil.example/status`), which the Host guard must see to refuse.
         config = uvicorn.Config(self.app, host=self.settings.server.host, port=self.settings.server.port,
-                                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+                                http="h11", log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         try:
             self.start_background()

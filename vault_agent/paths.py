@@ -1,7 +1,9 @@
 """Where vault-agent keeps its files.
 
 platformdirs picks the per-user config/data/state dirs; VAULT_AGENT_HOME moves all of them
-under one folder (tests and portable installs use it).
+under one folder (tests and portable installs use it). They hold questions, answers, corrections
+and the API token: folders are 0700 and files 0600 (the daemon and the CLI set umask 077), so
+other users of a shared machine read none of it.
 """
 
 from __future__ import annotations
@@ -46,9 +48,22 @@ class AppDirs:
         return self.state / "daemon.json"
 
     def ensure(self) -> "AppDirs":
+        from .errors import UserError
+
         for d in (self.config, self.data, self.state):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if d.stat().st_mode & 0o077:  # made by an older version, or by hand
+                    d.chmod(0o700)
+            except OSError as exc:
+                raise UserError(f"cannot use {d} ({exc.strerror or exc}); make it writable "
+                                "(or set VAULT_AGENT_HOME to a folder that is)") from None
         return self
+
+
+def private_umask() -> None:
+    """Files and folders this process creates are its user's alone (0600 / 0700)."""
+    os.umask(0o077)
 
 
 def index_key(vault: Path) -> str:

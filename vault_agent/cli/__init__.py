@@ -8,6 +8,7 @@ import sys
 import typer
 
 from ..errors import UserError
+from ..paths import private_umask
 from . import adapters, ask, config, index, pairs, plugin, serve, train, tui
 from . import eval as evaluation
 
@@ -20,6 +21,7 @@ for module in (index, config, serve, ask, pairs, plugin, adapters, train, evalua
 
 
 def main() -> None:
+    private_umask()
     try:
         app()
     except UserError as e:

@@ -31,13 +31,25 @@ def pairs_export(
     print(f"wrote {n} pairs to {out}")
 
 
-def pairs_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Counts of ratings, corrections, comparisons and pairs."""
+def read_stats() -> dict:
+    """The log's counts; with no log yet, those of an empty one (made in a temporary folder, so
+    this read creates nothing in the user's data folder)."""
+    import tempfile
+
     from ..feedback.store import PreferenceLog
     from ..paths import app_dirs
 
-    with PreferenceLog(app_dirs().ensure().preference_db) as log:
-        st = log.stats()
+    path = app_dirs().preference_db
+    if path.exists():
+        with PreferenceLog(path) as log:
+            return log.stats()
+    with tempfile.TemporaryDirectory() as empty, PreferenceLog(Path(empty) / "empty.sqlite") as log:
+        return log.stats()
+
+
+def pairs_stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Counts of ratings, corrections, comparisons and pairs."""
+    st = read_stats()
     if as_json:
         print(json.dumps(st, indent=2))
         return

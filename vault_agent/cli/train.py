@@ -39,6 +39,8 @@ def pairs_generate(
     vault: Optional[Path] = VaultOpt,
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Chunks to try (default train.synthetic_chunks)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Refuse, instead of waiting, while the daemon's "
+                                                          "first index is still being built."),
 ):
     """Synthetic pairs: the model's answer with vault context (chosen) vs without (rejected)."""
     settings, _, client = local_or_daemon(vault)
@@ -50,7 +52,11 @@ def pairs_generate(
             bar.update(task, completed=summary["chunks_seen"], total=total or None,
                        info=f"kept {summary['kept']} / dropped {summary['dropped_total']}")
 
-        summary = _generate_remote(client, limit, show) if client else _generate_local(settings, vault, limit, show)
+        if client:
+            wait_for_first_index(client, no_wait)
+            summary = _generate_remote(client, limit, show)
+        else:
+            summary = _generate_local(settings, vault, limit, show)
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -65,6 +71,22 @@ def pairs_generate(
                   highlight=False)
     for err in summary["errors"]:
         console.print(f"[yellow]error[/] {err}", highlight=False)
+
+
+def wait_for_first_index(client, no_wait: bool) -> None:
+    """Pairs come from indexed chunks: before the daemon's first index pass ends there are none (or
+    only some), and a run then looks like "nothing to do". Wait for it, saying so, or refuse."""
+    said = None
+    while (index := client.get("/status")["index"])["last_sync"] is None:
+        progress = f"{index['notes_indexed']}/{index['notes_total']} notes"
+        if no_wait:
+            client.close()
+            raise UserError(f"the daemon is still building its first index ({progress}); run again when "
+                            "`vault-agent status` shows a last sync, or leave out --no-wait to wait")
+        if progress != said:
+            print(f"waiting for the daemon's first index: {progress}", file=sys.stderr, flush=True)
+            said = progress
+        time.sleep(0.5)
 
 
 def _generate_remote(client, limit: int, show) -> dict:

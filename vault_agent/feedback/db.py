@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import queue
 import sqlite3
@@ -31,6 +32,17 @@ class NotFound(UserError):
     """No response, rating or comparison with that id."""
 
     http_status = 404
+
+
+class IdempotencyConflict(UserError):
+    """An idempotency key reused for a different request: retrying it can't be what the client meant."""
+
+    http_status = 409
+
+
+def fingerprint(*request: Any) -> str:
+    """A stable hash of what a keyed write asked for (its target and values)."""
+    return hashlib.sha256(dumps(list(request)).encode()).hexdigest()
 
 
 def explain(exc: BaseException, path: Path, doing: str) -> PreferenceLogError:
@@ -96,30 +108,36 @@ _LEGACY_RESULT: dict[str, Callable[[sqlite3.Connection, str], Any]] = {
 MISSING = object()
 
 
-def keyed_result(conn: sqlite3.Connection, action: str, key: str | None) -> Any:
-    """What the first call with this key returned, or MISSING."""
+def keyed_result(conn: sqlite3.Connection, action: str, key: str | None, request: str | None = None) -> Any:
+    """What the first call with this key returned, or MISSING. IdempotencyConflict when that call
+    asked for something else than `request` (a fingerprint)."""
     if key is None:
         return MISSING
-    row = conn.execute("SELECT target_id, result_json FROM idempotency WHERE action = ? AND key = ?",
+    row = conn.execute("SELECT target_id, result_json, fingerprint FROM idempotency WHERE action = ? AND key = ?",
                        (action, key)).fetchone()
     if row is None:
         return MISSING
+    if request is not None and row["fingerprint"] is not None and row["fingerprint"] != request:
+        raise IdempotencyConflict(f"Idempotency-Key {key.rsplit(':', 1)[0] if action in ('rate', 'correct') else key!r} "
+                                  f"was already used for a different {action} request; a retry must repeat "
+                                  "the first request exactly, a new request needs a new key")
     if row["result_json"] is None:
         return _LEGACY_RESULT[action](conn, row["target_id"])
     return json.loads(row["result_json"])
 
 
 def run_once(conn: sqlite3.Connection, action: str, key: str | None, target_id: str | None,
-          run: Callable[[], T]) -> T:
+             run: Callable[[], T], request: str | None = None) -> T:
     """Run a write at most once per (action, key), inside the caller's transaction: a retry gets
-    the first call's result back and changes nothing, however many other writes came between."""
-    prior = keyed_result(conn, action, key)
+    the first call's result back and changes nothing, however many other writes came between;
+    the same key with another request (fingerprint) gets IdempotencyConflict."""
+    prior = keyed_result(conn, action, key, request)
     if prior is not MISSING:
         return prior
     result = run()
     if key is not None:
-        conn.execute("INSERT INTO idempotency (action, key, target_id, result_json, created) "
-                     "VALUES (?, ?, ?, ?, ?)", (action, key, target_id, dumps(result), utcnow()))
+        conn.execute("INSERT INTO idempotency (action, key, target_id, result_json, created, fingerprint) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", (action, key, target_id, dumps(result), utcnow(), request))
     return result
 
 

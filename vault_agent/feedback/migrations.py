@@ -196,3 +196,12 @@ def m007_comparisons_without_idempotency_key(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE comparisons_new RENAME TO comparisons")
     db.execute("CREATE INDEX IF NOT EXISTS comparisons_a ON comparisons (response_a)")
     db.execute("CREATE INDEX IF NOT EXISTS comparisons_b ON comparisons (response_b)")
+
+
+@migration
+def m008_idempotency_fingerprint(db: sqlite3.Connection) -> None:
+    # What the first call with a key asked for (a hash of its request): a retry must ask the same,
+    # a different request under a used key is refused (409) instead of answered with the first's
+    # result. Keys stored before this have none and are not checked.
+    if "fingerprint" not in {row[1] for row in db.execute("PRAGMA table_info(idempotency)")}:
+        db.execute("ALTER TABLE idempotency ADD COLUMN fingerprint TEXT")

@@ -10,7 +10,8 @@ lets run beside the writer.
 The rules for how feedback turns into pairs (one live thumb per response, re-deciding a
 comparison, pairs already trained on are kept) are in pairs.py. A retried call whose
 idempotency_key is already stored (one row per action and key, in `idempotency`) returns what
-the first call returned and writes nothing, even when other writes came in between.
+the first call returned and writes nothing, even when other writes came in between; the same key
+with a different request (another response, value or text) is refused with IdempotencyConflict.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from vault_agent.feedback import pairs as pairlib
-from vault_agent.feedback.db import (  # noqa: F401 - NotFound and PreferenceLogError are this module's API
-    COMPARISON_SELECT, MISSING, NotFound, PreferenceLogError, Writer, connect, decode_row, dumps, explain,
-    insert_row, is_db_failure, keyed_result, read_comparison, require_row, run_once,
+from vault_agent.feedback.db import (  # noqa: F401 - NotFound, PreferenceLogError, IdempotencyConflict: this module's API
+    COMPARISON_SELECT, MISSING, IdempotencyConflict, NotFound, PreferenceLogError, Writer, connect, decode_row,
+    dumps, explain, fingerprint, insert_row, is_db_failure, keyed_result, read_comparison, require_row, run_once,
 )
 from vault_agent.feedback.migrations import migrate
 from vault_agent.feedback.pairs import new_id, normalize_question, utcnow
@@ -155,7 +156,8 @@ class PreferenceLog:
             rating_id = pairlib.apply_rating(conn, response_id, value, comment, idempotency_key)
             return decode_row(require_row(conn, "ratings", rating_id, "rating"))
 
-        return self._write(lambda conn: run_once(conn, "rate", idempotency_key, response_id, lambda: run(conn)))
+        return self._write(lambda conn: run_once(conn, "rate", idempotency_key, response_id, lambda: run(conn),
+                                                 fingerprint(response_id, value, comment)))
 
     def get_rating(self, rating_id: str) -> dict[str, Any] | None:
         return self._read(lambda conn: decode_row(conn.execute(
@@ -168,7 +170,8 @@ class PreferenceLog:
                 pairlib.undo_rating(conn, rating_id)
             return decode_row(require_row(conn, "ratings", rating_id, "rating"))
 
-        return self._write(lambda conn: run_once(conn, "undo", idempotency_key, rating_id, lambda: run(conn)))
+        return self._write(lambda conn: run_once(conn, "undo", idempotency_key, rating_id, lambda: run(conn),
+                                                 fingerprint(rating_id)))
 
     def correct(self, response_id: str, text: str,
                 idempotency_key: str | None = None) -> dict[str, Any]:
@@ -184,15 +187,17 @@ class PreferenceLog:
             pairlib.derive_correction_pair(conn, row["id"])
             return decode_row(require_row(conn, "corrections", row["id"], "correction"))
 
-        return self._write(lambda conn: run_once(conn, "correct", idempotency_key, response_id, lambda: run(conn)))
+        return self._write(lambda conn: run_once(conn, "correct", idempotency_key, response_id, lambda: run(conn),
+                                                 fingerprint(response_id, text)))
 
     # -- comparisons ------------------------------------------------------------------------
 
     def create_comparison(self, question: str, prompt: str, response_a: str, response_b: str,
                           idempotency_key: str | None = None,
-                          reply: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+                          reply: Callable[[dict[str, Any]], Any] | None = None, request: str | None = None) -> Any:
         """A new undecided comparison; returns it, or reply(it) when given (what a retry with
-        the same idempotency_key gets back, in place of a second comparison)."""
+        the same idempotency_key gets back, in place of a second comparison). `request`: the
+        fingerprint of what was asked (the question), checked against a reused key."""
         if response_a == response_b:
             raise ValueError("a comparison needs two different responses")
 
@@ -205,11 +210,12 @@ class PreferenceLog:
             made = read_comparison(conn, row["id"])
             return reply(made) if reply else made
 
-        return self._write(lambda conn: run_once(conn, "compare", idempotency_key, None, lambda: run(conn)))
+        return self._write(lambda conn: run_once(conn, "compare", idempotency_key, None, lambda: run(conn), request))
 
-    def keyed_result(self, action: str, key: str) -> Any:
-        """The stored result of an earlier write with this idempotency key, or None."""
-        found = self._read(lambda conn: keyed_result(conn, action, key))
+    def keyed_result(self, action: str, key: str, request: str | None = None) -> Any:
+        """The stored result of an earlier write with this idempotency key, or None;
+        IdempotencyConflict when it was for another request (fingerprint)."""
+        found = self._read(lambda conn: keyed_result(conn, action, key, request))
         return None if found is MISSING else found
 
     def choose(self, comparison_id: str, choice: str,
@@ -224,7 +230,8 @@ class PreferenceLog:
             pairlib.decide_comparison(conn, comparison_id, choice)
             return read_comparison(conn, comparison_id)
 
-        return self._write(lambda conn: run_once(conn, "choose", idempotency_key, comparison_id, lambda: run(conn)))
+        return self._write(lambda conn: run_once(conn, "choose", idempotency_key, comparison_id, lambda: run(conn),
+                                                 fingerprint(comparison_id, choice)))
 
     def get_comparison(self, comparison_id: str) -> dict[str, Any] | None:
         return self._read(lambda conn: read_comparison(conn, comparison_id))

@@ -30,6 +30,10 @@ class IndexBusy(UserError):
         self.owner = owner
 
 
+class IndexNotWritable(UserError):
+    """The index folder can't be written (read-only file system, permissions, full disk)."""
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -70,8 +74,12 @@ class IndexLock:
 
     def acquire_writer(self, role: str, vault: Path, wait: float = 30.0) -> "IndexLock":
         """Exclusive: refuses at once when another writer lives; waits up to `wait` s for readers."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:  # a read-only or full disk, or a folder of another user: say so in one line
+            raise IndexNotWritable(f"cannot write the index folder {self.directory} ({exc.strerror or exc}); "
+                                   "make it writable (or set VAULT_AGENT_HOME to a folder that is)") from None
         deadline = time.monotonic() + wait
         while True:
             try:

@@ -11,10 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from .. import __version__
 from ..errors import UserError
-from .auth import OBSIDIAN_ORIGIN, LOOPBACK_NAMES, AuthError, GuardMiddleware, token_dependency
+from .auth import OBSIDIAN_ORIGIN, LOOPBACK_NAMES, AuthError, BodyLimitMiddleware, HostGuardMiddleware, token_dependency
 from . import schema
 from .openai_errors import OpenAIErrorShape
 from .routes_adapters import router as adapters
@@ -23,6 +25,7 @@ from .routes_feedback import router as feedback
 from .routes_openai import router as openai_api
 from .routes_status import router as status
 from .routes_train import router as train
+from .idempotency import KeyReservations
 from .runtime import Runtime
 from .validation import validation_body
 
@@ -47,6 +50,7 @@ def create_app(runtime: Runtime, token: str) -> FastAPI:
                   description="Local RAG over an Obsidian vault, with a preference log for fine-tuning.",
                   responses=schema.EVERY_ROUTE)
     app.state.runtime = runtime
+    app.state.key_reservations = KeyReservations()
     settings = runtime.settings.server
 
     @app.exception_handler(UserError)
@@ -56,6 +60,16 @@ def create_app(runtime: Runtime, token: str) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         return JSONResponse(validation_body(exc.errors()), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_error(request: Request, exc: StarletteHTTPException):
+        # The framework's own refusals (unknown path, wrong method, a body that isn't JSON) in
+        # the same {"error": ...} shape as ours: clients read `error` and nothing else.
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse({"error": framework_error_line(request, exc)}, status_code=exc.status_code,
+                            headers=headers or None)
 
     @app.get("/health", tags=["meta"], response_model=Health)
     def health() -> dict:
@@ -70,8 +84,13 @@ def create_app(runtime: Runtime, token: str) -> FastAPI:
     @app.get("/openapi.json", tags=["meta"], include_in_schema=False, dependencies=auth)
     def openapi_document() -> JSONResponse:
         """This API's OpenAPI document (the plugin builds its types from it)."""
-        return JSONResponse(schema.drop_default_validation_schema(app.openapi()))
+        return JSONResponse(schema.stamp_limits(schema.drop_default_validation_schema(app.openapi()), runtime.settings))
 
+    # Outermost first in the request's path: Host guard, CORS, body limit, internal errors. CORS sits
+    # outside every refusal but the Host guard's, so a granted origin can read why it was refused
+    # (401, 413, 503, 500 alike).
+    app.add_middleware(InternalErrorMiddleware)  # innermost of ours: sees what the handlers didn't take
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[OBSIDIAN_ORIGIN, *settings.cors_origins],
@@ -81,11 +100,29 @@ def create_app(runtime: Runtime, token: str) -> FastAPI:
         allow_headers=["*"],
         allow_credentials=False,
     )
-    app.add_middleware(InternalErrorMiddleware)  # innermost of ours: sees what the handlers didn't take
-    app.add_middleware(GuardMiddleware, allowed_hosts=LOOPBACK_NAMES | runtime.extra_hosts,
-                       max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(HostGuardMiddleware, allowed_hosts=LOOPBACK_NAMES | runtime.extra_hosts)
     app.add_middleware(OpenAIErrorShape)  # outermost: /v1 errors from every layer in OpenAI's shape
     return app
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (Starlette's own 405 names only the first
+    route's: `OPTIONS /pairs/generate` said POST, though GET is there too). Asked of the routes
+    method by method, since included routers nest their routes."""
+    return [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+            if any(route.matches({**request.scope, "method": m})[0] == Match.FULL
+                   for route in request.app.router.routes)]
+
+
+def framework_error_line(request: Request, exc: StarletteHTTPException) -> str:
+    if exc.status_code == 404:
+        return f"no such endpoint: {request.url.path} (the API is listed in /openapi.json)"
+    if exc.status_code == 405:
+        return (f"{request.method} is not allowed on {request.url.path}; "
+                f"use {' or '.join(m for m in allowed_methods(request) if m != 'HEAD')}")
+    if exc.status_code == 400 and "pars" in str(exc.detail).lower():
+        return "the request body is not valid JSON (UTF-8, nested no deeper than the parser allows)"
+    return str(exc.detail)
 
 
 class InternalErrorMiddleware:

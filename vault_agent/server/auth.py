@@ -2,7 +2,8 @@
 
 - a bearer token (generated once, file mode 0600) on every route but /health, compared in
   constant time;
-- a Host allow-list, so a DNS-rebinding page can't talk to us under its own name;
+- a Host check (one header, `name[:port]`, an allowed name, our own port), so a DNS-rebinding
+  page can't talk to us under its own name;
 - a body size limit, checked before the body is read.
 CORS (only app://obsidian.md plus configured origins) is Starlette's CORSMiddleware, set in app.py.
 """
@@ -12,8 +13,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import secrets
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -74,25 +77,82 @@ def _json_response(status: int, message: str, extra_headers: list[tuple[bytes, b
     return status, headers, body
 
 
-class GuardMiddleware:
-    """Pure ASGI (so it can also cap streamed request bodies): Host allow-list and body limit."""
+HOST_HEADER = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?")
 
-    def __init__(self, app, allowed_hosts: set[str], max_body_bytes: int):
+
+def host_refusal(scope, allowed_hosts: set[str]) -> str | None:
+    """Why this request's Host (and absolute-form target) is refused, or None. Exactly one Host
+    header; `name[:port]` with a numeric port; the name allowed; the port, when given, the one
+    this server listens on; an absolute-form target (`GET http://x/status`) must name the same."""
+    hosts = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"host"]
+    if len(hosts) != 1:
+        return f"expected exactly one Host header, got {len(hosts)}"
+    host = hosts[0]
+    if (why := authority_refusal(host, allowed_hosts, scope.get("server"))) is not None:
+        return f"Host {host!r} not allowed ({why}; DNS rebinding guard)"
+    target = scope.get("raw_path") or scope["path"].encode()
+    if not target.startswith(b"/"):  # absolute form: the target's authority must be the Host
+        authority = urlsplit(target.decode("latin-1")).netloc
+        if authority.lower() != host.lower():
+            return f"request target {target.decode('latin-1')!r} names another host than Host {host!r}"
+    return None
+
+
+def authority_refusal(host: str, allowed_hosts: set[str], server: tuple | None) -> str | None:
+    m = HOST_HEADER.fullmatch(host)
+    if m is None:
+        return "not name[:port]"
+    if m["name"].lower() not in allowed_hosts:
+        return "unknown name"
+    if m["port"] is not None and server and server[1] and int(m["port"]) != server[1]:
+        return f"this server listens on port {server[1]}"
+    return None
+
+
+def absolute_target_path(scope) -> dict:
+    """An allowed absolute-form target routes like its path (`http://localhost:8765/status` -> /status)."""
+    target = scope.get("raw_path") or scope["path"].encode()
+    if target.startswith(b"/"):
+        return scope
+    path = urlsplit(target.decode("latin-1")).path or "/"
+    return {**scope, "path": unquote(path), "raw_path": path.encode("latin-1")}
+
+
+async def reply_error(send, status: int, message: str) -> None:
+    status, headers, body = _json_response(status, message)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class HostGuardMiddleware:
+    """Pure ASGI, outermost: a request under a foreign name never reaches anything else."""
+
+    def __init__(self, app, allowed_hosts: set[str]):
         self.app = app
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if (why := host_refusal(scope, self.allowed_hosts)) is not None:
+            return await reply_error(send, 400, why)
+        await self.app(absolute_target_path(scope), receive, send)
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI (so it can also cap streamed request bodies), inside CORS so a granted origin
+    can read its 413."""
+
+    def __init__(self, app, max_body_bytes: int):
+        self.app = app
         self.max_body = max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        host = headers.get("host", "")
-        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if hostname.lower() not in self.allowed_hosts:
-            return await self._reply(send, *_json_response(400, f"Host {host!r} not allowed (DNS rebinding guard)"))
-        length = headers.get("content-length")
+        length = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"content-length"), None)
         if length and length.isdigit() and int(length) > self.max_body:
-            return await self._reply(send, *_json_response(413, f"request body over {self.max_body} bytes"))
+            return await reply_error(send, 413, f"request body over {self.max_body} bytes")
 
         # Read the whole (small, capped) body first: a chunked upload can't slip past the limit,
         # and the app never sees a partial body.
@@ -105,7 +165,7 @@ class GuardMiddleware:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_body:
-                return await self._reply(send, *_json_response(413, f"request body over {self.max_body} bytes"))
+                return await reply_error(send, 413, f"request body over {self.max_body} bytes")
         replayed = False
 
         async def replay():
@@ -116,8 +176,3 @@ class GuardMiddleware:
             return await receive()  # after the body: wait for disconnect, as servers do
 
         await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _reply(send, status, headers, body):
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})

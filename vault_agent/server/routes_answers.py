@@ -7,25 +7,25 @@ import json
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..index.search import search as run_search
 from . import schema
 from .runtime import runtime
 from .streaming import StreamFailure, ThreadedGeneration
-from .validation import check_question
+from .validation import RequestBody, check_question, integer, question_field
 
 router = APIRouter(tags=["answers"])
 
 
-class SearchRequest(BaseModel):
-    query: str = Field(..., min_length=1, description="Longer than server.max_question_chars gets 422.")
-    k: int | None = Field(None, ge=1, le=50, description="Hits to return (default search.top_k).")
+class SearchRequest(RequestBody):
+    query: str = question_field("What to look for; longer than server.max_question_chars gets 422.")
+    k: integer(1, 50) | None = Field(None, description="Hits to return (default search.top_k).")
 
 
-class AskRequest(BaseModel):
-    question: str = Field(..., min_length=1, description="The question, in your own words.")
-    k: int | None = Field(None, ge=1, le=20, description="Chunks of context (default llm.context_chunks).")
+class AskRequest(RequestBody):
+    question: str = question_field("The question, in your own words.")
+    k: integer(1, 20) | None = Field(None, description="Chunks of context (default llm.context_chunks).")
 
 
 @router.post("/search", responses=schema.responses(schema.INVALID))

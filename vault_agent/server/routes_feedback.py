@@ -1,7 +1,9 @@
 """Feedback on answers: thumbs, corrections, A-vs-B comparisons, and the queue for raters.
 
 Every write takes an idempotency key (body field or `Idempotency-Key` header): the first call
-with a key is recorded, a retry gets the first call's result back and changes nothing. SQLite
+with a key is recorded, a retry gets the first call's result back and changes nothing, and the
+same key with a different request gets 409. /compare reserves its key before generating, so
+parallel retries run one generation. SQLite
 runs in worker threads (plain `def` routes, or run_in_threadpool), never on the event loop.
 """
 
@@ -11,26 +13,27 @@ from typing import Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from . import schema
+from ..feedback.db import fingerprint
 from .models_feedback import CompareResult, Comparison, Comparisons, FeedbackResult, Rating, Responses, Stats
 from .runtime import runtime
-from .validation import check_question
+from .validation import NOT_BLANK, RequestBody, check_question, integer, json_integer, question_field
 
 router = APIRouter(tags=["feedback"])
 KeyHeader = Header(None, alias="Idempotency-Key", max_length=200,
                    description="Retries with the same key are recorded once (same as the body field).")
 Key = Field(None, min_length=1, max_length=200, description="Retries with the same key are recorded once.")
 
-WRITE = schema.responses(schema.INVALID, schema.UNAVAILABLE)
+WRITE = schema.responses(schema.INVALID, schema.CONFLICT, schema.UNAVAILABLE)
 READ = schema.responses(schema.INVALID, schema.UNAVAILABLE)
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(RequestBody):
     # The rule "a rating, a correction, or both" is in the schema too (anyOf), so clients built
     # from it can't send a body the server refuses.
-    model_config = ConfigDict(json_schema_extra={"anyOf": [
+    model_config = ConfigDict(strict=True, json_schema_extra={"anyOf": [
         {"required": ["rating"], "properties": {"rating": {"enum": [1, -1]}}},
         {"required": ["correction"], "properties": {"correction": {"type": "string"}}},
     ]})
@@ -38,8 +41,16 @@ class FeedbackRequest(BaseModel):
     response_id: str = Field(..., min_length=1, max_length=100)
     rating: Literal[1, -1] | None = Field(None, description="+1 thumbs up, -1 thumbs down.")
     comment: str | None = Field(None, max_length=4000)
-    correction: str | None = Field(None, min_length=1, max_length=20000, description="Your better answer.")
+    correction: str | None = Field(None, min_length=1, max_length=20000, pattern=NOT_BLANK,
+                                   description="Your better answer.")
     idempotency_key: str | None = Key
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def not_a_boolean(cls, value):
+        if isinstance(value, bool):  # True == 1 to Python: strict mode lets it through a Literal
+            raise ValueError("must be 1 or -1, not true/false")
+        return json_integer(value)
 
     @model_validator(mode="after")
     def something_to_record(self):
@@ -48,13 +59,13 @@ class FeedbackRequest(BaseModel):
         return self
 
 
-class CompareRequest(BaseModel):
-    question: str = Field(..., min_length=1)
-    k: int | None = Field(None, ge=1, le=20)
+class CompareRequest(RequestBody):
+    question: str = question_field("The question both answers are to.")
+    k: integer(1, 20) | None = None
     idempotency_key: str | None = Key
 
 
-class ChoiceRequest(BaseModel):
+class ChoiceRequest(RequestBody):
     choice: Literal["A", "B", "tie"]
     idempotency_key: str | None = Key
 
@@ -92,18 +103,24 @@ async def compare(body: CompareRequest, request: Request, idempotency_key: str |
     s = runtime(request)
     question = check_question(s.settings, body.question)
     key = body.idempotency_key or idempotency_key
-    if key and (prior := await run_in_threadpool(s.log.keyed_result, "compare", key)) is not None:
-        return prior  # a retry: no second generation, no second comparison
+    asked = fingerprint(question, body.k)
+    async with request.app.state.key_reservations.reserve("compare", key):  # parallel retries wait here
+        if key and (prior := await run_in_threadpool(s.log.keyed_result, "compare", key, asked)) is not None:
+            return prior  # a retry: no second generation, no second comparison
+        return await new_comparison(s, question, body.k, key, asked)
+
+
+async def new_comparison(s, question: str, k: int | None, key: str | None, asked: str) -> dict:
     s.queue.enter()
     try:
-        a, b = await run_in_threadpool(s.rag.compare, question, body.k)
+        a, b = await run_in_threadpool(s.rag.compare, question, k)
     finally:
         s.queue.leave()
 
     def save() -> dict:  # SQLite waits for fsync: a worker thread's job, not the event loop's
         prompt = s.log.get_response(a.response_id)["prompt"]
         return s.log.create_comparison(
-            question, prompt, a.response_id, b.response_id, idempotency_key=key,
+            question, prompt, a.response_id, b.response_id, idempotency_key=key, request=asked,
             reply=lambda made: {"comparison_id": made["id"], "question": question, "a": a.to_dict(),
                                 "b": b.to_dict()})
 

@@ -6,16 +6,17 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from . import schema
 from .routes_train import training_status
 from .runtime import Runtime, runtime
+from .validation import RequestBody
 
 router = APIRouter(tags=["meta"])
 
 
-class IndexRequest(BaseModel):
+class IndexRequest(RequestBody):
     full: bool = Field(False, description="Re-embed every note instead of only what changed.")
 
 

@@ -4,16 +4,17 @@ and GET /train/status (what the plugin's learning view shows)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from . import schema
 from .runtime import Runtime, runtime
+from .validation import RequestBody, integer
 
 router = APIRouter(tags=["training"])
 
 
-class GenerateRequest(BaseModel):
-    limit: int | None = Field(None, ge=1, le=100000, description="Chunks to try (default train.synthetic_chunks).")
+class GenerateRequest(RequestBody):
+    limit: integer(1, 100000) | None = Field(None, description="Chunks to try (default train.synthetic_chunks).")
 
 
 @router.post("/pairs/generate", status_code=202, responses=schema.INVALID)

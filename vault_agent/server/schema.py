@@ -40,7 +40,9 @@ def _json(model: type[BaseModel], description: str, headers: dict | None = None)
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
-HOST = {400: _json(ErrorBody, "Host header not allowed (DNS-rebinding guard), or a refused request.")}
+HOST = {400: _json(ErrorBody, "Host header not allowed (DNS-rebinding guard), or a body that is not JSON.")}
+METHOD = {405: _json(ErrorBody, "Method not allowed on this path; the Allow header lists those that are.",
+                     {"Allow": {"description": "The methods this path serves.", "schema": {"type": "string"}}})}
 AUTH = {401: _json(ErrorBody, "Missing or wrong bearer token.",
                    {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}})}
 NOT_FOUND = {404: _json(ErrorBody, "No such response, rating or comparison.")}
@@ -51,7 +53,10 @@ UNAVAILABLE = {503: _json(ErrorBody, "Busy (the model's queue is full) or the pr
                                      "full; retry after Retry-After seconds.", _RETRY_AFTER)}
 INTERNAL = {500: _json(InternalErrorBody, "A bug: the error_id is in the daemon log.")}
 
-EVERY_ROUTE = {**HOST, **TOO_LARGE, **INTERNAL}
+NO_ROUTE = {404: _json(ErrorBody, "No such endpoint (or no such response, rating or comparison).")}
+CONFLICT = {409: _json(ErrorBody, "This Idempotency-Key was used before with a different request; use a new key.")}
+
+EVERY_ROUTE = {**HOST, **NO_ROUTE, **METHOD, **TOO_LARGE, **INTERNAL}
 
 
 def responses(*groups: dict) -> dict:
@@ -59,6 +64,17 @@ def responses(*groups: dict) -> dict:
     for g in groups:
         out.update(g)
     return out
+
+
+def stamp_limits(doc: dict, settings) -> dict:
+    """Limits that come from the settings (fields marked "x-limit": "server.max_question_chars")
+    become maxLength, so the document states what this daemon enforces."""
+    limits = {"server.max_question_chars": settings.server.max_question_chars}
+    for component in doc.get("components", {}).get("schemas", {}).values():
+        for prop in component.get("properties", {}).values():
+            if (name := prop.pop("x-limit", None)) in limits:
+                prop["maxLength"] = limits[name]
+    return doc
 
 
 def drop_default_validation_schema(schema: dict) -> dict:

@@ -1,0 +1,41 @@
+"""A bounded property-based fuzz of the whole API from its own OpenAPI document (issue 20):
+schemathesis, every operation, every check, stateful links, a fixed seed and a two-minute cap,
+against a real daemon (uvicorn, index, preference log) on the fake chat backend. Any 5xx, any
+answer the schema doesn't describe, any schema-valid body refused (or invalid one accepted) fails it.
+The report goes to a temporary folder, never into the repository."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import start_daemon
+
+SEED = 20
+MAX_SECONDS = 120
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_nothing(make_vault, agent_home, embedder, tmp_path):
+    from vault_agent.llm.fake import FakeBackend
+
+    # a small vault: POST /index {"full": true} re-embeds it in well under the request timeout
+    vault = make_vault({f"Garden/Note {i}.md": f"# Note {i}\n\nTomatoes need water {i + 2} times a week.\n"
+                        for i in range(3)})
+    backend = FakeBackend()
+    daemon = start_daemon(vault, agent_home, embedder, backend, server={"port": 0, "queue_size": 2})
+    try:
+        st = Path(sys.executable).with_name("st")
+        run = subprocess.run(
+            [str(st), "run", f"{daemon.url}/openapi.json", "-H", f"Authorization: Bearer {daemon.token}",
+             "--checks", "all", "--seed", str(SEED), "--max-time", str(MAX_SECONDS), "--workers", "1",
+             "--request-timeout", "60", "--no-color", "--report-dir", str(tmp_path / "report")],
+            capture_output=True, text=True, timeout=MAX_SECONDS + 240, cwd=tmp_path)  # its caches stay out too
+    finally:
+        daemon.stop()
+        backend.close()
+    assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-2000:]
+    assert "generated" in run.stdout
