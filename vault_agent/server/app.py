@@ -116,9 +116,9 @@ def allowed_methods(request: Request) -> list[str]:
 
 def framework_error_line(request: Request, exc: StarletteHTTPException) -> str:
     if exc.status_code == 404:
-        return f"no such endpoint: {request.url.path} (the API is listed in /openapi.json)"
+        return f"{schema.NO_SUCH_ENDPOINT}: {request.url.path} (the API is listed in /openapi.json)"
     if exc.status_code == 405:
-        return (f"{request.method} is not allowed on {request.url.path}; "
+        return (f"{schema.METHOD_NOT_ALLOWED}: {request.method} on {request.url.path}; "
                 f"use {' or '.join(m for m in allowed_methods(request) if m != 'HEAD')}")
     if exc.status_code == 400 and "pars" in str(exc.detail).lower():
         return "the request body is not valid JSON (UTF-8, nested no deeper than the parser allows)"

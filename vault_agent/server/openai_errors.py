@@ -11,6 +11,7 @@ import json
 from fastapi.responses import JSONResponse
 
 from ..errors import UserError
+from . import schema
 from .models_openai import OpenAIErrorBody
 
 PREFIX = "/v1/"
@@ -40,7 +41,9 @@ def reshape(status: int, body: object, method: str, path: str) -> dict:
     """The OpenAI body for an error body in this API's own shape (or Starlette's {"detail"})."""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return body  # already OpenAI-shaped
-    if status in (404, 405) and isinstance(body, dict) and "detail" in body:
+    framework_miss = isinstance(body, dict) and ("detail" in body or str(body.get("error", "")).startswith(
+        (schema.NO_SUCH_ENDPOINT, schema.METHOD_NOT_ALLOWED)))  # no route here, not a route's own 404
+    if status in (404, 405) and framework_miss:
         return error_body(status, f"Unknown request URL: {method} {path}. vault-agent serves GET /v1/models, "
                                   "POST /v1/chat/completions and POST /v1/embeddings.", code="unknown_url")
     message = body.get("error") if isinstance(body, dict) else None

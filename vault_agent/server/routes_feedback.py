@@ -26,7 +26,7 @@ KeyHeader = Header(None, alias="Idempotency-Key", max_length=200,
                    description="Retries with the same key are recorded once (same as the body field).")
 Key = Field(None, min_length=1, max_length=200, description="Retries with the same key are recorded once.")
 
-WRITE = schema.responses(schema.INVALID, schema.CONFLICT, schema.UNAVAILABLE)
+WRITE = schema.responses(schema.INVALID, schema.KEY_REUSED, schema.UNAVAILABLE)
 READ = schema.responses(schema.INVALID, schema.UNAVAILABLE)
 
 

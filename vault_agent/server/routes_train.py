@@ -30,12 +30,12 @@ def generation_progress(request: Request) -> dict:
     return runtime(request).pair_job.snapshot()
 
 
-class RunRequest(BaseModel):
+class RunRequest(RequestBody):
     force: bool = Field(False, description="Train even when fewer than train.min_new_pairs new pairs wait "
                                            "(the nightly job skips such a run).")
 
 
-@router.post("/train/run", status_code=202, responses=schema.responses(schema.INVALID, schema.CONFLICT))
+@router.post("/train/run", status_code=202, responses=schema.responses(schema.INVALID, schema.TRAINING_RUNS))
 def run_training(request: Request, body: RunRequest | None = None) -> dict:
     """Start the nightly retrain now, in a low-priority child process (serving goes on); 409 while one
     runs. Poll GET /train/status for its stage and, once done, its result."""

@@ -48,13 +48,17 @@ AUTH = {401: _json(ErrorBody, "Missing or wrong bearer token.",
 NOT_FOUND = {404: _json(ErrorBody, "No such response, rating or comparison.")}
 TOO_LARGE = {413: _json(ErrorBody, "Request body over server.max_body_bytes.")}
 INVALID = {422: _json(ValidationErrorBody, "The request does not match this schema (or a server limit).")}
-CONFLICT = {409: _json(ErrorBody, "A retrain is already running; poll GET /train/status.")}
+TRAINING_RUNS = {409: _json(ErrorBody, "A retrain is already running; poll GET /train/status.")}
 UNAVAILABLE = {503: _json(ErrorBody, "Busy (the model's queue is full) or the preference log is locked or "
                                      "full; retry after Retry-After seconds.", _RETRY_AFTER)}
 INTERNAL = {500: _json(InternalErrorBody, "A bug: the error_id is in the daemon log.")}
 
 NO_ROUTE = {404: _json(ErrorBody, "No such endpoint (or no such response, rating or comparison).")}
-CONFLICT = {409: _json(ErrorBody, "This Idempotency-Key was used before with a different request; use a new key.")}
+KEY_REUSED = {409: _json(ErrorBody, "This Idempotency-Key was used before with a different request; use a new key.")}
+
+# the framework's own refusals start with these (openai_errors tells them from a route's own 404)
+NO_SUCH_ENDPOINT = "no such endpoint"
+METHOD_NOT_ALLOWED = "method not allowed"
 
 EVERY_ROUTE = {**HOST, **NO_ROUTE, **METHOD, **TOO_LARGE, **INTERNAL}
 
