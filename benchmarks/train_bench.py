@@ -123,7 +123,7 @@ def _sequences(batch):
         return batch["input_ids"], batch["attention_mask"]
     ids, masks = [], []
     for side in ("chosen", "rejected"):
-        p, c = batch[f"prompt_input_ids"], batch[f"{side}_input_ids"]
+        p, c = batch["prompt_input_ids"], batch[f"{side}_input_ids"]
         pm, cm = batch["prompt_attention_mask"], batch[f"{side}_attention_mask"]
         ids.append(torch.cat([p, c], 1))
         masks.append(torch.cat([pm, cm], 1))

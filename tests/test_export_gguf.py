@@ -71,7 +71,7 @@ def test_exported_adapter_moves_llama_cpp_like_peft_and_the_qk_permutation_matte
     peft_model.unload()  # give the fixture its plain base back
 
     right = export_gguf_lora(tmp_path / "adapter", bundled_gguf, tmp_path / "right.gguf")
-    wrong = export_gguf_lora(tmp_path / "adapter", bundled_gguf, tmp_path / "wrong.gguf", permute_qk=False)
+    export_gguf_lora(tmp_path / "adapter", bundled_gguf, tmp_path / "wrong.gguf", permute_qk=False)
     assert right["tensors"] == 2 * 30 and right["alpha"] == 16.0
 
     cpp_b = llama_logprobs(bundled_gguf, ids)

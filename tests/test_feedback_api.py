@@ -4,7 +4,6 @@ change nothing, and storage trouble answered as 503 so clients retry."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 import uuid
 
 from conftest import record_response

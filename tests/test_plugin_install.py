@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from vault_agent.errors import UserError
 from vault_agent.plugin_install import RELEASE_FILES, install
 
 REPO = Path(__file__).resolve().parent.parent

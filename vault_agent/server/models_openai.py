@@ -3,9 +3,11 @@ read them. Fields a client may send that vault-agent does not use are accepted a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
+
+from .validation import NOT_BLANK
 
 VAULT_MODEL = "vault-agent"  # retrieval from the vault + the active adapter: what /ask does
 PLAIN_MODEL = "vault-agent-plain"  # the same model and adapter, the client's messages only
@@ -103,8 +105,13 @@ class ChatCompletion(BaseModel):
     vault_agent: VaultAgentExtra
 
 
+# a text to embed: at least one character str.strip() keeps (the same rule as a question's)
+EmbeddingText = Annotated[str, StringConstraints(min_length=1, pattern=NOT_BLANK)]
+
+
 class EmbeddingRequest(BaseModel):
-    input: str | list[str] = Field(..., description="One text or a list of them (not token arrays).")
+    input: EmbeddingText | Annotated[list[EmbeddingText], Field(min_length=1, max_length=2048)] = Field(
+        ..., description="One text or a list of up to 2,048 (not token arrays); none blank.")
     model: str | None = Field(None, description="Any name: the daemon's embedding model answers.")
     encoding_format: Literal["float", "base64"] = Field("float", description="base64: little-endian float32.")
 
