@@ -201,9 +201,7 @@ def embed_with_usage(embedder, texts: list[str]) -> tuple[list[list[float]], int
 async def embeddings(body: EmbeddingRequest, request: Request):
     s = runtime(request)
     texts = [body.input] if isinstance(body.input, str) else body.input
-    try:
-        if not texts or not all(t.strip() for t in texts):
-            raise InvalidParameter("input must be a non-empty string or a list of non-empty strings", "input")
+    try:  # blank texts and empty lists are refused by the schema (422)
         vectors, tokens = await run_in_threadpool(embed_with_usage, s.indexer.embedder, texts)
     except UserError as e:
         return error_response(e)
