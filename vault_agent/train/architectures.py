@@ -1,0 +1,33 @@
+"""Which GGUF models the training loop can take, and why not when it cannot.
+
+One place for the answer, read by `models list` (the "serve+train" column) and by `retrain`
+(which refuses in one line before any model loads). `metadata` is a GGUF header as a plain dict
+(key -> value), e.g. from `vault_agent.models.gguf_header`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# Architectures (GGUF `general.architecture`) that materialise -> LoRA -> GGUF LoRA export has
+# been checked on against llama.cpp's own converter.
+TRAINABLE = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+
+
+def why_not_trainable(metadata: Mapping[str, Any]) -> str | None:
+    """None when the loop can train this model; else a short reason a user can read."""
+    arch = str(metadata.get("general.architecture", "") or "")
+    kind = str(metadata.get("general.type", "model") or "model")
+    if kind == "mmproj" or arch == "clip":
+        return "a vision projector, not a chat model"
+    if kind == "adapter":
+        return "a LoRA adapter, not a model"
+    if not arch:
+        return "no architecture in the GGUF header"
+    if metadata.get(f"{arch}.expert_count"):
+        return f"a mixture-of-experts model ({arch}); training it is not supported"
+    if arch not in TRAINABLE:
+        return f"architecture {arch!r} is not one the loop trains ({', '.join(TRAINABLE)})"
+    if not metadata.get("tokenizer.chat_template"):
+        return "no chat template in the GGUF (tokenizer.chat_template)"
+    return None
