@@ -9,7 +9,8 @@ import re
 import pytest
 
 from vault_agent.feedback.store import PreferenceLog
-from vault_agent.train import synthetic
+from vault_agent.train import keep_rules, synthetic
+from vault_agent.train.keep_rules import KeepRules
 from vault_agent.train.synthetic import SourceChunk, skip_reason
 
 PROSE = ("The tomato bed gets water twice a week, two and a half centimetres each time, and the basil "
@@ -66,6 +67,28 @@ class ScriptedModel:
         return self.plain
 
 
+class EchoModel(ScriptedModel):
+    """Gives the same answer without notes as it gave with them."""
+
+    def __call__(self, messages, max_tokens):
+        out = super().__call__(messages, max_tokens)
+        if messages[0]["content"].startswith("You answer questions using only the numbered notes"):
+            self.last = out
+        elif messages[0]["content"] != synthetic.QUESTION_SYSTEM:
+            return self.last
+        return out
+
+
+class OffSourceModel(ScriptedModel):
+    """Cites the notes but talks about something else."""
+
+    def __call__(self, messages, max_tokens):
+        out = super().__call__(messages, max_tokens)
+        if messages[0]["content"].startswith("You answer questions using only the numbered notes"):
+            return "Generally speaking, healthy gardening requires patience, attention, sunshine and planning [1]."
+        return out
+
+
 @pytest.fixture
 def indexed(make_vault, open_index):
     vault = make_vault({
@@ -117,15 +140,12 @@ def test_keep_rules_drop_and_count_each_reason(indexed, tmp_path):
     _, ix = indexed
     cases = {
         "rejected_empty": ScriptedModel(plain="   "),
-        "identical": None,
+        "identical": EchoModel(),
         "truncated": ScriptedModel(plain="Well. " + "word " * 200),
+        "chosen_off_source": OffSourceModel(),
     }
     with PreferenceLog(tmp_path / "p.sqlite") as log:
         for rule, model in cases.items():
-            if rule == "identical":
-                scripted = ScriptedModel()
-                model = lambda m, n, s=scripted: s(m, n) if m[0]["content"] == synthetic.QUESTION_SYSTEM \
-                    else "Same answer [1]."  # noqa: E731
             summary = run(ix, log, model)
             assert summary.kept == 0 and summary.dropped[rule] == 2, (rule, summary.dropped)
         ignoring = run(ix, log, lambda m, n: "Why?" if m[0]["content"] == synthetic.QUESTION_SYSTEM else "Nope.")
@@ -153,3 +173,45 @@ def test_one_chunk_failing_is_reported_and_the_run_goes_on(indexed, tmp_path):
         summary = run(ix, log, flaky)
     assert summary.kept == 1 and summary.dropped["error"] == 1
     assert "Compost.md" in summary.errors[0] and "model hiccup" in summary.errors[0]
+
+
+def test_chosen_answers_lose_the_markup_they_copied_from_the_prompt(indexed, tmp_path):
+    """A model that echoes the note block's header line and callout marks: the stored chosen answer
+    keeps the prose and the [n] citation, not the copied format."""
+    _, ix = indexed
+
+    class Copier(ScriptedModel):
+        def __call__(self, messages, max_tokens):
+            out = super().__call__(messages, max_tokens)
+            if messages[0]["content"].startswith("You answer questions using only the numbered notes"):
+                header = re.search(r"^\[1\][^\n]*$", messages[1]["content"], re.M).group(0)
+                return f"{header}\n> [!tip] {out}"
+            return out
+
+    with PreferenceLog(tmp_path / "p.sqlite") as log:
+        assert run(ix, log, Copier()).kept == 2
+        for pair in log.pairs():
+            assert "[!tip]" not in pair["chosen"] and not pair["chosen"].startswith(("[1]", ">"))
+            assert pair["chosen"].endswith("[1].")
+
+
+def test_grounded_chosen_answers_quote_the_source_chunk_and_cite_it(indexed, tmp_path):
+    _, ix = indexed
+    with PreferenceLog(tmp_path / "p.sqlite") as log:
+        summary = synthetic.generate_pairs(synthetic.catalog_chunks(ix.catalog), log, ScriptedModel(),
+                                           synthetic.indexer_retriever(ix, 2), limit=10, context_chunks=2,
+                                           rules=KeepRules(chosen="grounded"))
+        assert summary.kept == 2
+        by_chunk = {p["chosen"].split(" [")[0][:30]: p for p in log.pairs()}
+        tomato = next(p for k, p in by_chunk.items() if k.startswith("The tomato bed gets water"))
+        n = re.search(r"\[(\d)\] Tomatoes", tomato["prompt"][1]["content"]).group(1)
+        assert tomato["chosen"].startswith(PROSE[:60]) and tomato["chosen"].endswith(f"[{n}].")
+
+
+def test_keep_rule_helpers():
+    assert keep_rules.clean_markup("[5] File recovery\n> [!tip] Files go to .trash [5].") == "Files go to .trash [5]."
+    assert keep_rules.clean_markup("## Steps\nOpen settings [1].") == "Steps\nOpen settings [1]."
+    assert keep_rules.source_overlap("tomato water twice", PROSE) == 1.0
+    assert keep_rules.source_overlap("quantum physics lecture", PROSE) == 0.0
+    grounded = keep_rules.grounded_answer("- First item here\n- [[Other note|Second]] item.\n\nA third sentence.", 2)
+    assert grounded == "First item here. Second item. A third sentence [2]."

@@ -39,7 +39,7 @@ def test_real_pairs_and_retrain_raise_the_heldout_preference(sample_vault_copy, 
     for key, value in {"MIN_PAIRS": "2", "BATCH_SIZE": "1", "MAX_LENGTH": "384", "LEARNING_RATE": "0.0003",
                        "EPOCHS": "1", "HELDOUT_FRACTION": "0.3"}.items():
         monkeypatch.setenv(f"VAULT_AGENT_TRAIN__{key}", value)
-    result = retrain(load_settings(), dirs)
+    result = retrain(load_settings(vault=sample_vault_copy), dirs)
     h = result.heldout
     assert result.version == "v0001" and h["pairs"] >= 1 and result.steps >= 2, result
     assert h["margin_after"] > h["margin_before"], h
@@ -55,6 +55,12 @@ def test_real_pairs_and_retrain_raise_the_heldout_preference(sample_vault_copy, 
     assert verdict["candidate"]["adapter"] == "v0001" and verdict["active"]["adapter"] is None
     assert verdict["candidate"]["pairs"] >= 1
     assert (active.read_state(dirs)[0].active == "v0001") == gate["promoted"] == verdict["promote"]
+    # the answer-level check: the held-out synthetic pairs' questions, answered with and without v0001
+    heldout_synthetic = result.heldout["pairs"]
+    answers = verdict["answers"]
+    assert answers["probes"] == heldout_synthetic == answers["candidate"]["questions"]
+    assert 0 <= answers["candidate"]["fact_coverage"] <= 1 and answers["active"]["adapter"] is None
+    assert any("unseen questions" in r for r in verdict["reasons"])
 
 
 @pytest.mark.slow

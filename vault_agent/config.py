@@ -112,6 +112,12 @@ class TrainSettings(BaseModel):
     )
     nightly: bool = Field(True, description="Let the running daemon retrain nightly.")
     synthetic_chunks: int = Field(200, ge=1, description="Chunks `pairs generate` samples by default.")
+    synthetic_chosen: Literal["model", "grounded"] = Field(
+        "model", description="A synthetic pair's chosen answer: 'model' (the served model's answer with the notes, "
+                             "cleaned of copied markup) or 'grounded' (the source chunk's first sentences, cited).")
+    synthetic_min_source_overlap: float = Field(
+        0.3, ge=0, le=1, description="Drop a synthetic pair whose chosen answer shares less than this share of its "
+                                     "content words with the chunk the question was made from.")
     seed: int = Field(0, description="Seed for sampling, splits and training.")
     max_perplexity_rise_pct: float = Field(
         10.0, ge=0, description="The gate refuses a new adapter that raises perplexity on held-out notes by more."
@@ -127,6 +133,10 @@ class TrainSettings(BaseModel):
     gate_min_accuracy: float = Field(
         0.7, ge=0, le=1, description="The gate promotes only at this held-out preference accuracy or more."
     )
+    gate_answer_questions: int = Field(
+        12, ge=0, description="The gate also answers up to this many unseen questions (from held-out synthetic "
+                              "pairs) with and without the candidate, and refuses one whose answers carry fewer "
+                              "key facts or cite the source note less often beyond noise; 0 turns the check off.")
     promote: bool = Field(True, description="After training, export, gate and activate a winning adapter.")
     # --- which signals train, and how (issue 11) ---
     method: Literal["auto", "dpo", "kto"] = Field(

@@ -113,6 +113,7 @@ def _generate_local(settings, vault: Optional[Path], limit: int, show) -> dict:
     from ..llm.backend import LlamaBackend
     from ..paths import app_dirs
     from ..train import synthetic
+    from ..train.keep_rules import KeepRules
     from ..vault.files import resolve_vault
 
     dirs = app_dirs().ensure()
@@ -129,7 +130,7 @@ def _generate_local(settings, vault: Optional[Path], limit: int, show) -> dict:
                 synthetic.catalog_chunks(indexer.catalog), log, generate,
                 synthetic.indexer_retriever(indexer, llm.context_chunks), limit=limit, seed=settings.train.seed,
                 context_chunks=llm.context_chunks, fit=synthetic.context_fitter(backend, synthetic.ANSWER_TOKENS),
-                progress=lambda s, total: show(s.to_dict(), total))
+                progress=lambda s, total: show(s.to_dict(), total), rules=KeepRules.from_settings(settings.train))
     finally:
         indexer.close()
     return summary.to_dict()

@@ -33,6 +33,7 @@ class Pair:
     chosen: str
     rejected: str
     trained_in_version: str | None = None
+    origin_id: str | None = None  # a synthetic pair's "<chunk id>:<content hash>" (the gate's answer check)
 
     def record(self, margin: float = 0.0) -> dict[str, Any]:
         """TRL's conversational preference format, plus two per-pair columns the DPO variants read
@@ -83,7 +84,8 @@ def _parse(row: sqlite3.Row) -> Pair:
     if row["source"] not in SOURCES:
         raise ValueError(f"unknown source {row['source']!r}")
     return Pair(row["id"], row["source"], [{"role": m["role"], "content": m["content"]} for m in prompt],
-                row["chosen"], row["rejected"], row["trained_in_version"])
+                row["chosen"], row["rejected"], row["trained_in_version"],
+                row["origin_id"] if "origin_id" in row.keys() else None)
 
 
 def read_pairs(db_path: Path) -> tuple[list[Pair], list[str]]:

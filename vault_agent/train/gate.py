@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import UserError
 from ..llm.lora import LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, token_text
 from . import evidence
+from .answer_check import AnswerCheck
 
 
 @dataclass
@@ -387,21 +388,30 @@ class Rules:
                    train.gate_min_accuracy)
 
 
-def decide(candidate: Scores, active: Scores, rules: Rules = Rules(), examples: ExampleScores | None = None) -> Verdict:
+def decide(candidate: Scores, active: Scores, rules: Rules = Rules(), examples: ExampleScores | None = None,
+           answers: AnswerCheck | None = None) -> Verdict:
     """Promote only on evidence: enough held-out pairs, accuracy at the bar and not below the active
     adapter's, and a margin gain over the active adapter (or the base) whose 95% paired-bootstrap
     interval lies above 0 (train/evidence.py); and without raising perplexity on held-out notes by
     more than the configured share, nor (when max_kl_to_base > 0) drifting further than that from the
-    base. A KTO version is judged on held-out single answers instead (`examples`, from judge_examples)."""
+    base. A KTO version is judged on held-out single answers instead (`examples`, from judge_examples).
+    `answers` (train/answer_check.py): the candidate's answers to unseen questions may not carry
+    fewer key facts, nor cite the source note less often, beyond noise."""
     if examples is not None:
-        return _decide_on_examples(candidate, active, examples, rules)
-    if not candidate.pairs:
+        verdict = _decide_on_examples(candidate, active, examples, rules)
+    elif not candidate.pairs:
         return Verdict(False, ["no held-out pair fits the context window: nothing to judge by"], candidate, active,
                        rules.max_perplexity_rise_pct, max_kl_to_base=rules.max_kl_to_base)
-    found = evidence.weigh(candidate.margins, active.margins, rules.min_heldout, rules.min_accuracy)
-    figures = (f"held-out accuracy {found.accuracy:.2f} vs {found.active_accuracy:.2f} on {found.pairs} pairs, "
-               f"margin gain {found.margin_gain}")
-    return _verdict(candidate, active, [figures], list(found.shortfalls), rules, {"evidence": found.to_dict()})
+    else:
+        found = evidence.weigh(candidate.margins, active.margins, rules.min_heldout, rules.min_accuracy)
+        figures = (f"held-out accuracy {found.accuracy:.2f} vs {found.active_accuracy:.2f} on {found.pairs} pairs, "
+                   f"margin gain {found.margin_gain}")
+        verdict = _verdict(candidate, active, [figures], list(found.shortfalls), rules, {"evidence": found.to_dict()})
+    if answers is not None:
+        verdict.reasons += [answers.line(), *answers.shortfalls]
+        verdict.promote = verdict.promote and not answers.shortfalls
+        verdict.extra["answers"] = answers.to_dict()
+    return verdict
 
 
 def write_verdict(version_dir: Path, verdict: Verdict) -> Path:

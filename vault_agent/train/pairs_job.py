@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from . import synthetic
+from .keep_rules import KeepRules
 
 
 class PairJob:
@@ -58,7 +59,8 @@ class PairJob:
                 synthetic.indexer_retriever(self.indexer, s.llm.context_chunks), limit=limit,
                 seed=s.train.seed, context_chunks=s.llm.context_chunks,
                 fit=synthetic.context_fitter(self.backend, synthetic.ANSWER_TOKENS),
-                progress=self._progress, should_stop=self._stop.is_set)
+                progress=self._progress, should_stop=self._stop.is_set,
+                rules=KeepRules.from_settings(s.train))
             self.state["summary"] = summary.to_dict()
         except Exception as exc:  # noqa: BLE001 - reported through GET /pairs/generate
             self.state["error"] = f"{type(exc).__name__}: {exc}"

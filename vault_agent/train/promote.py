@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..paths import AppDirs
-from . import active, gate
+from . import active, answer_check, gate
 from .export import export_gguf_lora
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,10 @@ def gate_version(settings, dirs: AppDirs, vdir: Path, version: str, heldout: lis
     if kto:
         judged = gate.judge_examples(rows, gate.score_examples(base_gguf, vdir / active.GGUF_NAME, rows, n_ctx),
                                      gate.score_examples(base_gguf, current_gguf, rows, n_ctx))
-    verdict = gate.decide(candidate, incumbent, gate.Rules.from_settings(settings.train), examples=judged)
+    answers = None if kto else check_answers(settings, dirs, vault, heldout, (version, vdir / active.GGUF_NAME),
+                                              (current, current_gguf))
+    verdict = gate.decide(candidate, incumbent, gate.Rules.from_settings(settings.train), examples=judged,
+                          answers=answers)
     verdict.extra["export"] = export
     gate.write_verdict(vdir, verdict)
     result = {"promoted": verdict.promote, "exported": True, "reasons": verdict.reasons,
@@ -86,7 +89,24 @@ def gate_version(settings, dirs: AppDirs, vdir: Path, version: str, heldout: lis
         result["evidence"] = verdict.extra["evidence"]
     if judged is not None:
         result["examples"] = verdict.extra["examples"]
+    if answers is not None:
+        result["answers"] = verdict.extra["answers"]
     return result
+
+
+def check_answers(settings, dirs: AppDirs, vault: Path | None, heldout: list, candidate: tuple, current: tuple):
+    """The answer-level check (train/answer_check.py) on up to train.gate_answer_questions held-out
+    synthetic pairs whose source chunk is still indexed; None when there are none (or it is off)."""
+    limit = settings.train.gate_answer_questions
+    if not limit or vault is None:
+        return None
+    ids = [p.origin_id.split(":", 1)[0] for p in heldout if p.source == "synthetic" and p.origin_id]
+    chunks = answer_check.catalog_chunks(dirs.index_for(vault), ids)
+    probes = answer_check.probes_from_pairs(heldout, chunks, limit)
+    if not probes:
+        return None
+    cand, act = answer_check.answer_probes(settings.llm, [candidate, current], probes)
+    return answer_check.compare(cand, act)
 
 
 def activate(dirs: AppDirs, version: str) -> str:

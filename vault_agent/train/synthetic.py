@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..llm.prompts import build_plain_messages, build_rag_messages, fit_contexts, note_title, parse_citations
+from .keep_rules import KeepRules, clean_markup, grounded_answer, source_overlap
 
 Generate = Callable[[list[dict], int], str]
 Retrieve = Callable[[str], list[dict]]
@@ -33,7 +34,7 @@ QUESTION_SYSTEM = (
 )
 # Drop reasons, in the order the rules are checked (the summary lists each count).
 CHUNK_RULES = ("tiny", "link_only", "code_only", "boilerplate")
-PAIR_RULES = ("chosen_ignores_context", "rejected_empty", "truncated", "identical", "error")
+PAIR_RULES = ("chosen_ignores_context", "chosen_off_source", "rejected_empty", "truncated", "identical", "error")
 
 _WIKILINK = re.compile(r"!?\[\[[^\]]*\]\]|\[[^\]]*\]\([^)]*\)|https?://\S+")
 _FENCE = re.compile(r"```.*?(```|$)", re.S)
@@ -176,8 +177,8 @@ class PairDraft:
 
 
 def draft_pair(chunk: SourceChunk, generate: Generate, retrieve: Retrieve, *, context_chunks: int = 3,
-               answer_tokens: int = ANSWER_TOKENS, fit: Callable[[list[dict]], list[dict]] | None = None
-               ) -> tuple[PairDraft | None, str | None, bool]:
+               answer_tokens: int = ANSWER_TOKENS, fit: Callable[[list[dict]], list[dict]] | None = None,
+               rules: KeepRules = KeepRules()) -> tuple[PairDraft | None, str | None, bool]:
     """One chunk -> (draft, None, from_model) or (None, drop reason, from_model)."""
     asked = generate([{"role": "system", "content": QUESTION_SYSTEM},
                       {"role": "user", "content": f"Note: {note_title(chunk.path)} > {chunk.heading}\n\n"
@@ -189,12 +190,18 @@ def draft_pair(chunk: SourceChunk, generate: Generate, retrieve: Retrieve, *, co
     if fit is not None:
         contexts = fit(contexts)
     messages = build_rag_messages(question, contexts)
-    chosen = finish_sentence(generate(messages, answer_tokens).strip(), answer_tokens)
+    source_n = next((c["n"] for c in contexts if c.get("chunk_id") == chunk.id), None)
+    if rules.chosen == "grounded":
+        chosen = grounded_answer(chunk.text, source_n) if source_n is not None else ""
+    else:
+        chosen = clean_markup(finish_sentence(generate(messages, answer_tokens).strip(), answer_tokens))
     rejected = finish_sentence(generate(build_plain_messages(question), answer_tokens).strip(), answer_tokens)
     if not rejected:
         return None, "rejected_empty", from_model
-    if not uses_context(chosen, contexts, question):
+    if not chosen or not uses_context(chosen, contexts, question):
         return None, "chosen_ignores_context", from_model
+    if source_overlap(chosen, chunk.text) < rules.min_source_overlap:
+        return None, "chosen_off_source", from_model
     if _truncated(chosen, answer_tokens) or _truncated(rejected, answer_tokens):
         return None, "truncated", from_model
     if " ".join(chosen.split()).casefold() == " ".join(rejected.split()).casefold():
@@ -236,7 +243,7 @@ def done_origins(log) -> set[str]:
 def generate_pairs(chunks: list[SourceChunk], log, generate: Generate, retrieve: Retrieve, *, limit: int,
                    seed: int = 0, context_chunks: int = 3, fit=None, answer_tokens: int = ANSWER_TOKENS,
                    progress: Callable[[Summary, int], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> Summary:
+                   should_stop: Callable[[], bool] | None = None, rules: KeepRules = KeepRules()) -> Summary:
     """Sample usable chunks not yet done, draft a pair for each, store the kept ones. A failure
     on one chunk is that chunk's ('error'), the run goes on."""
     import time
@@ -263,7 +270,7 @@ def generate_pairs(chunks: list[SourceChunk], log, generate: Generate, retrieve:
         summary.chunks_seen += 1
         try:
             draft, reason, from_model = draft_pair(chunk, generate, retrieve, context_chunks=context_chunks, fit=fit,
-                                                     answer_tokens=answer_tokens)
+                                                     answer_tokens=answer_tokens, rules=rules)
         except Exception as exc:  # noqa: BLE001 - one chunk's failure is reported, the batch goes on
             summary.dropped["error"] += 1
             summary.errors.append(f"{chunk.path} ({chunk.heading or 'top'}): {type(exc).__name__}: {exc}")
