@@ -73,12 +73,12 @@ def make_probes(indexer, backend, settings, chunks, limit: int):
                               {"role": "user", "content": f"Note: {chunk.path} > {chunk.heading}\n\n{chunk.text}"}],
                              max_tokens=synthetic.QUESTION_TOKENS, temperature=0.0, seed=0)
         question = synthetic.clean_question(asked, chunk) or synthetic.heading_question(chunk)
-        contexts = [{**c, "n": n} for n, c in enumerate(fit(retrieve(question)), 1)]
-        source_n = next((c["n"] for c in contexts if c.get("chunk_id") == chunk.id), None)
+        contexts = fit([{**c, "n": n} for n, c in enumerate(retrieve(question), 1)])
+        messages = build_rag_messages(question, contexts)
         terms = answer_check.key_terms(chunk.text, question)
         if terms:
-            probes.append(answer_check.Probe(chunk.id, question, build_rag_messages(question, contexts), chunk.path,
-                                             source_n, terms))
+            probes.append(answer_check.Probe(chunk.id, question, messages, chunk.path,
+                                             answer_check.source_numbers(messages, chunk.path), terms))
     return probes
 
 

@@ -37,6 +37,8 @@ def test_key_terms_are_the_notes_facts_not_the_questions_words():
     assert not {"Heron", "cutover", "Project", "the", "about"} & set(terms)
     assert len(terms) <= answer_check.KEY_TERMS
     assert answer_check.key_terms("> [!tip] Keep the Postgres snapshot.", "x") == ["Postgres", "snapshot"]
+    # sentence-initial capitals are not names, lone digits and generic words are not facts
+    assert answer_check.key_terms("Everything runs. Turn it 3 times at Larkspur.", "x") == ["Larkspur"]
 
 
 def test_a_probe_knows_its_question_source_note_and_its_number_in_the_prompt():
@@ -46,7 +48,7 @@ def test_a_probe_knows_its_question_source_note_and_its_number_in_the_prompt():
     assert [p.pair_id for p in probes] == ["p1"]  # corrections and chunks no longer indexed are not probes
     probe = probes[0]
     assert probe.question == "When is the Heron cutover?"
-    assert probe.source_note == "Projects/Project Heron.md" and probe.source_n == 2
+    assert probe.source_note == "Projects/Project Heron.md" and probe.source_ns == [2]
     assert answer_check.probes_from_pairs([heron_pair()] * 5, chunks, limit=3).__len__() == 3
 
 

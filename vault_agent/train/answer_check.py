@@ -33,7 +33,8 @@ before being below between both could does doing down during each either else ev
 have having here however into itself just last later less like made make many might more most much must
 never next note notes only other ours over same should since some such than that their them then there
 these they this those through thus under until upon very want well were what when where which while whom
-whose will with within without would your yours first second often usually""".split())
+whose will with within without would your yours first second often usually everything something anything
+nothing whatever everyone someone""".split())
 
 
 @dataclass(frozen=True)
@@ -44,28 +45,40 @@ class Probe:
     question: str
     messages: list[dict]
     source_note: str
-    source_n: int | None  # the source chunk's [n] in the prompt (None: fitting dropped it)
+    source_ns: list[int]  # the [n] of every block from the source note in the prompt (empty: none made it)
     terms: list[str]
 
 
 def key_terms(text: str, question: str, k: int = KEY_TERMS) -> list[str]:
     """The words an answer drawn from `text` would carry and one made up would not: numbers and
     names first, then long words, in the note's order; none the question already gives away."""
-    from .keep_rules import clean_markup
+    from .keep_rules import plain_prose
 
+    prose = plain_prose(text)
     asked = {w.casefold() for w in _TERM.findall(question)}
     seen: dict[str, tuple[int, int, str]] = {}
-    for pos, m in enumerate(_TERM.finditer(clean_markup(text))):
-        word = m.group(0)
-        key = word.casefold()
-        if key in asked or key in seen or key in _STOP or (len(word) < 4 and not word[0].isdigit()):
+    for m in _TERM.finditer(prose):
+        word, key = m.group(0), m.group(0).casefold()
+        if key in asked or key in seen or key in _STOP or "'" in word:
             continue
-        rank = 0 if word[0].isdigit() or any(c.isdigit() for c in word) else 1 if word[0].isupper() and pos else 2
-        if rank == 2 and len(word) < 7:
+        if word[0].isdigit() or any(c.isdigit() for c in word):
+            if len(word) < 2:
+                continue  # a lone digit turns up in any answer
+            rank = 0
+        elif word[0].isupper() and not _sentence_start(prose, m.start()):
+            rank = 1  # a name: capitalised mid-sentence
+        elif len(word) >= 7:
+            rank = 2
+        else:
             continue  # a short common word proves little
-        seen[key] = (rank, pos, word)
+        seen[key] = (rank, m.start(), word)
     picked = sorted(seen.values())[:k]
     return [w for _, _, w in sorted(picked, key=lambda t: t[1])]
+
+
+def _sentence_start(text: str, at: int) -> bool:
+    before = text[:at].rstrip()
+    return not before or before[-1] in ".!?:;\n"
 
 
 def question_of(messages: list[dict]) -> str | None:
@@ -75,18 +88,11 @@ def question_of(messages: list[dict]) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def source_number(messages: list[dict], note: str, heading: str) -> int | None:
-    """The [n] of the source chunk's block in the prompt, from its header (prompts.context_header)."""
+def source_numbers(messages: list[dict], note: str) -> list[int]:
+    """The [n] of every block of `note` in a RAG prompt, from their headers (prompts.context_header)."""
     title = note_title(note)
-    last = (heading or "").split(" > ")[-1].strip()
-    found = None
-    for m in _HEADER.finditer(messages[-1]["content"] if messages else ""):
-        n, header = int(m.group(1)), m.group(2)
-        if header == title or header.startswith(f"{title} > "):
-            if not last or header.endswith(last) or header == title:
-                return n
-            found = found or n
-    return found
+    return [int(m.group(1)) for m in _HEADER.finditer(messages[-1]["content"] if messages else "")
+            if m.group(2) == title or m.group(2).startswith(f"{title} > ")]
 
 
 def probes_from_pairs(pairs: list, chunks: dict[str, Any], limit: int) -> list[Probe]:
@@ -102,8 +108,8 @@ def probes_from_pairs(pairs: list, chunks: dict[str, Any], limit: int) -> list[P
             continue
         terms = key_terms(chunk.text, question)
         if terms:
-            out.append(Probe(pair.id, question, pair.prompt, chunk.path,
-                             source_number(pair.prompt, chunk.path, chunk.heading), terms))
+            out.append(Probe(pair.id, question, pair.prompt, chunk.path, source_numbers(pair.prompt, chunk.path),
+                             terms))
     return out
 
 
@@ -130,7 +136,7 @@ class AnswerScores:
 
     adapter: str | None
     coverage: list[float] = field(default_factory=list)
-    cited: list[float] = field(default_factory=list)  # 1.0: the answer cites the source note's [n]
+    cited: list[float] = field(default_factory=list)  # 1.0: the answer cites a block of the source note by [n]
     answers: list[str] = field(default_factory=list, repr=False)
 
     def figures(self) -> dict:
@@ -145,7 +151,7 @@ def score_answers(probes: list[Probe], answers: list[str], adapter: str | None) 
         out.answers.append(answer)
         out.coverage.append(evaluate.fact_coverage(answer, [[t] for t in probe.terms]) or 0.0)
         n_contexts = len(_HEADER.findall(probe.messages[-1]["content"]))
-        out.cited.append(float(probe.source_n is not None and probe.source_n in parse_citations(answer, n_contexts)))
+        out.cited.append(float(bool(set(probe.source_ns) & set(parse_citations(answer, n_contexts)))))
     return out
 
 
