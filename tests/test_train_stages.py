@@ -58,8 +58,11 @@ def materialised_base(tmp_path_factory) -> Path:
 
 def stop_at(stage: str, sig: int) -> tuple[int, str]:
     """Start `retrain --json`, send `sig` as soon as it says the stage began; (exit code, stderr)."""
+    # SIG_DFL first: a shell's background job (`make test &`) starts with SIGINT ignored, and an
+    # ignored SIGINT is inherited across exec, so Python would never see the Ctrl-C this test sends
     proc = subprocess.Popen([sys.executable, "-m", "vault_agent.cli", "retrain", "--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env())
+                            stderr=subprocess.PIPE, text=True, env=env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     deadline = time.monotonic() + 600
     for line in proc.stderr:  # one line per stage (cli/train.py STAGES)
