@@ -1,0 +1,133 @@
+"""One row of `models list`: what a GGUF model is (from its header) and what the loop can do with it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .gguf_header import BadGGUF, GGUFHeader, read_header
+
+SERVE, SERVE_TRAIN = "serve", "serve+train"
+
+
+@dataclass(frozen=True)
+class Found:
+    """A model file a store holds, before its header is read. `paths`: the parts of a split model,
+    in order (one for most). `problem`: why it cannot be used, known without reading it (a manifest
+    pointing at a missing blob, a missing part)."""
+
+    name: str
+    source: str  # bundled, folder, ollama, lmstudio, huggingface, path
+    paths: tuple[Path, ...]
+    problem: str | None = None
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    source: str
+    path: str  # the first part of a split model
+    architecture: str | None = None
+    parameters: int | None = None  # counted from the tensor shapes
+    quantization: str | None = None  # e.g. Q4_K_M (general.file_type)
+    context_length: int | None = None
+    size_bytes: int | None = None  # on disk, every part
+    chat_template: bool = False
+    can: str | None = None  # serve, serve+train, or None: cannot be served
+    why_not: str | None = None  # why not serve+train (or why not even serve)
+    parts: int = 1
+    served: bool = False  # the daemon (or config) serves this one now
+    metadata: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["metadata"]
+        return out
+
+
+def why_not_servable(metadata: Mapping[str, Any]) -> str | None:
+    """None for a chat model llama.cpp can answer with; else why not, in a few words."""
+    arch = str(metadata.get("general.architecture", "") or "")
+    kind = str(metadata.get("general.type", "model") or "model")
+    if kind == "mmproj" or arch == "clip":
+        return "a vision projector (mmproj), not a chat model"
+    if kind == "adapter":
+        return "a LoRA adapter, not a model"
+    if not arch:
+        return "no architecture in the GGUF header"
+    if metadata.get(f"{arch}.pooling_type") is not None or arch in ("bert", "nomic-bert", "jina-bert-v2"):
+        return "an embedding model, not a chat model"
+    if not metadata.get("tokenizer.chat_template"):
+        return "not a chat model (no chat template in the GGUF)"
+    return None
+
+
+def quantization_name(metadata: Mapping[str, Any], header: GGUFHeader) -> str | None:
+    from gguf import GGMLQuantizationType, LlamaFileType
+
+    file_type = metadata.get("general.file_type")
+    if isinstance(file_type, int):
+        try:
+            return LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            pass
+    kinds = [t.type for t in header.tensors if len(t.shape) >= 2]  # the weights, not the norms
+    if not kinds:
+        return None
+    try:
+        return GGMLQuantizationType(max(set(kinds), key=kinds.count)).name
+    except ValueError:
+        return None
+
+
+def describe(found: Found) -> ModelInfo:
+    """Read the header of each part; any problem becomes the row's `why_not`, never an exception."""
+    from ..train.architectures import why_not_trainable
+
+    info = ModelInfo(found.name, found.source, str(found.paths[0]), parts=len(found.paths))
+    try:
+        info.size_bytes = sum(os.stat(p).st_size for p in found.paths)
+    except OSError:
+        pass
+    if found.problem:
+        info.why_not = found.problem
+        return info
+    try:
+        headers = [_checked_header(p) for p in found.paths]
+    except (BadGGUF, OSError) as e:
+        info.why_not = f"{e.strerror or e}" if isinstance(e, OSError) else str(e)
+        return info
+    meta = headers[0].metadata
+    arch = meta.get("general.architecture")
+    info.metadata = meta
+    info.architecture = arch if isinstance(arch, str) else None
+    info.parameters = sum(h.parameters for h in headers) or None
+    info.quantization = quantization_name(meta, headers[0])
+    ctx = meta.get(f"{arch}.context_length")
+    info.context_length = ctx if isinstance(ctx, int) else None
+    info.chat_template = bool(meta.get("tokenizer.chat_template"))
+    cannot = why_not_servable(meta)
+    if cannot:
+        info.why_not = cannot
+        return info
+    info.why_not = why_not_trainable(meta)
+    info.can = SERVE if info.why_not else SERVE_TRAIN
+    return info
+
+
+def _checked_header(path: Path) -> GGUFHeader:
+    header = read_header(path)
+    size = os.stat(path).st_size
+    if size < header.data_end:
+        raise BadGGUF(f"truncated: {size} of {header.data_end} bytes (an interrupted download?)")
+    return header
+
+
+def describe_file(path: Path, source: str = "path") -> ModelInfo:
+    """A row for one file given by path (split parts found beside it)."""
+    from .stores import group_parts
+
+    groups = group_parts([path], siblings=True)
+    return describe(Found(path.name, source, *groups[0]) if groups else Found(path.name, source, (path,)))
