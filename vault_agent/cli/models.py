@@ -76,7 +76,7 @@ def _size(n: int | None) -> str:
 @models_app.command("use")
 def use_model(model: str = typer.Argument(..., help="A name from `models list`, or a GGUF file's path.")):
     """Serve this model: checked with llama.cpp, saved as llm.model_path, switched in the running daemon."""
-    spec = str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_file() else model
+    spec = str(Path(model).expanduser().absolute()) if Path(model).expanduser().is_file() else model
     client = _daemon()
     if client is not None:
         with client:

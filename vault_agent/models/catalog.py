@@ -60,7 +60,7 @@ def find_model(spec: str, settings: Settings) -> ModelInfo:
             return row
     path = Path(spec).expanduser()
     if path.is_file():
-        return describe_file(path.resolve())
+        return describe_file(path.absolute())
     if path.exists():
         raise UnusableModel(f"{path} is not a file; give a GGUF file's path or a name from `vault-agent models list`")
     raise UnknownModel(f"no model named {spec!r} and no such file; `vault-agent models list` shows the models found")

@@ -47,8 +47,16 @@ def group_parts(paths: Iterable[Path], *, siblings: bool = False) -> list[tuple[
 
 
 def _ggufs(folder: Path, pattern: str) -> list[Path]:
+    """Files (or links, maybe dangling: listed as broken then) matching `pattern`; none if unreadable."""
     try:
         return sorted(p for p in folder.glob(pattern) if p.is_file() or p.is_symlink())
+    except OSError:
+        return []
+
+
+def _dirs(folder: Path, pattern: str) -> list[Path]:
+    try:
+        return sorted(p for p in folder.glob(pattern) if p.is_dir())
     except OSError:
         return []
 
@@ -123,10 +131,10 @@ def hf_roots(env: Mapping[str, str], home: Path) -> list[Path]:
 
 
 def scan_hf_cache(root: Path) -> Iterator[Found]:
-    for repo in _ggufs(root, "models--*"):
+    for repo in _dirs(root, "models--*"):
         repo_id = repo.name.removeprefix("models--").replace("--", "/")
         # newest snapshot first: the same file in an older revision is named with its revision
-        snapshots = sorted(_ggufs(repo / "snapshots", "*"), key=_mtime, reverse=True)
+        snapshots = sorted(_dirs(repo / "snapshots", "*"), key=_mtime, reverse=True)
         named: set[str] = set()
         for snapshot in snapshots:
             files = [p for p in _ggufs(snapshot, "**/*.gguf")]
@@ -166,16 +174,17 @@ def scan_folder(root: Path) -> Iterator[Found]:
 
 def everything(model_dirs: Iterable[str], env: Mapping[str, str] | None = None,
                home: Path | None = None) -> Iterator[Found]:
-    """Every store, in the order rows are listed (and a file reached twice keeps its first name)."""
+    """Every store, in the order rows are listed: a file reached twice keeps its first name, so the
+    tools' own names (Ollama's model:tag) win over a link to the same file in llm.model_dirs."""
     env = os.environ if env is None else env
     home = Path.home() if home is None else home
     yield from scan_bundled()
-    for folder in model_dirs:
-        yield from scan_folder(Path(folder).expanduser())
     for scan, roots in ((scan_ollama, ollama_roots(env, home)), (scan_lmstudio, lmstudio_roots(home)),
                         (scan_hf_cache, hf_roots(env, home))):
         for root in _distinct(roots):
             yield from scan(root)
+    for folder in model_dirs:
+        yield from scan_folder(Path(folder).expanduser())
 
 
 def _distinct(roots: list[Path]) -> list[Path]:
