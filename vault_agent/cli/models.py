@@ -17,8 +17,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _daemon():
-    from ..client import ApiClient
+    from .. import discovery
     from ..paths import app_dirs
+
+    if discovery.read(app_dirs()) is None:  # no daemon file: skip importing the HTTP client (0.25 s)
+        return None
+    from ..client import ApiClient
 
     return ApiClient.discover(app_dirs())
 

@@ -9,14 +9,39 @@ and skips long arrays without building them.
 
 from __future__ import annotations
 
+import importlib.util
 import mmap
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 KEEP_ARRAY_ITEMS = 64  # longer arrays (the vocabulary, merges) are skipped: only their length is kept
 _ALIGNMENT = 32  # GGUF's default; general.alignment overrides it
+
+
+def gguf_constants() -> Any:
+    """The gguf package's `constants` module (magic number, value and tensor types, block sizes, file
+    types) without `import gguf`, whose __init__ loads numpy and its reader and writer: 0.4 s of the
+    1 s `models list` may take. constants.py imports only enum and typing."""
+    global _CONSTANTS
+    if _CONSTANTS is None:
+        if "gguf.constants" in sys.modules:
+            _CONSTANTS = sys.modules["gguf.constants"]
+        else:
+            spec = importlib.util.find_spec("gguf")  # locates the package without running it
+            if spec is None or spec.origin is None:
+                raise BadGGUF("the gguf package is not installed (pip install gguf)")
+            path = Path(spec.origin).parent / "constants.py"
+            loaded = importlib.util.spec_from_file_location("vault_agent.models.gguf_constants", path)
+            module = importlib.util.module_from_spec(loaded)
+            loaded.loader.exec_module(module)
+            _CONSTANTS = module
+    return _CONSTANTS
+
+
+_CONSTANTS: Any = None
 
 
 class BadGGUF(ValueError):
@@ -45,9 +70,8 @@ class TensorInfo:
         return n
 
     def nbytes(self) -> int:
-        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
-        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(self.type)]
+        c = gguf_constants()
+        block, size = c.GGML_QUANT_SIZES[c.GGMLQuantizationType(self.type)]
         return self.elements // block * size
 
 
@@ -64,14 +88,13 @@ class GGUFHeader:
 
 def read_header(path: Path) -> GGUFHeader:
     """The header of one GGUF file (one part of a split model). BadGGUF when it is not one or is cut short."""
-    from gguf import GGUF_MAGIC
-
+    magic = gguf_constants().GGUF_MAGIC
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         if size < 24:
             raise BadGGUF("not a GGUF file (too short)" if size else "an empty file")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            if struct.unpack_from("<I", buf, 0)[0] != GGUF_MAGIC:
+            if struct.unpack_from("<I", buf, 0)[0] != magic:
                 raise BadGGUF("not a GGUF file (no GGUF magic number)")
             try:
                 return _parse(buf, size)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .gguf_header import BadGGUF, GGUFHeader, read_header
+from .gguf_header import BadGGUF, GGUFHeader, gguf_constants, read_header
 
 SERVE, SERVE_TRAIN = "serve", "serve+train"
 
@@ -65,8 +65,8 @@ def why_not_servable(metadata: Mapping[str, Any]) -> str | None:
 
 
 def quantization_name(metadata: Mapping[str, Any], header: GGUFHeader) -> str | None:
-    from gguf import GGMLQuantizationType, LlamaFileType
-
+    c = gguf_constants()
+    GGMLQuantizationType, LlamaFileType = c.GGMLQuantizationType, c.LlamaFileType
     file_type = metadata.get("general.file_type")
     if isinstance(file_type, int):
         try:
