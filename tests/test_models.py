@@ -267,3 +267,16 @@ def test_activate_through_the_api_refuses_another_base_with_409(api, tmp_path):
     finally:
         backend.model_path = None
         shutil.rmtree(registry.adapters_dir(dirs) / version)
+
+
+def test_cli_adapters_show_their_base_and_refuse_another(agent_home, tmp_path):
+    from vault_agent.paths import app_dirs
+
+    make_version(app_dirs().ensure(), "v0001", write_gguf(tmp_path / "a.gguf", arch="qwen2"))
+    listed = cli(["adapters", "list"], agent_home)
+    assert listed.returncode == 0, listed.stderr
+    assert "base a.gguf (qwen2); another base than the served model: cannot be activated" in listed.stdout
+    refused = cli(["adapters", "activate", "v0001"], agent_home)  # no daemon: checked against config's model
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "adapter v0001 was trained on another base model, a.gguf (qwen2), not on the served SmolLM2" in refused.stderr
+    assert active.read_state(app_dirs())[0].active is None
