@@ -32,13 +32,20 @@ def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
 
 def base_record(path: Path) -> dict[str, Any]:
     """What an adapter version records about the model it was trained for (version/base.json)."""
+    st = os.stat(path)
+    return {"file": Path(path).name, **_identity(os.path.realpath(path), st.st_size, st.st_mtime_ns)}
+
+
+@functools.lru_cache(maxsize=64)
+def _identity(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
+    """Fingerprint and architecture of one file version (GET /adapters asks for them per version)."""
     from .gguf_header import BadGGUF, read_header
 
     try:
-        arch = read_header(path).metadata.get("general.architecture")
+        arch = read_header(Path(path)).metadata.get("general.architecture")
     except (BadGGUF, OSError):
         arch = None
-    return {"file": Path(path).name, "fingerprint": fingerprint(path), "architecture": arch}
+    return {"fingerprint": _fingerprint(path, size, mtime_ns), "architecture": arch}
 
 
 def same_base(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,8 +97,11 @@ def describe(found: Found) -> ModelInfo:
         return info
     try:
         headers = [_checked_header(p) for p in found.paths]
-    except (BadGGUF, OSError) as e:
-        info.why_not = f"{e.strerror or e}" if isinstance(e, OSError) else str(e)
+    except (BadGGUF, OSError, ValueError) as e:  # ValueError: a file mmap refuses (a /proc file)
+        info.why_not = f"cannot read it: {e.strerror or e}" if isinstance(e, OSError) else str(e)
+        return info
+    if not headers:
+        info.why_not = "no file"
         return info
     meta = headers[0].metadata
     arch = meta.get("general.architecture")
@@ -118,8 +122,15 @@ def describe(found: Found) -> ModelInfo:
 
 
 def _checked_header(path: Path) -> GGUFHeader:
-    header = read_header(path)
-    size = os.stat(path).st_size
+    st = os.stat(path)
+    return _header_of(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=512)
+def _header_of(path: str, size: int, mtime_ns: int) -> GGUFHeader:
+    """One file version's header, read once per process (the daemon lists models again and again;
+    walking a 128k-token vocabulary takes a while). A changed file has another size or mtime."""
+    header = read_header(Path(path))
     if size < header.data_end:
         raise BadGGUF(f"truncated: {size} of {header.data_end} bytes (an interrupted download?)")
     return header
