@@ -280,3 +280,31 @@ def test_cli_adapters_show_their_base_and_refuse_another(agent_home, tmp_path):
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "adapter v0001 was trained on another base model, a.gguf (qwen2), not on the served SmolLM2" in refused.stderr
     assert active.read_state(app_dirs())[0].active is None
+
+
+def test_header_summaries_are_kept_between_runs_and_follow_file_changes(machine, agent_home):
+    from vault_agent.config import load_settings
+    from vault_agent.models import header_cache
+    from vault_agent.models.catalog import list_models
+    from vault_agent.paths import app_dirs
+
+    first = {r.name: r.to_dict() for r in list_models(load_settings())}
+    cache_file = app_dirs().state / header_cache.CACHE_NAME
+    assert str(machine["blob"]) in cache_file.read_text()
+    reads = []
+    real = header_cache.summarise
+    header_cache.summarise = lambda path: reads.append(path) or real(path)
+    try:
+        assert {r.name: r.to_dict() for r in list_models(load_settings())} == first
+        assert [p.name for p in reads] == ["notes.gguf"]  # only the non-GGUF file is looked at again (4 bytes)
+        reads.clear()
+        # a file that changes is read again: an Ollama blob cut short by a failed re-pull
+        data = machine["blob"].read_bytes()
+        machine["blob"].write_bytes(data[:-300])
+        rows = rows_by_name(list_models(load_settings()))
+        assert rows["qwen2.5:7b"].why_not.startswith("truncated")
+        assert sorted(p.name for p in reads) == sorted([machine["blob"].name, "notes.gguf"])
+    finally:
+        header_cache.summarise = real
+    cache_file.write_text("{not json")  # a damaged cache is an empty one
+    assert rows_by_name(list_models(load_settings()))["lmstudio-community/Phi-3-GGUF/Phi-3-mini-Q8_0.gguf"].can

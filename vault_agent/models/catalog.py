@@ -30,6 +30,9 @@ class UnusableModel(UserError):
 def list_models(settings: Settings, served: Path | None = None) -> list[ModelInfo]:
     """Every model in every store, each file once (a symlink or a second store reaching the same file
     keeps the first row), with unique names (a clash gets #2, #3); `served` marks the served one."""
+    from .header_cache import default_cache
+
+    cache = default_cache()
     rows: list[ModelInfo] = []
     files: set[str] = set()
     names: dict[str, int] = {}
@@ -41,10 +44,11 @@ def list_models(settings: Settings, served: Path | None = None) -> list[ModelInf
         names[found.name] = names.get(found.name, 0) + 1
         if names[found.name] > 1:
             found = Found(f"{found.name}#{names[found.name]}", found.source, found.paths, found.problem)
-        rows.append(describe(found))
+        rows.append(describe(found, cache))
     served_key = os.path.realpath(served) if served is not None else None
     if served_key is not None and served_key not in files:  # a model_path outside every store
-        rows.append(describe_file(served, source="config"))
+        rows.append(describe_file(served, source="config", cache=cache))
+    cache.save(prune=True)  # summaries of files no longer found go
     for row in rows:
         row.served = served_key is not None and os.path.realpath(row.path) == served_key
     return rows

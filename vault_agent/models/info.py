@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .gguf_header import BadGGUF, GGUFHeader, gguf_constants, read_header
+from .gguf_header import BadGGUF, GGUFHeader, gguf_constants
+from .header_cache import HeaderCache
 
 SERVE, SERVE_TRAIN = "serve", "serve+train"
 
@@ -83,8 +83,9 @@ def quantization_name(metadata: Mapping[str, Any], header: GGUFHeader) -> str | 
         return None
 
 
-def describe(found: Found) -> ModelInfo:
-    """Read the header of each part; any problem becomes the row's `why_not`, never an exception."""
+def describe(found: Found, cache: HeaderCache | None = None) -> ModelInfo:
+    """Read the header of each part (through `cache`); any problem becomes the row's `why_not`, never
+    an exception."""
     from ..train.architectures import why_not_trainable
 
     info = ModelInfo(found.name, found.source, str(found.paths[0]), parts=len(found.paths))
@@ -95,20 +96,18 @@ def describe(found: Found) -> ModelInfo:
     if found.problem:
         info.why_not = found.problem
         return info
+    cache = cache or _PROCESS_CACHE
     try:
-        headers = [_checked_header(p) for p in found.paths]
+        summaries = [_checked(cache, p) for p in found.paths]
     except (BadGGUF, OSError, ValueError) as e:  # ValueError: a file mmap refuses (a /proc file)
         info.why_not = f"cannot read it: {e.strerror or e}" if isinstance(e, OSError) else str(e)
         return info
-    if not headers:
-        info.why_not = "no file"
-        return info
-    meta = headers[0].metadata
+    meta = summaries[0]["metadata"]
     arch = meta.get("general.architecture")
     info.metadata = meta
     info.architecture = arch if isinstance(arch, str) else None
-    info.parameters = sum(h.parameters for h in headers) or None
-    info.quantization = quantization_name(meta, headers[0])
+    info.parameters = sum(s["parameters"] for s in summaries) or None
+    info.quantization = summaries[0]["quantization"]
     ctx = meta.get(f"{arch}.context_length")
     info.context_length = ctx if isinstance(ctx, int) else None
     info.chat_template = bool(meta.get("tokenizer.chat_template"))
@@ -121,24 +120,19 @@ def describe(found: Found) -> ModelInfo:
     return info
 
 
-def _checked_header(path: Path) -> GGUFHeader:
-    st = os.stat(path)
-    return _header_of(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+def _checked(cache: HeaderCache, path: Path) -> dict[str, Any]:
+    summary, size = cache.summary(path)
+    if size < summary["data_end"]:
+        raise BadGGUF(f"truncated: {size} of {summary['data_end']} bytes (an interrupted download?)")
+    return summary
 
 
-@functools.lru_cache(maxsize=512)
-def _header_of(path: str, size: int, mtime_ns: int) -> GGUFHeader:
-    """One file version's header, read once per process (the daemon lists models again and again;
-    walking a 128k-token vocabulary takes a while). A changed file has another size or mtime."""
-    header = read_header(Path(path))
-    if size < header.data_end:
-        raise BadGGUF(f"truncated: {size} of {header.data_end} bytes (an interrupted download?)")
-    return header
+_PROCESS_CACHE = HeaderCache(None)  # without a file: headers read once per process (the daemon's listings)
 
 
-def describe_file(path: Path, source: str = "path") -> ModelInfo:
+def describe_file(path: Path, source: str = "path", cache: HeaderCache | None = None) -> ModelInfo:
     """A row for one file given by path (split parts found beside it)."""
     from .stores import group_parts
 
-    groups = group_parts([path], siblings=True)
-    return describe(Found(path.name, source, *groups[0]) if groups else Found(path.name, source, (path,)))
+    paths, problem = group_parts([path], siblings=True)[0]
+    return describe(Found(path.name, source, paths, problem), cache)
