@@ -29,6 +29,8 @@ from .fit import Progress, TrainingFailed, fit
 from .schedule import TrainingLock
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..config import LLMSettings, Settings, TrainSettings
     from .base import BaseModel
     from .dpo import TrainingPlan
