@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from .info import Found, ModelInfo, describe, describe_file
-from .stores import everything
+from .header_cache import HeaderCache
+from .info import Found, ModelInfo, describe
+from .stores import everything, group_parts
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -75,3 +76,9 @@ def require_servable(info: ModelInfo) -> ModelInfo:
     if info.can is None:
         raise UnusableModel(f"cannot use {info.name} ({info.path}): {info.why_not}")
     return info
+
+
+def describe_file(path: Path, source: str = "path", cache: HeaderCache | None = None) -> ModelInfo:
+    """A row for one file given by path (split parts found beside it)."""
+    paths, problem = group_parts([path], siblings=True)[0]
+    return describe(Found(path.name, source, paths, problem), cache)

@@ -179,3 +179,21 @@ def _parse(buf: mmap.mmap, size: int) -> GGUFHeader:
     except (KeyError, ValueError):
         raise BadGGUF("damaged GGUF header (unknown tensor type)") from None
     return GGUFHeader(metadata, tensors, data_end)
+
+
+def quantization_name(metadata: dict[str, Any], header: GGUFHeader) -> str | None:
+    c = gguf_constants()
+    GGMLQuantizationType, LlamaFileType = c.GGMLQuantizationType, c.LlamaFileType
+    file_type = metadata.get("general.file_type")
+    if isinstance(file_type, int):
+        try:
+            return LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            pass
+    kinds = [t.type for t in header.tensors if len(t.shape) >= 2]  # the weights, not the norms
+    if not kinds:
+        return None
+    try:
+        return GGMLQuantizationType(max(set(kinds), key=kinds.count)).name
+    except ValueError:
+        return None

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .gguf_header import BadGGUF, SkippedArray, read_header
+from .gguf_header import BadGGUF, SkippedArray, quantization_name, read_header
 
 CACHE_NAME = "model_headers.json"
 _FORMAT = 1
@@ -24,8 +24,6 @@ _FORMAT = 1
 def summarise(path: Path) -> dict[str, Any]:
     """The header's scalar metadata (long arrays left out), parameter count, quantization and the
     bytes its tensors need. BadGGUF when it is not a GGUF header."""
-    from .info import quantization_name
-
     header = read_header(path)
     metadata = {k: v for k, v in header.metadata.items() if not isinstance(v, SkippedArray)}
     return {"metadata": metadata, "parameters": header.parameters,

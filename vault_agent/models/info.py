@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .gguf_header import BadGGUF, GGUFHeader, gguf_constants
+from .gguf_header import BadGGUF
 from .header_cache import HeaderCache
 
 SERVE, SERVE_TRAIN = "serve", "serve+train"
@@ -65,24 +65,6 @@ def why_not_servable(metadata: Mapping[str, Any]) -> str | None:
     return None
 
 
-def quantization_name(metadata: Mapping[str, Any], header: GGUFHeader) -> str | None:
-    c = gguf_constants()
-    GGMLQuantizationType, LlamaFileType = c.GGMLQuantizationType, c.LlamaFileType
-    file_type = metadata.get("general.file_type")
-    if isinstance(file_type, int):
-        try:
-            return LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        except ValueError:
-            pass
-    kinds = [t.type for t in header.tensors if len(t.shape) >= 2]  # the weights, not the norms
-    if not kinds:
-        return None
-    try:
-        return GGMLQuantizationType(max(set(kinds), key=kinds.count)).name
-    except ValueError:
-        return None
-
-
 def describe(found: Found, cache: HeaderCache | None = None) -> ModelInfo:
     """Read the header of each part (through `cache`); any problem becomes the row's `why_not`, never
     an exception."""
@@ -128,11 +110,3 @@ def _checked(cache: HeaderCache, path: Path) -> dict[str, Any]:
 
 
 _PROCESS_CACHE = HeaderCache(None)  # without a file: headers read once per process (the daemon's listings)
-
-
-def describe_file(path: Path, source: str = "path", cache: HeaderCache | None = None) -> ModelInfo:
-    """A row for one file given by path (split parts found beside it)."""
-    from .stores import group_parts
-
-    paths, problem = group_parts([path], siblings=True)[0]
-    return describe(Found(path.name, source, paths, problem), cache)
