@@ -232,6 +232,8 @@ def test_the_api_lists_and_switches_models(api, machine, agent_home):
     for body, status, why in (({"model": "nope:1b"}, 404, "no model named"),
                               ({"model": str(machine["mine"] / "half.gguf")}, 422, "truncated"),
                               ({"model": str(machine["mine"] / "mmproj-vision.gguf")}, 422, "vision projector"),
+                              ({"model": "0" * 1000}, 404, "no model named"), ({"model": "a\u0000b"}, 404, ""),
+                              ({"model": "~nosuchuser/x.gguf"}, 404, ""), ({"model": "/"}, 422, "not a file"),
                               ({"model": 5}, 422, "model"), ({"model": "x", "more": 1}, 422, "more"), ({}, 422, "")):
         r = api.http.post("/models/use", json=body)
         assert r.status_code == status and why in json.dumps(r.json()), (body, r.text)

@@ -80,7 +80,10 @@ def _size(n: int | None) -> str:
 @models_app.command("use")
 def use_model(model: str = typer.Argument(..., help="A name from `models list`, or a GGUF file's path.")):
     """Serve this model: checked with llama.cpp, saved as llm.model_path, switched in the running daemon."""
-    spec = str(Path(model).expanduser().absolute()) if Path(model).expanduser().is_file() else model
+    from ..models.catalog import path_kind
+
+    kind, path = path_kind(model)
+    spec = str(path) if kind == "file" else model  # a path the daemon can find from its own folder
     client = _daemon()
     if client is not None:
         with client:

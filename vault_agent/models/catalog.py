@@ -63,12 +63,25 @@ def find_model(spec: str, settings: Settings) -> ModelInfo:
     for row in list_models(settings):
         if row.name == spec:
             return row
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return describe_file(path.absolute())
-    if path.exists():
+    kind, path = path_kind(spec)
+    if kind == "file":
+        return describe_file(path)
+    if kind == "other":
         raise UnusableModel(f"{path} is not a file; give a GGUF file's path or a name from `vault-agent models list`")
-    raise UnknownModel(f"no model named {spec!r} and no such file; `vault-agent models list` shows the models found")
+    shown = spec if len(spec) <= 200 else spec[:200] + "..."
+    raise UnknownModel(f"no model named {shown!r} and no such file; `vault-agent models list` shows the models found")
+
+
+def path_kind(spec: str) -> tuple[str, Path | None]:
+    """("file", absolute path), ("other", path) for a folder or device, or ("none", None): no such
+    path, or not one this system can even look up (too long, a NUL byte, ~nosuchuser)."""
+    try:
+        path = Path(spec).expanduser().absolute()
+        if path.is_file():
+            return "file", path
+        return ("other", path) if path.exists() else ("none", None)
+    except (OSError, ValueError, RuntimeError):
+        return "none", None
 
 
 def require_servable(info: ModelInfo) -> ModelInfo:
