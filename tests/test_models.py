@@ -310,3 +310,31 @@ def test_header_summaries_are_kept_between_runs_and_follow_file_changes(machine,
         header_cache.summarise = real
     cache_file.write_text("{not json")  # a damaged cache is an empty one
     assert rows_by_name(list_models(load_settings()))["lmstudio-community/Phi-3-GGUF/Phi-3-mini-Q8_0.gguf"].can
+
+
+def test_a_switch_whose_adapter_llama_cpp_refuses_serves_the_model_without_it(tmp_path):
+    from vault_agent.errors import UserError
+    from vault_agent.llm.fake import FakeBackend
+
+    model = write_gguf(tmp_path / "a.gguf", arch="qwen2")
+    dirs = AppDirs(tmp_path / "c", tmp_path / "d", tmp_path / "s")
+    make_version(dirs, "v0001", model)
+    backend = FakeBackend()
+    backend.switch_model(model)
+    adapters = active.Adapters(dirs, backend)
+    adapters.activate("v0001")
+    real = backend.switch_model
+
+    def refuse_adapters(path, adapter=(None, None)):
+        if adapter[0] is not None:
+            raise UserError("cannot load LoRA adapter: tensor shape mismatch")
+        return real(path, adapter)
+
+    backend.switch_model = refuse_adapters
+    copy = tmp_path / "a-copy.gguf"
+    shutil.copy(model, copy)
+    _, notice = adapters.serve_model(copy)
+    assert notice == ("adapter v0001 switched off: llama.cpp refused it on the new model (cannot load LoRA adapter: "
+                      "tensor shape mismatch)")
+    assert (backend.model_id, backend.adapter_version) == ("a-copy.gguf", None)
+    assert active.read_state(dirs)[0].active is None

@@ -294,7 +294,14 @@ class Adapters:
                     notice = f"adapter {state.active} switched off: {why.split('; ')[0]}"
                 else:
                     keep = (servable, state.active)
-            swap_ms = self.backend.switch_model(path, keep)
+            try:
+                swap_ms = self.backend.switch_model(path, keep)
+            except UserError as e:
+                if keep[0] is None:
+                    raise  # the model itself was refused: the old one stays
+                # the model loads but llama.cpp refuses the adapter on it: serve the model without it
+                swap_ms = self.backend.switch_model(path, (None, None))
+                notice = f"adapter {state.active} switched off: llama.cpp refused it on the new model ({e})"
             if notice:
                 write_state(self.dirs, after_activate(state, None))
             self.warning = None
