@@ -60,3 +60,9 @@ def test_openai_bench_smoke(tmp_path):
         assert result[route]["ttft_ms_median"] > 0 and result[route]["tokens_median"] > 1, route
     assert result["ratio_openai_to_ask"]["ttft"] > 0 and result["ratio_openai_to_ask"]["tokens_per_s"] > 0
     assert result["setup"]["daemon_exit_code"] in (0, 130)
+
+
+def test_models_list_bench_smoke(tmp_path):
+    result = run_smoke("models_list_bench.py", tmp_path)
+    assert result["config"]["models"] == 6 and result["cli_models_list_s"] > 0
+    assert result["header_read_ms"]["ours"] > 0 and result["header_read_ms"]["gguf.GGUFReader"] > 0

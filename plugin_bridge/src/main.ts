@@ -88,6 +88,14 @@ export default class VaultAgentPlugin extends Plugin implements PluginHost, Sett
 		return this.client.testConnection();
 	}
 
+	listModels() {
+		return this.client.listModels();
+	}
+
+	useModel(name: string) {
+		return this.client.useModel(name);
+	}
+
 	/** Status bar refresh; when the daemon is reachable, deliver what waited in the outbox. */
 	async tick(): Promise<void> {
 		const snap = await readStatus(this.client);

@@ -3,7 +3,8 @@
 
 import { App, PluginSettingTab, Setting } from "obsidian";
 import type { ConnectionReport } from "./api/client";
-import type { OutboxItem } from "./api/types";
+import type { ModelListing, ModelUsed, OutboxItem } from "./api/types";
+import { describeError } from "./describe";
 
 export interface PluginData {
 	daemonUrl: string;
@@ -22,6 +23,8 @@ export interface SettingsHost {
 	data: PluginData;
 	persist(): Promise<void>;
 	testConnection(): Promise<ConnectionReport>;
+	listModels(): Promise<ModelListing>;
+	useModel(name: string): Promise<ModelUsed>;
 }
 
 export class VaultAgentSettingTab extends PluginSettingTab {
@@ -82,5 +85,49 @@ export class VaultAgentSettingTab extends PluginSettingTab {
 			);
 		// The result line sits under the button.
 		containerEl.appendChild(result);
+		this.modelSetting(containerEl);
+	}
+
+	/** A dropdown of the models the daemon found (GET /models); choosing one switches the daemon to it. */
+	private modelSetting(containerEl: HTMLElement): void {
+		const line = containerEl.createDiv({ cls: "vault-agent-model-result" });
+		const setting = new Setting(containerEl)
+			.setName("Model")
+			.setDesc("The GGUF chat model the daemon serves: models found in Ollama, LM Studio, the Hugging Face cache and llm.model_dirs. Adapters trained on another model are switched off.");
+		containerEl.appendChild(line);
+		setting.addDropdown((dropdown) => {
+			dropdown.addOption("", "Loading…").setDisabled(true);
+			void this.host.listModels().then(
+				(listing) => {
+					dropdown.selectEl.empty();
+					for (const m of listing.models) {
+						if (m.can === null) continue; // broken or not a chat model: `vault-agent models list` says why
+						const size = m.quantization ? `, ${m.quantization}` : "";
+						dropdown.addOption(m.name, `${m.name} (${m.source}${size}, ${m.can})`);
+					}
+					const served = listing.models.find((m) => m.served);
+					if (served) dropdown.setValue(served.name);
+					dropdown.setDisabled(false);
+				},
+				(e) => line.setText(`Cannot list models: ${describeError(e)}`),
+			);
+			dropdown.onChange(async (name) => {
+				if (!name) return;
+				dropdown.setDisabled(true);
+				line.removeClass("is-ok", "is-error");
+				line.setText(`Loading ${name}…`);
+				try {
+					const used = await this.host.useModel(name);
+					const notes = [used.notice, used.warning].filter(Boolean).join(" ");
+					line.setText(`Serving ${used.model.name} (switched in ${(used.switch_ms / 1000).toFixed(1)} s).${notes ? " " + notes : ""}`);
+					line.addClass("is-ok");
+				} catch (e) {
+					line.setText(describeError(e));
+					line.addClass("is-error");
+				} finally {
+					dropdown.setDisabled(false);
+				}
+			});
+		});
 	}
 }

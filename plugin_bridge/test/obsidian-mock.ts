@@ -240,6 +240,33 @@ class TextComponent {
 	}
 }
 
+class DropdownComponent {
+	selectEl: HTMLSelectElement;
+	constructor(parent: HTMLElement) {
+		this.selectEl = parent.createEl("select");
+	}
+	addOption(value: string, display: string) {
+		const option = this.selectEl.createEl("option", { text: display });
+		option.value = value;
+		return this;
+	}
+	setValue(v: string) {
+		this.selectEl.value = v;
+		return this;
+	}
+	getValue() {
+		return this.selectEl.value;
+	}
+	setDisabled(d: boolean) {
+		this.selectEl.disabled = d;
+		return this;
+	}
+	onChange(cb: (v: string) => any) {
+		this.selectEl.addEventListener("change", () => cb(this.selectEl.value));
+		return this;
+	}
+}
+
 export class Setting {
 	settingEl: HTMLElement;
 	nameEl: HTMLElement;
@@ -265,6 +292,10 @@ export class Setting {
 	}
 	addButton(cb: (b: ButtonComponent) => any) {
 		cb(new ButtonComponent(this.controlEl));
+		return this;
+	}
+	addDropdown(cb: (d: DropdownComponent) => any) {
+		cb(new DropdownComponent(this.controlEl));
 		return this;
 	}
 }

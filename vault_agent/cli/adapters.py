@@ -58,6 +58,12 @@ def list_versions(as_json: bool = typer.Option(False, "--json", help="Print JSON
         mark = "*" if row["active"] else " "
         print(f"{mark} {row['version']}  {row.get('created') or '':<20}  {row.get('pairs') or '?':>5} pairs  "
               f"{figures}  {verdict}{'' if row['servable'] else '  (no GGUF: cannot be served)'}")
+        base = row.get("base") or {}
+        if base:
+            assumed = " (assumed: trained before bases were recorded)" if base.get("assumed") else ""
+            other = "; another base than the served model: cannot be activated" \
+                if row.get("fits_served_model") is False else ""
+            print(f"      base {base.get('file')} ({base.get('architecture') or '?'}){assumed}{other}")
         if gate.get("promote") is False:
             why = found.get("shortfalls") or (gate.get("reasons") or [])[1:]
             print(f"      kept as a candidate, activate it by hand if you like: {'; '.join(why)}")

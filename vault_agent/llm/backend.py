@@ -96,6 +96,17 @@ def llama_args(settings: LLMSettings) -> dict[str, Any]:
             "seed": settings.seed, "verbose": False}
 
 
+def _load_llama(llama_cpp: Any, settings: LLMSettings, path: Path) -> Any:
+    """A llama_cpp.Llama for `path` with these settings; UserError (one line) when llama.cpp refuses it."""
+    args = llama_args(settings)
+    try:
+        # chat_format=None: the chat template comes from the GGUF's tokenizer.chat_template.
+        with llama_errors() as errors, adapter_safe_loading():  # adapters may be swapped in later
+            return llama_cpp.Llama(**args)
+    except ValueError:  # llama-cpp-python raises ValueError for unreadable models
+        raise UserError(f"cannot load model {path}: {llama_reason(errors)}; {_SET_HINT} to a GGUF model file") from None
+
+
 class LlamaBackend:
     """Owns one `llama_cpp.Llama` and the LoRA adapter applied to its context.
 
@@ -118,14 +129,7 @@ class LlamaBackend:
         self.adapter_version: str | None = None
         self.adapter_path: Path | None = None
         self.generation_lock = threading.Lock()
-        try:
-            # chat_format=None: the chat template comes from the GGUF's tokenizer.chat_template.
-            with llama_errors() as errors, adapter_safe_loading():  # adapters may be swapped in later
-                self._llm: Any = llama_cpp.Llama(**llama_args(self.settings))
-        except ValueError:  # llama-cpp-python raises ValueError for unreadable models
-            raise UserError(
-                f"cannot load model {self.model_path}: {llama_reason(errors)}; {_SET_HINT} to a GGUF model file"
-            ) from None
+        self._llm: Any = _load_llama(llama_cpp, self.settings, self.model_path)
         self._loras = LoraSlot(self._llm)
         # llama-cpp-python reuses the KV cache for the longest common token prefix with the previous
         # request; True starts every generation from an empty cache instead (see _generate_locked)
@@ -268,6 +272,37 @@ class LlamaBackend:
         llm.reset()  # cached KV was computed with the old weights
         self.adapter_path = new.path if new is not None else None
         self.adapter_version = version if new is not None else None
+        return (time.perf_counter() - t0) * 1000.0
+
+    # --- model switch -----------------------------------------------------------------
+
+    def switch_model(self, path: Path, adapter: tuple[Path | None, str | None] = (None, None)) -> float:
+        """Serve another GGUF from the next generation on, with `adapter` (path, version; (None, None):
+        none) applied to it. The new model loads beside the old one while answers go on; the swap
+        itself waits for the running generation (in-flight answers finish on the old model), and the
+        old model is freed afterwards. On failure the old model and adapter stay and UserError says
+        why. Returns the whole switch's duration in milliseconds."""
+        t0 = time.perf_counter()
+        self._open()
+        settings = self.settings.model_copy(update={"model_path": str(path)})
+        new_llm = _load_llama(import_llama_cpp(), settings, Path(path))
+        new_loras = LoraSlot(new_llm)
+        try:
+            lora = new_loras.load(adapter[0]) if adapter[0] is not None else None
+            new_loras.use(lora, 1.0)
+        except BaseException:
+            new_loras.close()
+            new_llm.close()
+            raise
+        with self.generation_lock:
+            old_llm, old_loras = self._llm, self._loras
+            self._llm, self._loras, self.settings = new_llm, new_loras, settings
+            self.model_path, self.model_id = Path(path), Path(path).name
+            self.adapter_path = adapter[0]
+            self.adapter_version = adapter[1] if adapter[0] is not None else None
+            self._set_threads(new_llm, self.threads)
+        old_loras.close()  # nothing refers to the old model any more: no generation can reach it
+        old_llm.close()
         return (time.perf_counter() - t0) * 1000.0
 
     # --- lifetime ---------------------------------------------------------------------

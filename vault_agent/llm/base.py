@@ -30,6 +30,7 @@ class Backend(Protocol):
     """One chat model with a LoRA adapter slot that can change between generations."""
 
     model_id: str  # the model file's name, recorded with every answer
+    model_path: Path | None  # the served GGUF (None: the fake, until it is switched to a file)
     adapter_version: str | None  # the active adapter's version; None: the plain base model
     adapter_path: Path | None  # the active adapter's GGUF file
     # Shared with the indexer by the daemon: decode on the cores other work leaves free (None: all configured)
@@ -76,6 +77,11 @@ class Backend(Protocol):
     def set_adapter(self, path: Path | None, version: str | None, scale: float = 1.0) -> float:
         """Serve `path` (None: no adapter) from the next generation on; UserError keeps the old one.
         Returns the swap's duration in milliseconds."""
+        ...
+
+    def switch_model(self, path: Path, adapter: tuple[Path | None, str | None] = (None, None)) -> float:
+        """Serve another GGUF (with `adapter` applied, (None, None): none) from the next generation on;
+        in-flight generations finish on the old model; UserError keeps the old one. Milliseconds taken."""
         ...
 
     def close(self) -> None:

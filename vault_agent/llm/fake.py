@@ -40,6 +40,8 @@ class FakeBackend:
                  token_delay_s: float | Callable[[list[dict[str, str]]], float] = 0.0,
                  model_id: str = "fake-model.gguf") -> None:
         self.model_id = model_id
+        self.model_path: Path | None = None  # None: no file stands behind the fake (until switch_model)
+        self.switch_delay_s = 0.0
         self.adapter_version: str | None = None
         self.adapter_path: Path | None = None
         self.generation_lock = threading.Lock()
@@ -127,6 +129,21 @@ class FakeBackend:
             self.adapter_path = Path(path) if path is not None else None
             self.adapter_version = version if path is not None else None
             return 0.0
+
+    def switch_model(self, path: Path, adapter: tuple[Path | None, str | None] = (None, None)) -> float:
+        """As LlamaBackend's: serve `path` from the next generation on, after the running one finishes.
+        The file must exist; `switch_delay_s` stands for the load time (outside the lock, as there)."""
+        if not Path(path).is_file():
+            raise UserError(f"cannot load model {path}: no such file")
+        if self.switch_delay_s:
+            time.sleep(self.switch_delay_s)  # a model's load time, not a wait for anything
+        with self.generation_lock:
+            self._open()
+            self.model_id = Path(path).name
+            self.model_path = Path(path)
+            self.adapter_path = Path(adapter[0]) if adapter[0] is not None else None
+            self.adapter_version = adapter[1] if adapter[0] is not None else None
+        return 0.0
 
     def close(self) -> None:
         with self.generation_lock:

@@ -22,6 +22,7 @@ from .openai_errors import OpenAIErrorShape
 from .routes_adapters import router as adapters
 from .routes_answers import router as answers
 from .routes_feedback import router as feedback
+from .routes_models import router as models
 from .routes_openai import router as openai_api
 from .routes_status import router as status
 from .routes_train import router as train
@@ -77,7 +78,7 @@ def create_app(runtime: Runtime, token: str) -> FastAPI:
         return {"ok": True, "version": __version__}
 
     auth = [Depends(token_dependency(token))]
-    for router in (status, answers, feedback, adapters, train):
+    for router in (status, answers, feedback, adapters, models, train):
         app.include_router(router, dependencies=auth, responses=schema.AUTH)
     app.include_router(openai_api, dependencies=auth)  # declares its own (OpenAI-shaped) errors
 

@@ -33,6 +33,8 @@ class AdapterVersion(_Open):
     ab: WinRate | None = None  # its record in decided A/B comparisons; None until one was judged
     servable: bool  # has a GGUF LoRA llama.cpp can load
     active: bool
+    base: dict[str, Any] | None = None  # the model it was trained on: file, fingerprint, architecture
+    fits_served_model: bool | None = None  # trained on the served model (None: no model file to compare)
 
 
 class AdapterList(_Open):

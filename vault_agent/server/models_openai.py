@@ -19,6 +19,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(..., description="When this daemon started (Unix seconds).")
     owned_by: str = "vault-agent"
+    served_model: str | None = Field(None, description="The GGUF file behind it now (GET /models lists the others).")
 
 
 class ModelList(BaseModel):

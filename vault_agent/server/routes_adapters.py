@@ -33,9 +33,11 @@ def training_plot(version: str, request: Request) -> FileResponse:
     return FileResponse(plot_path(runtime(request).dirs, version), media_type="image/png")
 
 
-@router.post("/adapters/{version}/activate", responses=schema.responses(schema.NOT_FOUND, schema.INVALID))
+@router.post("/adapters/{version}/activate",
+             responses=schema.responses(schema.NOT_FOUND, schema.INVALID, schema.OTHER_BASE))
 def activate(version: str, request: Request) -> dict:
-    """Serve this version from the next request on (in-flight answers finish on the old one)."""
+    """Serve this version from the next request on (in-flight answers finish on the old one); 409 for
+    a version trained on another base model than the served one."""
     return runtime(request).adapters.activate(version).to_dict()
 
 

@@ -56,7 +56,7 @@ def error_response(exc: UserError) -> JSONResponse:
 
 
 def model_card(s: Runtime, model_id: str) -> ModelCard:
-    return ModelCard(id=model_id, created=int(s.started_at))
+    return ModelCard(id=model_id, created=int(s.started_at), served_model=s.backend.model_id)
 
 
 def check_model(model_id: str) -> str:

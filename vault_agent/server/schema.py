@@ -48,6 +48,7 @@ AUTH = {401: _json(ErrorBody, "Missing or wrong bearer token.",
 NOT_FOUND = {404: _json(ErrorBody, "No such response, rating or comparison.")}
 TOO_LARGE = {413: _json(ErrorBody, "Request body over server.max_body_bytes.")}
 INVALID = {422: _json(ValidationErrorBody, "The request does not match this schema (or a server limit).")}
+OTHER_BASE = {409: _json(ErrorBody, "The adapter was trained on another base model than the one served.")}
 TRAINING_RUNS = {409: _json(ErrorBody, "A retrain is already running; poll GET /train/status.")}
 UNAVAILABLE = {503: _json(ErrorBody, "Busy (the model's queue is full) or the preference log is locked or "
                                      "full; retry after Retry-After seconds.", _RETRY_AFTER)}

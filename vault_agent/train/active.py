@@ -25,6 +25,64 @@ if TYPE_CHECKING:
 GGUF_NAME = "adapter.gguf"  # the llama.cpp LoRA inside a version directory
 
 
+class OtherBase(UserError):
+    """The adapter was trained on another base model than the one served (the API answers 409)."""
+
+    http_status = 409
+
+
+BASE_NAME = "base.json"  # the model a version was trained for (models/fingerprint.py's base_record)
+
+
+def version_base(dirs: AppDirs, version: str) -> dict | None:
+    """The base a version was trained on. Versions from before bases were recorded count as trained on
+    the bundled model (marked "assumed"); None when even that cannot be told."""
+    try:
+        data = json.loads((registry.adapters_dir(dirs) / version / BASE_NAME).read_text())
+        if isinstance(data, dict) and data.get("fingerprint"):
+            return data
+    except (OSError, ValueError):
+        pass
+    return _bundled_base()
+
+
+def _bundled_base() -> dict | None:
+    from ..config import BUNDLED
+    from ..llm.backend import resolve_model_path
+    from ..models.fingerprint import base_record
+
+    try:
+        return {**base_record(resolve_model_path(BUNDLED)), "assumed": True}
+    except (UserError, OSError):
+        return None
+
+
+def base_mismatch(dirs: AppDirs, version: str, served: Path | None) -> str | None:
+    """Why `version` must not be applied to the served model file, or None when it may (or when no
+    file is served: the fake backend in tests)."""
+    from ..models.fingerprint import base_record, same_base
+
+    if served is None:
+        return None
+    trained, current = version_base(dirs, version), base_record(served)
+    if trained is None or same_base(trained, current):
+        return None
+    arch = f" ({trained.get('architecture')})" if trained.get("architecture") else ""
+    return (f"adapter {version} was trained on another base model, {trained.get('file')}{arch}, not on the served "
+            f"{current['file']}; serve that model first (vault-agent models use) or retrain")
+
+
+def configured_model() -> Path | None:
+    """The model file the settings name (what the daemon serves at its next start), None if unresolvable."""
+    from ..config import load_settings
+    from ..llm.backend import resolve_model_path
+
+    try:
+        return resolve_model_path(load_settings().llm.model_path)
+    except UserError:
+        return None
+
+
 class UnknownVersion(UserError):
     """No such adapter version, or one without a servable GGUF file (the API answers 404)."""
 
@@ -142,6 +200,9 @@ class Adapters:
     def __init__(self, dirs: AppDirs, backend: Backend | None = None, win_rates: WinRates | None = None) -> None:
         self.dirs = dirs
         self.backend = backend
+        # the model adapters must have been trained on: the served file, or the configured one offline
+        self.served_model: Callable[[], Path | None] = (
+            (lambda: backend.model_path) if backend is not None else configured_model)
         self.win_rates = win_rates or (lambda: win_rates_offline(dirs))
         self.warning: str | None = None  # why the saved adapter is not the one served (start-up fallback)
         self._switching = threading.Lock()  # one switch at a time: the swap and active.json change together
@@ -167,6 +228,8 @@ class Adapters:
             state, _ = read_state(self.dirs)
             new = target(state)
             path = require_servable(self.dirs, new.active) if new.active else None
+            if new.active and (why := base_mismatch(self.dirs, new.active, self.served_model())):
+                raise OtherBase(why)
             swap_ms = None
             if self.backend is not None:
                 swap_ms = round(self.backend.set_adapter(path, new.active), 2)
@@ -183,6 +246,9 @@ class Adapters:
         problems = [warning] if warning else []
         candidates = [state.active] + list(reversed(state.history)) if state.active else []
         for version in candidates:
+            if why := base_mismatch(self.dirs, version, self.served_model()):
+                problems.append(f"not loaded: {why}")
+                continue
             try:
                 self.backend.set_adapter(require_servable(self.dirs, version), version)
             except UserError as e:
@@ -199,6 +265,48 @@ class Adapters:
         self.warning = "; ".join(problems) or None
         return self.warning
 
+    def drop_foreign(self, path: Path) -> str | None:
+        """Without a daemon (`models use` saving the choice for the next start): switch off the saved
+        active adapter if it was trained on another base than `path`; the notice saying so, or None."""
+        with self._switching:
+            state, _ = read_state(self.dirs)
+            why = base_mismatch(self.dirs, state.active, path) if state.active else None
+            if why:
+                write_state(self.dirs, after_activate(state, None))
+                return f"adapter {state.active} switched off: {why.split('; ')[0]}"
+        return None
+
+    def serve_model(self, path: Path) -> tuple[float, str | None]:
+        """Switch the served model to `path` (between generations), keeping the active adapter only if
+        it was trained on that model: one trained on another base is switched off, never applied.
+        Returns the switch's milliseconds and, when an adapter was switched off, a notice saying so."""
+        assert self.backend is not None, "serve_model needs the serving backend"
+        with self._switching:
+            state, _ = read_state(self.dirs)
+            keep, notice = (None, None), None
+            if state.active:
+                why = base_mismatch(self.dirs, state.active, path)
+                try:
+                    servable = require_servable(self.dirs, state.active)
+                except UserError as e:
+                    why, servable = why or str(e), None
+                if why:
+                    notice = f"adapter {state.active} switched off: {why.split('; ')[0]}"
+                else:
+                    keep = (servable, state.active)
+            try:
+                swap_ms = self.backend.switch_model(path, keep)
+            except UserError as e:
+                if keep[0] is None:
+                    raise  # the model itself was refused: the old one stays
+                # the model loads but llama.cpp refuses the adapter on it: serve the model without it
+                swap_ms = self.backend.switch_model(path, (None, None))
+                notice = f"adapter {state.active} switched off: llama.cpp refused it on the new model ({e})"
+            if notice:
+                write_state(self.dirs, after_activate(state, None))
+            self.warning = None
+        return swap_ms, notice
+
     # --- reading -----------------------------------------------------------------------
 
     def listing(self) -> dict:
@@ -211,6 +319,10 @@ class Adapters:
         except PreferenceLogError:  # a locked log: the versions are still worth listing
             win_rates = None
         out = _listing(self.dirs, win_rates)
+        served = self.served_model()
+        for row in out["versions"]:
+            row["base"] = version_base(self.dirs, row["version"])
+            row["fits_served_model"] = None if served is None else base_mismatch(self.dirs, row["version"], served) is None
         if self.backend is not None:
             out["serving"] = self.backend.adapter_version
             out["warning"] = self.warning or out["warning"]

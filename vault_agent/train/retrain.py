@@ -29,6 +29,8 @@ from .fit import Progress, TrainingFailed, fit
 from .schedule import TrainingLock
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..config import LLMSettings, Settings, TrainSettings
     from .base import BaseModel
     from .dpo import TrainingPlan
@@ -193,6 +195,7 @@ def train_version(settings: Settings, dirs: AppDirs, plan: TrainingPlan, base: B
     stage("materialise")
     location = materialise(base)
     with _version_run(dirs, plan, run.headline()) as (version, tmp, runlog):
+        record_base(settings, tmp)
         stage("train")
         out = {"version": version, "path": str(registry.adapters_dir(dirs) / version),
                **fit(plan, location, run, version, tmp, runlog, settings.train, progress, callbacks, overrides)}
@@ -205,6 +208,16 @@ def train_version(settings: Settings, dirs: AppDirs, plan: TrainingPlan, base: B
         stage("activate")
         out["gate"]["activation"] = activate(dirs, version)
     return out
+
+
+def record_base(settings: Settings, version_dir: Path) -> None:
+    """The version's GGUF LoRA is for the served GGUF: record which one (file fingerprint and
+    architecture), so activation and model switches never apply it to another base."""
+    from ..llm.backend import resolve_model_path
+    from ..models.fingerprint import base_record
+    from .active import BASE_NAME
+
+    registry.write_json(version_dir / BASE_NAME, base_record(resolve_model_path(settings.llm.model_path)))
 
 
 def _require_bitsandbytes() -> None:

@@ -5,7 +5,7 @@
 import { Aborted, DaemonDown, HttpError, Timeout, VersionMismatch } from "./errors";
 import { FetchFn, HttpResponse, RequestFn, header, retryAfterSeconds } from "./http";
 import { SseParser } from "./sse";
-import type { AdapterListing, Answer, Comparison, DaemonStatus, Health, OutboxItem, PendingComparison, RecordedResponse, Switched, TrainStatus } from "./types";
+import type { AdapterListing, Answer, Comparison, DaemonStatus, Health, ModelListing, ModelUsed, OutboxItem, PendingComparison, RecordedResponse, Switched, TrainStatus } from "./types";
 
 /** The daemon versions this plugin speaks: same major.minor. */
 export const API_VERSION = "0.1";
@@ -191,6 +191,16 @@ export class VaultAgentClient {
 
 	adaptersOff(): Promise<Switched> {
 		return this.call<Switched>("POST", "/adapters/off", undefined, { idempotent: false });
+	}
+
+	/** The GGUF models the daemon's machine holds, and which one it serves. */
+	listModels(): Promise<ModelListing> {
+		return this.call<ModelListing>("GET", "/models");
+	}
+
+	/** Serve another model (loads it: seconds to minutes); not repeated on a lost reply. */
+	useModel(name: string): Promise<ModelUsed> {
+		return this.call<ModelUsed>("POST", "/models/use", { model: name }, { timeoutMs: this.o.generationTimeoutMs, idempotent: false });
 	}
 
 	trainStatus(): Promise<TrainStatus> {

@@ -146,3 +146,29 @@ export interface TrainStatus {
 	versions: string[];
 	waiting: { total: number; by_source: Record<string, number>; min_new_pairs: number } | null;
 }
+
+/** A GGUF model on the daemon's machine (GET /models; the README's "Your own model"). */
+export interface ModelRow {
+	name: string;
+	source: string;
+	path: string;
+	architecture: string | null;
+	parameters: number | null;
+	quantization: string | null;
+	can: string | null; // "serve", "serve+train", or null: cannot be served (why_not says why)
+	why_not: string | null;
+	served: boolean;
+}
+
+export interface ModelListing {
+	served: string | null;
+	models: ModelRow[];
+}
+
+/** POST /models/use: the model now served, and a notice when an adapter of another base was switched off. */
+export interface ModelUsed {
+	model: ModelRow;
+	switch_ms: number;
+	notice: string | null;
+	warning: string | null;
+}
