@@ -1,0 +1,178 @@
+"""A GGUF model -> a bf16 safetensors folder transformers can train, one tensor at a time.
+
+transformers' own `from_pretrained(gguf_file=...)` dequantizes every tensor to fp32 and holds the
+whole model (and training needs a second, unmarked copy): 8 bytes a parameter. Here each tensor
+is dequantized, un-permuted by transformers' own per-architecture processor, cast to bf16 and
+added to a shard that is written once it reaches SHARD_BYTES, so the process holds one shard, one
+fp32 tensor and the GGUF pages it is reading (dropped after each shard).
+
+The config comes from the GGUF header via transformers' reader, plus the fields that reader drops
+(`header_fixes`): a model whose head size is not hidden / heads, gemma's soft-capping and
+attention scale, rope scaling.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+SHARD_BYTES = 512 * 1024**2
+
+
+def read_header(gguf_path: Path, reader=None) -> dict[str, Any]:
+    """The GGUF header's scalar and string fields (arrays such as the vocabulary left out)."""
+    import gguf
+
+    reader = reader or gguf.GGUFReader(str(gguf_path))
+    out: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        if field.types and field.types[0] != gguf.GGUFValueType.ARRAY:
+            out[key] = field.contents()
+    return out
+
+
+def header_fixes(header: dict[str, Any]) -> dict[str, Any]:
+    """Config fields transformers' GGUF reader leaves at its defaults although the header has them."""
+    arch = header.get("general.architecture", "")
+    get = lambda key: header.get(f"{arch}.{key}")  # noqa: E731
+    fixes: dict[str, Any] = {}
+    key_length = get("attention.key_length")
+    if key_length:  # qwen3 and gemma: heads are not hidden / n_head wide
+        fixes["head_dim"] = int(key_length)
+    if arch in ("gemma2", "gemma3"):
+        # llama.cpp scales attention by 1/sqrt(head size) (see its gemma graphs); transformers'
+        # default query_pre_attn_scalar is 256, right only for models whose heads are 256 wide
+        fixes["query_pre_attn_scalar"] = int(key_length or 256)
+    if arch == "gemma2":
+        for name in ("attn_logit_softcapping", "final_logit_softcapping"):
+            if get(name) is not None:
+                fixes[name] = float(get(name))
+    if get("rope.scaling.type") in ("linear", "yarn") and get("rope.scaling.factor"):
+        rope = {"rope_type": get("rope.scaling.type"), "factor": float(get("rope.scaling.factor")),
+                "rope_theta": float(get("rope.freq_base") or 10000.0)}
+        if get("rope.scaling.original_context_length"):
+            rope["original_max_position_embeddings"] = int(get("rope.scaling.original_context_length"))
+        fixes["rope_parameters"] = rope
+    return fixes
+
+
+def config_from_gguf(gguf_path: Path, reader=None):
+    """(transformers config, the parsed GGUF config dict, the GGUF header)."""
+    from transformers import AutoConfig
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    try:
+        parsed = load_gguf_checkpoint(str(gguf_path), return_tensors=False)
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        raise UserError(f"transformers cannot read {gguf_path} as a training base ({exc}); set train.base_model "
+                        "to an HF checkpoint of the same model") from None
+    header = read_header(gguf_path, reader)
+    values = dict(parsed["config"]) | header_fixes(header)
+    model_type = values.pop("model_type")
+    if model_type == "gemma3_text" and "rope_parameters" not in values:
+        # llama.cpp runs gemma3's local layers at rope base 10000 and the global ones at the header's
+        values["rope_parameters"] = {
+            "full_attention": {"rope_type": "default", "rope_theta": float(values.get("rope_theta", 1e6))},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
+    config = AutoConfig.for_model(model_type, **values)
+    return config, values, header
+
+
+def write_bf16_checkpoint(gguf_path: Path, dest: Path) -> None:
+    """Write config, bf16 safetensors shards (+ index) and tokenizer for `gguf_path` into `dest`."""
+    import gguf
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    config, values, header = config_from_gguf(gguf_path, reader)
+    arch = header["general.architecture"]
+    with torch.device("meta"):  # names and shapes only: no memory
+        skeleton = AutoModelForCausalLM.from_config(config)
+    processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=values | {"model_type": config.model_type})
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    names = gguf_to_hf_names(arch, config.num_hidden_layers, expected)
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+    del skeleton
+
+    dest.mkdir(parents=True, exist_ok=True)
+    pages = getattr(reader.data, "_mmap", None)
+    weight_map: dict[str, str] = {}
+    shard: dict[str, Any] = {}
+    size = 0
+
+    def flush() -> None:
+        nonlocal shard, size
+        if shard:
+            name = f"model-{len(set(weight_map.values())) + 1:05d}.safetensors"
+            save_file(shard, str(dest / name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(shard, name))
+        shard, size = {}, 0
+        if pages is not None and hasattr(pages, "madvise"):
+            pages.madvise(mmap.MADV_DONTNEED)  # the GGUF pages read so far: reloaded from disk if needed
+
+    for tensor in reader.tensors:
+        weights = gguf.dequantize(tensor.data, tensor.tensor_type)
+        result = processor.process(weights=weights, name=tensor.name, tensor_key_mapping=names,
+                                   parsed_parameters={"config": values, "tensors": {}})
+        hf_name = names.get(result.name)
+        if hf_name is None or hf_name not in expected:
+            continue
+        with warnings.catch_warnings():  # a read-only view of the GGUF: copied by the cast below
+            warnings.simplefilter("ignore", UserWarning)
+            value = torch.from_numpy(np.asarray(result.weights, dtype=np.float32)).to(torch.bfloat16)
+        if tuple(value.shape) != expected[hf_name]:
+            raise UserError(f"{gguf_path.name}: {tensor.name} is {tuple(value.shape)}, but the model its header "
+                            f"describes needs {expected[hf_name]} for {hf_name}; the loop cannot train this model")
+        shard[hf_name] = value.contiguous()
+        size += value.numel() * 2
+        if size >= SHARD_BYTES:
+            flush()
+    flush()
+    missing = sorted(set(expected) - set(weight_map))
+    if missing:
+        raise UserError(f"{gguf_path.name} lacks {len(missing)} weights the model needs (e.g. {missing[0]}); "
+                        "the loop cannot train this model")
+    total = sum(expected[k][0] * int(np.prod(expected[k][1:])) * 2 for k in weight_map)
+    (dest / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    config.dtype = torch.bfloat16
+    config.save_pretrained(dest)
+    training_tokenizer(gguf_path, header.get("tokenizer.chat_template")).save_pretrained(dest)
+
+
+def gguf_to_hf_names(arch: str, n_layers: int, hf_names) -> dict[str, str]:
+    """GGUF tensor name -> HF parameter name, from gguf-py's own table (once, not per submodule
+    as transformers' get_gguf_hf_weights_map builds it)."""
+    import gguf
+
+    arch_enum = next((k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch), None)
+    if arch_enum is None:
+        raise UserError(f"gguf-py does not know the architecture {arch!r}")
+    table = gguf.get_tensor_name_map(arch_enum, n_layers)
+    out = {}
+    for hf_name in hf_names:
+        stem, _, suffix = hf_name.rpartition(".")
+        gguf_name = table.get_name(stem)
+        if gguf_name is not None:
+            out[f"{gguf_name}.{suffix}"] = hf_name
+    return out
+
+
+def training_tokenizer(gguf_path: Path, header_template: str | None):
+    """The GGUF's tokenizer, with the chat template llama.cpp serves with (the header's own)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    if header_template:
+        tokenizer.chat_template = header_template
+    return tokenizer
