@@ -53,17 +53,21 @@ def converter_dir() -> Path:
     return dest
 
 
-def run_converter(script: str, *args: str, base_pre: str | None = None) -> None:
-    """Run one converter script with its own gguf-py. `base_pre` answers the pre-tokenizer question
-    (a tokenizer rebuilt from a GGUF hashes to no known one): the original model's name."""
+def run_converters(*runs: tuple[str, ...], base_pre: str | None = None) -> None:
+    """Run converter scripts (each a tuple: script, *args) one after the other in one process, with
+    their own gguf-py. `base_pre` answers the pre-tokenizer question (a tokenizer rebuilt from a GGUF
+    hashes to no known one): the original model's name. Every family takes the byte-level BPE
+    vocabulary of the test tokenizer (gemma2 and phi3 would insist on a sentencepiece file)."""
     folder = converter_dir()
-    patch = (f"import sys; sys.argv = {[script, *args]!r}; sys.path[:0] = [{str(folder)!r}, {str(folder / 'gguf-py')!r}]\n"
-             "import runpy\n")
+    patch = (f"import sys, runpy; sys.path[:0] = [{str(folder)!r}, {str(folder / 'gguf-py')!r}]\n"
+             "import conversion.base as b, conversion.gemma as g, conversion.phi as p\n"
+             "g.Gemma2Model.set_vocab = p.Phi3MiniModel.set_vocab = b.TextModel._set_vocab_gpt2\n")
     if base_pre is not None:
-        patch += ("import conversion.base as b\n"
-                  f"b.TextModel.get_vocab_base_pre = lambda self, tokenizer: {base_pre!r}\n")
-    patch += f"runpy.run_path({str(folder / script)!r}, run_name='__main__')\n"
+        patch += f"b.TextModel.get_vocab_base_pre = lambda self, tokenizer: {base_pre!r}\n"
+    for script, *args in runs:
+        patch += (f"sys.argv = {[script, *args]!r}\n"
+                  f"runpy.run_path({str(folder / script)!r}, run_name='__main__')\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     got = subprocess.run([sys.executable, "-c", patch], capture_output=True, text=True, env=env, timeout=600)
     if got.returncode != 0:
-        raise AssertionError(f"{script} failed:\n{got.stderr[-4000:]}")
+        raise AssertionError(f"{[r[0] for r in runs]} failed:\n{got.stderr[-4000:]}")

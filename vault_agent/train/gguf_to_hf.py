@@ -97,6 +97,7 @@ def write_bf16_checkpoint(gguf_path: Path, dest: Path) -> None:
     arch = header["general.architecture"]
     with torch.device("meta"):  # names and shapes only: no memory
         skeleton = AutoModelForCausalLM.from_config(config)
+    config.architectures = [type(skeleton).__name__]  # what converters (convert_lora_to_gguf) look up
     processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=values | {"model_type": config.model_type})
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     names = gguf_to_hf_names(arch, config.num_hidden_layers, expected)
