@@ -82,3 +82,21 @@ def _remove_dead_copies(dest: Path) -> None:
             continue  # not a name this module writes
         if not pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def refuse_untrainable(base: BaseModel) -> None:
+    """A one-line UserError, before anything loads, when the served GGUF is not a model the loop
+    can train (architectures.why_not_trainable on its header). A base already materialised passed."""
+    if base.source != "gguf" or base.ready or base.gguf is None:
+        return
+    from .architectures import why_not_trainable
+    from .gguf_to_hf import read_header
+
+    try:
+        header = read_header(base.gguf)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"cannot read {base.gguf} as a GGUF model ({exc}); retrain trains the served model") from None
+    reason = why_not_trainable(header)
+    if reason:
+        raise UserError(f"retrain cannot train {base.gguf.name}: {reason}; serve a model the loop trains "
+                        "(see the README's 'Training other architectures')")
