@@ -9,6 +9,8 @@ materialised model. The training prompt's tokens must equal the served prompt's.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from conftest import strong_adapter
@@ -26,6 +28,19 @@ FAMILIES = {
     "phi3": ("Phi3Config", dict(hidden_size=192, num_attention_heads=2, num_key_value_heads=2)),  # 96 wide heads
 }
 TARGETS = "all-linear"
+# each family's own chat-template shape (simplified), so the check below covers a BOS inside the
+# template (llama 3, gemma) and an EOS after the last turn (phi3); qwen keeps the bundled ChatML one
+TEMPLATES = {
+    "llama": ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+              "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+              "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"),
+    "gemma2": ("{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
+               "<start_of_turn>{{ role }}\n{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
+               "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"),
+    "phi3": ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+             "{% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}"),
+}
+TEMPLATES["gemma3"] = TEMPLATES["gemma2"]
 
 
 def tiny_model(family: str, tokenizer, out_dir):
@@ -45,6 +60,8 @@ def tiny_model(family: str, tokenizer, out_dir):
             if p.dim() == 2:
                 p.mul_(4.0)
     model.save_pretrained(out_dir)
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.chat_template = TEMPLATES.get(family, tokenizer.chat_template)
     tokenizer.save_pretrained(out_dir)
     return model
 
@@ -78,6 +95,8 @@ def test_materialise_and_export_match_llama_cpp(family, bundled_tokenizer, tmp_p
     base = AutoModelForCausalLM.from_pretrained(str(tmp_path / "base"), dtype=torch.float32).eval()
     assert base.config.head_dim == getattr(original.config, "head_dim", None) or \
         original.config.hidden_size // original.config.num_attention_heads
+
+    assert_training_prompt_is_the_served_prompt(gguf_path, tmp_path / "base")
 
     # (a) our export equals llama.cpp's converter, tensor for tensor
     export_gguf_lora(tmp_path / "adapter", gguf_path, tmp_path / "ours.gguf", dtype="f32")
@@ -113,3 +132,31 @@ def test_materialise_and_export_match_llama_cpp(family, bundled_tokenizer, tmp_p
     assert moved > 0.3
     assert top1 >= 0.9
     assert corr > 0.9
+
+
+def assert_training_prompt_is_the_served_prompt(gguf_path, base_dir):
+    """The tokens training sees for a chat prompt (the materialised tokenizer's template, tokenized
+    without added specials, as TRL and dpo.py do) are the tokens llama-cpp-python serves for it
+    (the GGUF's template through its Jinja2ChatFormatter, tokenized as its chat handler does)."""
+    import llama_cpp
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from transformers import AutoTokenizer
+
+    from vault_agent.llm.lora import token_text
+    from vault_agent.llm.prompts import build_rag_messages
+
+    messages = build_rag_messages("How often are the tomatoes watered?", [
+        {"n": 1, "note": "Garden.md", "heading": "Tomatoes", "text": "Water the tomato plants deeply twice a week."}])
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    trained = tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=64, vocab_only=True, verbose=False)
+    try:
+        served_format = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"],
+                                            eos_token=token_text(llm, llm.token_eos()),
+                                            bos_token=token_text(llm, llm.token_bos()))(messages=messages)
+        served = llm.tokenize(served_format.prompt.encode(), add_bos=not served_format.added_special, special=True)
+    finally:
+        llm.close()
+    assert trained == served, (text, served_format.prompt)
