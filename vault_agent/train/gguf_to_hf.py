@@ -148,7 +148,8 @@ def write_bf16_checkpoint(gguf_path: Path, dest: Path) -> None:
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
     config.dtype = torch.bfloat16
     config.save_pretrained(dest)
-    training_tokenizer(gguf_path, header.get("tokenizer.chat_template")).save_pretrained(dest)
+    training_tokenizer(gguf_path, header).save_pretrained(dest)
+    check_tokenizer_agrees(gguf_path, dest, header)
 
 
 def gguf_to_hf_names(arch: str, n_layers: int, hf_names) -> dict[str, str]:
@@ -169,11 +170,66 @@ def gguf_to_hf_names(arch: str, n_layers: int, hf_names) -> dict[str, str]:
     return out
 
 
-def training_tokenizer(gguf_path: Path, header_template: str | None):
-    """The GGUF's tokenizer, with the chat template llama.cpp serves with (the header's own)."""
+# llama.cpp pre-tokenizers (tokenizer.ggml.pre) that transformers' GGUF reader does not know, so it
+# would split text the GPT-2 way: their regexes, applied in order as llama.cpp's llama-vocab.cpp does
+_GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+EXTRA_PRE_TOKENIZERS = {name: (r"\p{N}", _GPT2_SPLIT) for name in ("smollm", "codeshell", "exaone", "minerva")}
+PROBE = [{"role": "system", "content": "Answer from the notes. Cite them as [1]."},
+         {"role": "user", "content": "[1] Garden.md > Tomatoes\nWater 2x a week, 12-15 L; it's 2026.\n\n"
+                                     "Question:  How often?\tAnd why?"}]
+
+
+def training_tokenizer(gguf_path: Path, header: dict[str, Any]):
+    """The GGUF's tokenizer, with the chat template llama.cpp serves with (the header's own) and the
+    GGUF's pre-tokenizer where transformers does not know it."""
+    from tokenizers import Regex, pre_tokenizers
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    if header_template:
-        tokenizer.chat_template = header_template
+    template = header.get("tokenizer.chat_template")
+    if template:
+        tokenizer.chat_template = template
+    splits = EXTRA_PRE_TOKENIZERS.get(str(header.get("tokenizer.ggml.pre", "")))
+    if splits and getattr(tokenizer, "backend_tokenizer", None) is not None:
+        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(split), behavior="isolated") for split in splits]
+            + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     return tokenizer
+
+
+def check_tokenizer_agrees(gguf_path: Path, folder: Path, header: dict[str, Any]) -> None:
+    """Refuse when the tokenizer training will load from `folder` tokenizes a chat prompt unlike
+    llama.cpp (transformers' tokenizer classes may impose their family's pre-tokenizer on reload)."""
+    from transformers import AutoTokenizer
+
+    if not header.get("tokenizer.chat_template"):
+        return
+    trained = trained_prompt_tokens(AutoTokenizer.from_pretrained(str(folder)), PROBE)
+    if trained != served_prompt_tokens(gguf_path, PROBE):
+        raise UserError(f"transformers tokenizes {gguf_path.name}'s chat prompts differently from llama.cpp "
+                        f"(pre-tokenizer {header.get('tokenizer.ggml.pre')!r}): training would see other tokens "
+                        "than the served model; set train.base_model to an HF checkpoint of the same model")
+
+
+def trained_prompt_tokens(tokenizer, messages: list[dict]) -> list[int]:
+    """A chat prompt's tokens as training sees them (templated, then tokenized without added
+    specials, as TRL and dpo.py do)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def served_prompt_tokens(gguf_path: Path, messages: list[dict]) -> list[int]:
+    """A chat prompt's tokens as llama-cpp-python serves it: the GGUF's template through its
+    Jinja2ChatFormatter, tokenized as its chat handler does."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from ..llm.lora import import_llama_cpp, token_text
+
+    llm = import_llama_cpp().Llama(model_path=str(gguf_path), n_ctx=64, vocab_only=True, verbose=False)
+    try:
+        formatted = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"],
+                                        eos_token=token_text(llm, llm.token_eos()),
+                                        bos_token=token_text(llm, llm.token_bos()))(messages=messages)
+        return llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
+    finally:
+        llm.close()
