@@ -83,7 +83,7 @@ def write_random_qwen2(path: Path, shape: tuple[int, ...], bundled: Path) -> int
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     for key, field in source.fields.items():
         if key.startswith("tokenizer."):
-            value = field.contents()
+            value = "qwen2" if key == "tokenizer.ggml.pre" else field.contents()  # as Qwen2.5 GGUFs name it
             if isinstance(value, list):
                 writer.add_array(key, value)
             elif isinstance(value, str):

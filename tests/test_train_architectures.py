@@ -41,6 +41,7 @@ TEMPLATES = {
              "{% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}"),
 }
 TEMPLATES["gemma3"] = TEMPLATES["gemma2"]
+SENTENCEPIECE = ("gemma2", "gemma3")
 # the pre-tokenizer the family's GGUFs name (llama.cpp's converter cannot hash a tokenizer rebuilt
 # from a GGUF; gemma and phi3 ship sentencepiece vocabularies, so they keep the test vocabulary's own)
 PRE_TOKENIZERS = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2"}
@@ -52,21 +53,47 @@ def tiny_model(family: str, tokenizer, out_dir):
     from transformers import AutoModelForCausalLM
 
     cls, shape = FAMILIES[family]
+    if family in SENTENCEPIECE:
+        ids = sentencepiece_vocabulary(out_dir, TEMPLATES[family])
+    else:
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.chat_template = TEMPLATES.get(family, tokenizer.chat_template)
+        tokenizer.save_pretrained(out_dir)
+        ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
-    config = getattr(transformers, cls)(
-        vocab_size=len(tokenizer), intermediate_size=128, num_hidden_layers=2, max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, **shape)
+    config = getattr(transformers, cls)(intermediate_size=128, num_hidden_layers=2, max_position_embeddings=512,
+                                        **ids, **shape)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # random init is near-uniform over the vocabulary: sharpen it so top-1 means something
         for p in model.parameters():
             if p.dim() == 2:
                 p.mul_(4.0)
     model.save_pretrained(out_dir)
-    tokenizer = copy.deepcopy(tokenizer)
-    tokenizer.chat_template = TEMPLATES.get(family, tokenizer.chat_template)
-    tokenizer.save_pretrained(out_dir)
     return model
+
+
+def sentencepiece_vocabulary(out_dir, template: str) -> dict:
+    """A small sentencepiece vocabulary (gemma's kind: llama.cpp and transformers' GGUF reader both
+    treat gemma GGUFs as sentencepiece), trained on the test prompts; gemma's special token ids."""
+    import json
+
+    import sentencepiece as spm
+
+    from vault_agent.llm.prompts import RAG_SYSTEM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = [RAG_SYSTEM, *PROMPTS, "Notes:", "Question: How often are the tomatoes watered?", "[1] Garden.md > Tomatoes"]
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text * 20), model_prefix=str(out_dir / "tokenizer"),
+                                   vocab_size=700, model_type="bpe", byte_fallback=True, pad_id=0, eos_id=1,
+                                   bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+                                   control_symbols=["<start_of_turn>", "<end_of_turn>"],
+                                   hard_vocab_limit=False, minloglevel=2)
+    (out_dir / "tokenizer_config.json").write_text(json.dumps({
+        "chat_template": template, "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+        "unk_token": "<unk>", "add_bos_token": True}))
+    size = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model")).get_piece_size()
+    return dict(vocab_size=size, bos_token_id=2, eos_token_id=1, pad_token_id=0)
 
 
 def head_size(config) -> int:
@@ -167,3 +194,52 @@ def assert_training_prompt_is_the_served_prompt(gguf_path, base_dir):
     finally:
         llm.close()
     assert trained == served, (text, served_format.prompt)
+
+
+@pytest.mark.slow
+def test_retrain_on_a_served_qwen2_model_gives_a_gguf_lora_that_changes_its_answers(
+        bundled_tokenizer, agent_home, tmp_path, monkeypatch):
+    """The loop itself on a non-llama family: a tiny qwen2 GGUF as the served model, pairs in the
+    preference log, `retrain` (materialise, DPO, export, gate); llama.cpp with the version's GGUF
+    LoRA answers differently from the bare model."""
+    import llama_cpp
+
+    from vault_agent.config import load_settings
+    from vault_agent.feedback.store import PreferenceLog
+    from vault_agent.llm.lora import LoraSlot, adapter_safe_loading
+    from vault_agent.paths import app_dirs
+    from vault_agent.train import active
+    from vault_agent.train.retrain import retrain
+
+    tiny_model("qwen2", bundled_tokenizer, tmp_path / "hf")
+    gguf_path = tmp_path / "qwen2.gguf"
+    run_converters(("convert_hf_to_gguf.py", str(tmp_path / "hf"), "--outfile", str(gguf_path), "--outtype", "f16"),
+                   base_pre="qwen2")
+    monkeypatch.setenv("VAULT_AGENT_LLM__MODEL_PATH", str(gguf_path))
+    for key, value in {"MIN_PAIRS": "4", "BATCH_SIZE": "2", "MAX_LENGTH": "128", "LEARNING_RATE": "0.005",
+                       "EPOCHS": "2", "HELDOUT_FRACTION": "0.2"}.items():
+        monkeypatch.setenv(f"VAULT_AGENT_TRAIN__{key}", value)
+    dirs = app_dirs().ensure()
+    with PreferenceLog(dirs.preference_db) as log:
+        for i in range(10):
+            log.add_synthetic_pair([{"role": "user", "content": f"How often is bed {i} watered?"}],
+                                   f"Bed {i} is watered twice a week [1].", "I don't know.", origin_id=f"c{i}:h")
+
+    result = retrain(load_settings(), dirs)
+    lora = dirs.data / "adapters" / result.version / active.GGUF_NAME
+    assert result.version == "v0001" and lora.is_file(), result
+
+    def greedy(adapter=None) -> list[int]:
+        with adapter_safe_loading():
+            llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=128, verbose=False, n_threads=2)
+        slot = LoraSlot(llm)
+        try:
+            if adapter is not None:
+                slot.use(slot.load(adapter))
+            prompt = llm.tokenize(b"How often is bed 3 watered?", add_bos=False)
+            return [t for _, t in zip(range(12), llm.generate(prompt, temp=0.0))]
+        finally:
+            slot.close()
+            llm.close()
+
+    assert greedy(lora) != greedy()
