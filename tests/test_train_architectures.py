@@ -20,7 +20,10 @@ from test_export_gguf import PROMPTS, hf_logprobs, llama_logprobs, shift_correla
 # family -> (transformers config class, the family's shape: head size and query/kv heads as in a real
 # model of it (Llama 3.2 1B, Qwen2.5 0.5B, Qwen3 0.6B, Gemma 2 2B, Gemma 3 1B, Phi-3 mini)
 FAMILIES = {
-    "llama": ("LlamaConfig", dict(hidden_size=64, head_dim=64, num_attention_heads=4, num_key_value_heads=1)),
+    "llama": ("LlamaConfig", dict(hidden_size=64, head_dim=64, num_attention_heads=4, num_key_value_heads=1,
+                                  rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                                                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                   "original_max_position_embeddings": 8192})),
     "qwen2": ("Qwen2Config", dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=1)),  # 64 wide heads
     "qwen3": ("Qwen3Config", dict(hidden_size=64, head_dim=128, num_attention_heads=4, num_key_value_heads=2)),
     "gemma2": ("Gemma2Config", dict(hidden_size=64, head_dim=256, num_attention_heads=2, num_key_value_heads=1)),
@@ -129,6 +132,8 @@ def test_materialise_and_export_match_llama_cpp(family, bundled_tokenizer, tmp_p
     write_bf16_checkpoint(gguf_path, tmp_path / "base")
     base = AutoModelForCausalLM.from_pretrained(str(tmp_path / "base"), dtype=torch.float32).eval()
     assert head_size(base.config) == head_size(original.config)
+    if family == "llama":  # Llama 3.2's rope scaling, which the GGUF keeps as a rope_freqs tensor
+        assert base.config.rope_parameters == original.config.rope_parameters
 
     assert_training_prompt_is_the_served_prompt(gguf_path, tmp_path / "base")
 

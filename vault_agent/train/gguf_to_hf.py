@@ -61,6 +61,41 @@ def header_fixes(header: dict[str, Any]) -> dict[str, Any]:
     return fixes
 
 
+# Llama 3.1-3.3's published rope scaling (low, high, original context); the factor comes from the tensor
+LLAMA3_ROPE_CANDIDATES = [(1.0, 4.0, 8192), (1.0, 4.0, 4096), (1.0, 4.0, 16384), (1.0, 8.0, 8192)]
+
+
+def llama3_rope(factors, values: dict[str, Any]) -> dict[str, Any]:
+    """Llama 3.x GGUFs keep their rope scaling as per-frequency divisors (`rope_freqs`, written by
+    convert_hf_to_gguf from the llama3 rope parameters) and not in the header: find the parameters
+    that give back exactly those divisors, so transformers rotates as llama.cpp does."""
+    import math
+
+    import numpy as np
+
+    factors = np.asarray(factors, dtype=np.float64).ravel()
+    base = float(values.get("rope_theta", 10000.0))
+    dim = int(values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"])
+    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    factor = float(factors.max())
+    for low, high, original in LLAMA3_ROPE_CANDIDATES:
+        expect = []
+        for freq in freqs:
+            wavelen = 2 * math.pi / freq
+            if wavelen < original / high:
+                expect.append(1.0)
+            elif wavelen > original / low:
+                expect.append(factor)
+            else:
+                smooth = (original / wavelen - low) / (high - low)
+                expect.append(1 / ((1 - smooth) / factor + smooth))
+        if len(expect) == len(factors) and np.allclose(expect, factors, rtol=1e-4):
+            return {"rope_type": "llama3", "rope_theta": base, "factor": factor, "low_freq_factor": low,
+                    "high_freq_factor": high, "original_max_position_embeddings": original}
+    raise UserError("the GGUF's rope frequency factors (rope_freqs) match no Llama 3 rope scaling; "
+                    "set train.base_model to an HF checkpoint of the same model")
+
+
 def config_from_gguf(gguf_path: Path, reader=None):
     """(transformers config, the parsed GGUF config dict, the GGUF header)."""
     from transformers import AutoConfig
@@ -71,8 +106,14 @@ def config_from_gguf(gguf_path: Path, reader=None):
     except (ValueError, KeyError, NotImplementedError) as exc:
         raise UserError(f"transformers cannot read {gguf_path} as a training base ({exc}); set train.base_model "
                         "to an HF checkpoint of the same model") from None
+    import gguf
+
+    reader = reader or gguf.GGUFReader(str(gguf_path))
     header = read_header(gguf_path, reader)
     values = dict(parsed["config"]) | header_fixes(header)
+    freqs = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
+    if freqs is not None and header["general.architecture"] == "llama":
+        values["rope_parameters"] = llama3_rope(gguf.dequantize(freqs.data, freqs.tensor_type), values)
     model_type = values.pop("model_type")
     if model_type == "gemma3_text" and "rope_parameters" not in values:
         # llama.cpp runs gemma3's local layers at rope base 10000 and the global ones at the header's
