@@ -56,12 +56,10 @@ def converter_dir() -> Path:
 def run_converters(*runs: tuple[str, ...], base_pre: str | None = None) -> None:
     """Run converter scripts (each a tuple: script, *args) one after the other in one process, with
     their own gguf-py. `base_pre` answers the pre-tokenizer question (a tokenizer rebuilt from a GGUF
-    hashes to no known one): the original model's name. phi3 takes the byte-level BPE vocabulary of
-    the test tokenizer (its converter insists on a sentencepiece file otherwise)."""
+    hashes to no known one): the original model's name."""
     folder = converter_dir()
     patch = (f"import sys, runpy; sys.path[:0] = [{str(folder)!r}, {str(folder / 'gguf-py')!r}]\n"
-             "import conversion.base as b, conversion.phi as p\n"
-             "p.Phi3MiniModel.set_vocab = b.TextModel._set_vocab_gpt2\n")
+             "import conversion.base as b\n")
     if base_pre is not None:
         patch += f"b.TextModel.get_vocab_base_pre = lambda self, tokenizer: {base_pre!r}\n"
     for script, *args in runs:

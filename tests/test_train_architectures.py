@@ -44,7 +44,10 @@ TEMPLATES = {
              "{% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}"),
 }
 TEMPLATES["gemma3"] = TEMPLATES["gemma2"]
-SENTENCEPIECE = ("gemma2", "gemma3")
+# families whose real GGUFs carry sentencepiece vocabularies: a small one of their own, with the
+# template's turn markers as control tokens, as in the real ones
+SENTENCEPIECE = {"gemma2": ["<start_of_turn>", "<end_of_turn>"], "gemma3": ["<start_of_turn>", "<end_of_turn>"],
+                 "phi3": ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]}
 # the pre-tokenizer the family's GGUFs name (llama.cpp's converter cannot hash a tokenizer rebuilt
 # from a GGUF; gemma and phi3 ship sentencepiece vocabularies, so they keep the test vocabulary's own)
 PRE_TOKENIZERS = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2"}
@@ -57,7 +60,7 @@ def tiny_model(family: str, tokenizer, out_dir):
 
     cls, shape = FAMILIES[family]
     if family in SENTENCEPIECE:
-        ids = sentencepiece_vocabulary(out_dir, TEMPLATES[family])
+        ids = sentencepiece_vocabulary(out_dir, TEMPLATES[family], SENTENCEPIECE[family])
     else:
         tokenizer = copy.deepcopy(tokenizer)
         tokenizer.chat_template = TEMPLATES.get(family, tokenizer.chat_template)
@@ -76,9 +79,8 @@ def tiny_model(family: str, tokenizer, out_dir):
     return model
 
 
-def sentencepiece_vocabulary(out_dir, template: str) -> dict:
-    """A small sentencepiece vocabulary (gemma's kind: llama.cpp and transformers' GGUF reader both
-    treat gemma GGUFs as sentencepiece), trained on the test prompts; gemma's special token ids."""
+def sentencepiece_vocabulary(out_dir, template: str, markers: list[str]) -> dict:
+    """A small sentencepiece vocabulary trained on the test prompts; gemma's special token ids."""
     import json
 
     import sentencepiece as spm
@@ -90,11 +92,11 @@ def sentencepiece_vocabulary(out_dir, template: str) -> dict:
     spm.SentencePieceTrainer.train(sentence_iterator=iter(text * 20), model_prefix=str(out_dir / "tokenizer"),
                                    vocab_size=700, model_type="bpe", byte_fallback=True, pad_id=0, eos_id=1,
                                    bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
-                                   control_symbols=["<start_of_turn>", "<end_of_turn>"],
+                                   control_symbols=markers,
                                    hard_vocab_limit=False, minloglevel=2)
     (out_dir / "tokenizer_config.json").write_text(json.dumps({
         "chat_template": template, "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
-        "unk_token": "<unk>", "add_bos_token": True}))
+        "unk_token": "<unk>", "add_bos_token": True, "tokenizer_class": "LlamaTokenizer"}))
     size = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model")).get_piece_size()
     return dict(vocab_size=size, bos_token_id=2, eos_token_id=1, pad_token_id=0)
 
