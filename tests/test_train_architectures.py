@@ -1,8 +1,8 @@
 """The training side on each architecture the loop trains, checked against llama.cpp's own converters.
 
 Per family, a tiny random model (2 layers, 64 wide, but the family's real head size and
-grouped-query ratio: where config bugs hide) with the bundled tokenizer is converted to GGUF by
-convert_hf_to_gguf.py. Then: our materialise reads it back (bf16), a LoRA with random non-zero B is
+grouped-query ratio: where config bugs hide; a vocabulary of the family's kind) is converted to GGUF
+by convert_hf_to_gguf.py. Then: our materialise reads it back (bf16), a LoRA with random non-zero B is
 exported by train/export.py and must equal convert_lora_to_gguf.py's file tensor for tensor, and
 llama.cpp with our GGUF LoRA must move the log-probs the way transformers + PEFT moves the
 materialised model. The training prompt's tokens must equal the served prompt's."""
