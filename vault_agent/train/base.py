@@ -1,10 +1,9 @@
 """The model an adapter is trained on.
 
-By default it is the served GGUF itself, dequantized by transformers into an HF model, so the
-adapter learns on the weights it will be served with. Transformers marks such a model
-"quantized with GGUF" and refuses to train it: we drop `quantization_config`, rebuild it with
-`from_config` + `load_state_dict`, and cache the result as safetensors in the data dir (once per
-GGUF file). A configured HF checkpoint (path or id) of the same model is the alternative.
+By default it is the served GGUF itself, dequantized tensor by tensor into a bf16 safetensors
+folder (gguf_to_hf.py) cached in the data dir (once per GGUF file), so the adapter learns on the
+weights it will be served with. A configured HF checkpoint (path or id) of the same model is the
+alternative.
 """
 
 from __future__ import annotations
@@ -54,14 +53,14 @@ def materialise(base: BaseModel) -> Path | str:
     """The HF location to load, materialising the GGUF (once) when needed."""
     if base.source == "hf" or base.ready:
         return base.location
+    from .gguf_to_hf import write_bf16_checkpoint
+
     dest = Path(base.location)
     _remove_dead_copies(dest)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model, tokenizer = load_trainable_from_gguf(base.gguf)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        write_bf16_checkpoint(base.gguf, tmp)
         os.replace(tmp, dest)  # readers see the whole copy or none
     except OSError as exc:
         raise UserError(f"could not write the training base to {dest.parent} ({exc.strerror or exc}); "
@@ -85,22 +84,19 @@ def _remove_dead_copies(dest: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_trainable_from_gguf(gguf: Path):
-    """(model, tokenizer) dequantized from a GGUF, fp32, without the GGUF quantization marker."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def refuse_untrainable(base: BaseModel) -> None:
+    """A one-line UserError, before anything loads, when the served GGUF is not a model the loop
+    can train (architectures.why_not_trainable on its header). A base already materialised passed."""
+    if base.source != "gguf" or base.ready or base.gguf is None:
+        return
+    from .architectures import why_not_trainable
+    from .gguf_to_hf import read_header
 
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    except (ValueError, OSError, KeyError) as exc:
-        raise UserError(f"transformers cannot read {gguf} as a training base ({exc}); set train.base_model to "
-                        "an HF checkpoint of the same model") from None
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    model.tie_weights()
-    del loaded
-    return model, tokenizer
+        header = read_header(base.gguf)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"cannot read {base.gguf} as a GGUF model ({exc}); retrain trains the served model") from None
+    reason = why_not_trainable(header)
+    if reason:
+        raise UserError(f"retrain cannot train {base.gguf.name}: {reason}; serve a model the loop trains "
+                        "(see the README's 'Training other architectures')")

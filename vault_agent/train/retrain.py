@@ -125,6 +125,9 @@ def retrain(settings: Settings, dirs: AppDirs, *, if_due: bool = False, dry_run:
     settings = how.with_method(settings, method)
     train = settings.train
     dirs.ensure()
+    from .base import refuse_untrainable, resolve_base
+
+    refuse_untrainable(resolve_base(train, settings.llm, dirs))  # in one line, before pairs or models load
     # A dry run reads and plans only, so it needs no lock and may run beside a training.
     with contextlib.nullcontext() if dry_run else TrainingLock(dirs):
         started = time.perf_counter()
