@@ -45,11 +45,16 @@ class Cancelled(Exception):
 
 
 class Embedder:
-    def __init__(self, settings: IndexSettings):
+    def __init__(self, settings: IndexSettings, cache_dir: Path | None = None):
+        """`cache_dir` holds the int8 ONNX exports (default: the data dir's embedders/)."""
         self.spec = settings.embedding_model
-        self.label = model_label(self.spec)
-        self.identity = model_identity(self.spec)
+        self.backend = settings.embedding_backend
+        self.label = model_label(self.spec) + ("" if self.backend == "torch" else f" ({self.backend})")
+        # torch keeps the identity it always had (existing indexes stay valid); another backend's
+        # vectors differ slightly, so they get their own collection and a switch re-embeds
+        self.identity = model_identity(self.spec) + ("" if self.backend == "torch" else f"|{self.backend}")
         self.device = settings.device
+        self.cache_dir = cache_dir
         self.batch_size = settings.batch_size
         self._model = None
         self._lock = threading.Lock()
@@ -75,6 +80,8 @@ class Embedder:
         hf_logging.disable_progress_bar()  # a "Loading weights" bar on every start is noise
         hf_logging.set_verbosity_error()
 
+        if self.backend == "onnx-int8":
+            return self._load_onnx_int8()
         device = self.device
         if device == "auto":
             import torch
@@ -86,6 +93,18 @@ class Embedder:
             raise UserError(
                 f"cannot load embedding model {self.spec!r}: {str(e).splitlines()[0]} (check index.embedding_model)"
             ) from None
+
+    def _load_onnx_int8(self):
+        import torch
+
+        from ..paths import app_dirs
+        from .onnx_int8 import OnnxInt8Model, cached_model
+
+        if self.device == "cuda":
+            raise UserError('index.embedding_backend = "onnx-int8" runs on the CPU; set index.device = "cpu" or "auto"')
+        cache = self.cache_dir or app_dirs().data / "embedders"
+        folder = cached_model(self.identity, resolve_embedding_model(self.spec), cache)
+        return OnnxInt8Model(folder, threads=torch.get_num_threads())
 
     @property
     def dimension(self) -> int:
@@ -134,9 +153,12 @@ class Embedder:
         share = self.cpu_share
         if share is None or self.model.device.type != "cpu":
             return contextlib.nullcontext()
-        import torch
+        threads = getattr(self.model, "threads", None)
+        if threads is None:
+            import torch
 
-        return share.embedding(torch.get_num_threads(), should_stop)
+            threads = torch.get_num_threads()
+        return share.embedding(threads, should_stop)
 
     @staticmethod
     def _longest_first(model, texts: list[str]) -> list[int]:
@@ -151,6 +173,8 @@ class Embedder:
         """One short text: on CPU a single intra-op thread is faster (the ops are too small to split)
         and, unlike a thread team, never stalls when other work (e.g. indexing) holds the cores."""
         model = self.model
+        if hasattr(model, "encode_query"):  # the int8 model keeps a single-threaded session for this
+            return model.encode_query(text)
         if model.device.type != "cpu":
             return model.encode([text], normalize_embeddings=True, show_progress_bar=False)[0].tolist()
         import torch
