@@ -12,6 +12,7 @@ from ..config import BUNDLED, IndexSettings
 from ..errors import UserError
 
 BUNDLED_NAME = "all-MiniLM-L6-v2"
+SMALL_BATCH = 16  # chunks per batch while questions are coming in
 
 
 def resolve_embedding_model(spec: str) -> str:
@@ -119,9 +120,10 @@ class Embedder:
         every batch is padded to its longest member, and sentence-transformers groups by character
         length only, which on chunked notes cost ~20% more CPU (benchmarks/index_bench.py).
 
-        `should_stop` is asked between batches (True raises Cancelled). Batches stay at batch_size even
-        so: a forward pass cannot be interrupted, but smaller batches cost CPU (on 2 cores, MiniLM
-        used ~18% more CPU per chunk at 16 and ~45% more at 8 than at 64); shutdown copes instead."""
+        `should_stop` is asked between batches (True raises Cancelled). Batches stay at batch_size
+        unless questions are coming in (then SMALL_BATCH): a forward pass cannot be interrupted, but
+        smaller batches cost CPU (on 2 cores, MiniLM used ~18% more CPU per chunk at 16 and ~45% more
+        at 8 than at 64), so only an answer waiting on one is worth that; shutdown copes instead."""
         if not texts:
             return []
         import numpy as np
@@ -129,11 +131,11 @@ class Embedder:
         model = self.model
         order = self._longest_first(model, texts)
         out: list = [None] * len(texts)
-        step, start = self.batch_size, 0
+        start = 0
         while start < len(order):
             if should_stop is not None and should_stop():
                 raise Cancelled()
-            batch = order[start : start + step]
+            batch = order[start : start + self._step()]
             with self._turn(should_stop):
                 vectors = model.encode(
                     [texts[i] for i in batch],
@@ -147,6 +149,14 @@ class Embedder:
             start += len(batch)
         self.embedded_count += len(texts)
         return np.stack(out).tolist()
+
+    def _step(self) -> int:
+        """Chunks in the next batch: batch_size, or at most SMALL_BATCH while questions are coming in,
+        so an answer waits for less of an in-flight batch (it costs some CPU per chunk, see embed())."""
+        share = self.cpu_share
+        if share is not None and share.yield_to_answers and share.answers_recent():
+            return min(self.batch_size, SMALL_BATCH)
+        return self.batch_size
 
     def _turn(self, should_stop: Callable[[], bool] | None):
         """One batch's turn on the CPU: after any answer being generated (see cpu/share.py)."""
