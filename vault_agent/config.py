@@ -43,8 +43,9 @@ class IndexSettings(BaseModel):
     max_note_mb: float = Field(5.0, gt=0, description="Notes larger than this are skipped and reported.")
     debounce_seconds: float = Field(0.4, ge=0, le=60, description="Quiet time before a burst of edits is indexed.")
     yield_to_answers: bool = Field(
-        True, description="Pause embedding between batches while an answer is generated (answers decode ~6x "
-                          "faster than beside a running embedder on 2 cores).")
+        True, description="Pause embedding between batches while an answer is wanted (from the request's "
+                          "arrival; answers decode ~6x faster than beside a running embedder on 2 cores), "
+                          "and embed in batches of 16 while questions come in.")
 
 
 class SearchSettings(BaseModel):
