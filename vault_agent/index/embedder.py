@@ -75,14 +75,14 @@ class Embedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if self.backend == "onnx-int8":
+            return self._load_onnx_int8()
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a "Loading weights" bar on every start is noise
         hf_logging.set_verbosity_error()
 
-        if self.backend == "onnx-int8":
-            return self._load_onnx_int8()
         device = self.device
         if device == "auto":
             import torch
