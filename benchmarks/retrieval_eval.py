@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vaults", default="sample,eval", help="comma-separated: " + ",".join(VAULTS))
     parser.add_argument("--smoke", action="store_true", help="one question of each kind, eval vault only (tests)")
     parser.add_argument("--ablate", action="store_true", help="also run each ranking change on its own")
+    parser.add_argument("--backends", default="torch",
+                        help="comma-separated index.embedding_backend values, each scored in this run "
+                             "(e.g. torch,onnx-int8: the int8 model must score within a point of torch)")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="va-eval-") as home:
@@ -202,16 +205,29 @@ def run(parser, args) -> dict:
     unknown = [n for n in names if n not in VAULTS]
     if unknown:
         parser.error(f"unknown vault {unknown[0]!r}; choose from {', '.join(VAULTS)}")
-    settings_for = lambda vault: load_settings(vault=vault)  # noqa: E731
-    embedder = Embedder(settings_for(VAULTS[names[0]][0]).index)
-    report = {"smoke": args.smoke, "vaults": {}}
-    for name in names:
-        vault, qfile = VAULTS[name]
-        questions = load_questions(qfile)
-        if args.smoke:  # one question of each kind
-            questions = list({q.get("kind"): q for q in questions}.values())
-        report["vaults"][name] = evaluate_vault(name, vault.resolve(), questions, embedder, settings_for, args.ablate)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    report = {"smoke": args.smoke, "vaults": {}, "backends": backends}
+    for backend in backends:
+        def settings_for(vault, backend=backend):
+            return load_settings(vault=vault, index={"embedding_backend": backend})
+
+        embedder = Embedder(settings_for(VAULTS[names[0]][0]).index)
+        for name in names:
+            vault, qfile = VAULTS[name]
+            questions = load_questions(qfile)
+            if args.smoke:  # one question of each kind
+                questions = list({q.get("kind"): q for q in questions}.values())
+            key = name if backend == "torch" else f"{name} [{backend}]"  # torch keeps the old report keys
+            report["vaults"][key] = evaluate_vault(name, vault.resolve(), questions, embedder, settings_for,
+                                                   args.ablate)
+    if "torch" in backends:
+        report["vs_torch"] = {
+            key: {m: round(res["ours"][m] - report["vaults"][key.split(" [")[0]]["ours"][m], 3)
+                  for m in ("hit@1", "recall@5", "mrr")}
+            for key, res in report["vaults"].items() if " [" in key}
     print(table(report))
+    if report.get("vs_torch"):
+        print("ours minus torch:", json.dumps(report["vs_torch"]))
     write_result("retrieval_eval_smoke" if args.smoke and not args.out else "retrieval_eval", report, args.out)
     return report
 

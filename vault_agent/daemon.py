@@ -84,7 +84,7 @@ class Daemon:
         backend.cpu_share = share  # an injected backend (tests) shares the CPU like the daemon's own
         indexer.embedder.cpu_share = share
         pref_log = PreferenceLog(self.dirs.preference_db)
-        queue = RequestQueue(s.server.queue_size)
+        queue = RequestQueue(s.server.queue_size, cpu_share=share)
         adapters = Adapters(self.dirs, backend, win_rates=pref_log.adapter_win_rates)
         # the saved adapter choice; a missing or broken one falls back to the previous good version
         if adapters.load_saved():

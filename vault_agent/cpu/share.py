@@ -29,6 +29,7 @@ class CpuShare:
         self._answering = 0
         self._embedding = 0
         self._embed_threads = 1
+        self._last_answer = -math.inf  # monotonic time an answer last began or ended
         self._load = load if load is not None else (OtherLoad() if follow_load else None)
         if self._load is not None:
             self._load.start()
@@ -42,14 +43,30 @@ class CpuShare:
 
     @contextlib.contextmanager
     def answering(self) -> Iterator[None]:
-        with self._cond:
-            self._answering += 1
+        self.begin_answer()
         try:
             yield
         finally:
-            with self._cond:
-                self._answering -= 1
-                self._cond.notify_all()
+            self.end_answer()
+
+    def begin_answer(self) -> None:
+        """An answer is wanted: from the moment the request arrives (the request queue calls this),
+        so its retrieval and prompt eval run with the indexer paused too, not just its decode."""
+        with self._cond:
+            self._answering += 1
+            self._last_answer = time.monotonic()
+
+    def end_answer(self) -> None:
+        with self._cond:
+            self._answering = max(0, self._answering - 1)
+            self._last_answer = time.monotonic()
+            self._cond.notify_all()
+
+    def answers_recent(self, within_s: float = 30.0) -> bool:
+        """An answer is running or ended less than `within_s` ago: questions are coming in, so the
+        indexer takes small batches (an in-flight batch cannot be interrupted; a small one ends soon)."""
+        with self._cond:
+            return bool(self._answering) or time.monotonic() - self._last_answer < within_s
 
     def decode_threads(self, configured: int) -> int:
         """Threads for the next tokens: the configured count, less the cores other work holds

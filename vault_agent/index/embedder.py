@@ -12,6 +12,7 @@ from ..config import BUNDLED, IndexSettings
 from ..errors import UserError
 
 BUNDLED_NAME = "all-MiniLM-L6-v2"
+SMALL_BATCH = 16  # chunks per batch while questions are coming in
 
 
 def resolve_embedding_model(spec: str) -> str:
@@ -45,11 +46,16 @@ class Cancelled(Exception):
 
 
 class Embedder:
-    def __init__(self, settings: IndexSettings):
+    def __init__(self, settings: IndexSettings, cache_dir: Path | None = None):
+        """`cache_dir` holds the int8 ONNX exports (default: the data dir's embedders/)."""
         self.spec = settings.embedding_model
-        self.label = model_label(self.spec)
-        self.identity = model_identity(self.spec)
+        self.backend = settings.embedding_backend
+        self.label = model_label(self.spec) + ("" if self.backend == "torch" else f" ({self.backend})")
+        # torch keeps the identity it always had (existing indexes stay valid); another backend's
+        # vectors differ slightly, so they get their own collection and a switch re-embeds
+        self.identity = model_identity(self.spec) + ("" if self.backend == "torch" else f"|{self.backend}")
         self.device = settings.device
+        self.cache_dir = cache_dir
         self.batch_size = settings.batch_size
         self._model = None
         self._lock = threading.Lock()
@@ -69,6 +75,8 @@ class Embedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if self.backend == "onnx-int8":
+            return self._load_onnx_int8()
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -87,6 +95,18 @@ class Embedder:
                 f"cannot load embedding model {self.spec!r}: {str(e).splitlines()[0]} (check index.embedding_model)"
             ) from None
 
+    def _load_onnx_int8(self):
+        import torch
+
+        from ..paths import app_dirs
+        from .onnx_int8 import OnnxInt8Model, cached_model
+
+        if self.device == "cuda":
+            raise UserError('index.embedding_backend = "onnx-int8" runs on the CPU; set index.device = "cpu" or "auto"')
+        cache = self.cache_dir or app_dirs().data / "embedders"
+        folder = cached_model(self.identity, resolve_embedding_model(self.spec), cache)
+        return OnnxInt8Model(folder, threads=torch.get_num_threads())
+
     @property
     def dimension(self) -> int:
         """Length of the vectors; part of the vector collection's identity (loads the model)."""
@@ -100,9 +120,10 @@ class Embedder:
         every batch is padded to its longest member, and sentence-transformers groups by character
         length only, which on chunked notes cost ~20% more CPU (benchmarks/index_bench.py).
 
-        `should_stop` is asked between batches (True raises Cancelled). Batches stay at batch_size even
-        so: a forward pass cannot be interrupted, but smaller batches cost CPU (on 2 cores, MiniLM
-        used ~18% more CPU per chunk at 16 and ~45% more at 8 than at 64); shutdown copes instead."""
+        `should_stop` is asked between batches (True raises Cancelled). Batches stay at batch_size
+        unless questions are coming in (then SMALL_BATCH): a forward pass cannot be interrupted, but
+        smaller batches cost CPU (on 2 cores, MiniLM used ~18% more CPU per chunk at 16 and ~45% more
+        at 8 than at 64), so only an answer waiting on one is worth that; shutdown copes instead."""
         if not texts:
             return []
         import numpy as np
@@ -110,11 +131,11 @@ class Embedder:
         model = self.model
         order = self._longest_first(model, texts)
         out: list = [None] * len(texts)
-        step, start = self.batch_size, 0
+        start = 0
         while start < len(order):
             if should_stop is not None and should_stop():
                 raise Cancelled()
-            batch = order[start : start + step]
+            batch = order[start : start + self._step()]
             with self._turn(should_stop):
                 vectors = model.encode(
                     [texts[i] for i in batch],
@@ -129,14 +150,25 @@ class Embedder:
         self.embedded_count += len(texts)
         return np.stack(out).tolist()
 
+    def _step(self) -> int:
+        """Chunks in the next batch: batch_size, or at most SMALL_BATCH while questions are coming in,
+        so an answer waits for less of an in-flight batch (it costs some CPU per chunk, see embed())."""
+        share = self.cpu_share
+        if share is not None and share.yield_to_answers and share.answers_recent():
+            return min(self.batch_size, SMALL_BATCH)
+        return self.batch_size
+
     def _turn(self, should_stop: Callable[[], bool] | None):
         """One batch's turn on the CPU: after any answer being generated (see cpu/share.py)."""
         share = self.cpu_share
         if share is None or self.model.device.type != "cpu":
             return contextlib.nullcontext()
-        import torch
+        threads = getattr(self.model, "threads", None)
+        if threads is None:
+            import torch
 
-        return share.embedding(torch.get_num_threads(), should_stop)
+            threads = torch.get_num_threads()
+        return share.embedding(threads, should_stop)
 
     @staticmethod
     def _longest_first(model, texts: list[str]) -> list[int]:
@@ -151,6 +183,8 @@ class Embedder:
         """One short text: on CPU a single intra-op thread is faster (the ops are too small to split)
         and, unlike a thread team, never stalls when other work (e.g. indexing) holds the cores."""
         model = self.model
+        if hasattr(model, "encode_query"):  # the int8 model keeps a single-threaded session for this
+            return model.encode_query(text)
         if model.device.type != "cpu":
             return model.encode([text], normalize_embeddings=True, show_progress_bar=False)[0].tolist()
         import torch

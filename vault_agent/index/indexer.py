@@ -118,7 +118,7 @@ class Indexer:
         self._vault_total: int | None = None  # notes found by the running reconcile's scan
         try:
             self.catalog = Catalog(self.directory / "catalog.sqlite", readonly=readonly)
-            self.embedder = embedder or Embedder(s)
+            self.embedder = embedder or Embedder(s, cache_dir=dirs.data / "embedders")
             if not readonly:
                 self._reset_if_settings_changed()
         except BaseException:

@@ -1,0 +1,117 @@
+"""index.embedding_backend (issue 22): the int8 ONNX embedder is exported once from the bundled
+weights into the data dir, gives vectors close to PyTorch's, is reused on the next start, and
+switching backend re-embeds into another collection instead of mixing vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vault_agent.config import IndexSettings
+from vault_agent.errors import UserError
+from vault_agent.index import onnx_int8
+from vault_agent.index.embedder import Embedder
+
+
+def test_each_backend_has_its_own_vector_identity_and_torch_keeps_the_old_one():
+    torch_id = Embedder(IndexSettings()).identity
+    int8 = Embedder(IndexSettings(embedding_backend="onnx-int8"))
+    assert torch_id == "bundled:all-MiniLM-L6-v2"  # existing indexes stay valid: no re-embedding on upgrade
+    assert int8.identity != torch_id and "onnx-int8" in int8.label
+    assert int8._model is None  # nothing exported or loaded until the first embedding
+
+
+def test_a_failed_export_is_one_line_naming_the_fix_and_leaves_no_partial_model(tmp_path, monkeypatch):
+    def broken(model_dir, out):
+        (out / "model-f32.onnx").write_bytes(b"half")
+        raise RuntimeError("exporter exploded\nwith a long traceback-ish second line")
+
+    monkeypatch.setattr(onnx_int8, "export_int8", broken)
+    embedder = Embedder(IndexSettings(embedding_backend="onnx-int8"), cache_dir=tmp_path / "embedders")
+    with pytest.raises(UserError) as e:
+        embedder.embed(["a note"])
+    message = str(e.value)
+    assert "\n" not in message and "exporter exploded" in message
+    assert 'index.embedding_backend = "torch"' in message
+    assert list((tmp_path / "embedders").iterdir()) == []  # the temporary folder is gone, no cache entry
+
+
+def test_the_int8_backend_refuses_cuda_with_the_setting_to_change(tmp_path):
+    embedder = Embedder(IndexSettings(embedding_backend="onnx-int8", device="cuda"), cache_dir=tmp_path)
+    with pytest.raises(UserError, match='index.device = "cpu"'):
+        embedder.embed(["a note"])
+
+
+@pytest.fixture(scope="module")
+def int8_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("embedders")
+
+
+@pytest.fixture(scope="module")
+def int8_embedder(int8_cache):
+    embedder = Embedder(IndexSettings(embedding_backend="onnx-int8"), cache_dir=int8_cache)
+    embedder.embed(["load"])  # the export happens here, once for the module
+    return embedder
+
+
+@pytest.mark.slow
+def test_int8_vectors_are_close_to_torch_on_the_sample_vault(int8_embedder, real_embedder, open_index,
+                                                             sample_vault_copy):
+    import numpy as np
+
+    ix = open_index(sample_vault_copy)
+    ix.reconcile()
+    texts = [row[0] for row in ix.catalog.db.execute("SELECT text FROM chunks")]
+    assert len(texts) > 50
+    a = np.array(real_embedder.embed(texts))
+    b = np.array(int8_embedder.embed(texts))
+    cosines = (a * b).sum(axis=1)  # both unit length
+    assert cosines.min() > 0.98, f"worst chunk cosine {cosines.min():.4f}"
+    query_a = np.array(real_embedder.embed_query("How often do I water the tomatoes?"))
+    query_b = np.array(int8_embedder.embed_query("How often do I water the tomatoes?"))
+    assert float(query_a @ query_b) > 0.98
+    alone = np.array(int8_embedder.embed(texts[:3]))  # int8 activations are scaled per batch: close, not equal
+    assert ((b[:3] * alone).sum(axis=1) > 0.99).all()  # measured ~0.995
+
+
+@pytest.mark.slow
+def test_the_cached_export_is_reused_on_the_next_start(int8_embedder, int8_cache, monkeypatch):
+    [folder] = [p for p in int8_cache.iterdir()]
+    stamp = (folder / onnx_int8.MODEL_FILE).stat().st_mtime_ns
+
+    def no_second_export(*_):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_int8, "export_int8", no_second_export)
+    again = Embedder(IndexSettings(embedding_backend="onnx-int8"), cache_dir=int8_cache)
+    assert again.embed(["a second start"])  # loads from the cache
+    assert (folder / onnx_int8.MODEL_FILE).stat().st_mtime_ns == stamp
+    assert [p.name for p in int8_cache.iterdir()] == [folder.name]
+
+
+@pytest.mark.slow
+def test_switching_backend_re_embeds_into_another_collection(int8_embedder, real_embedder, sample_vault_copy,
+                                                             agent_home):
+    from vault_agent.config import load_settings
+    from vault_agent.index.indexer import Indexer
+    from vault_agent.paths import app_dirs
+
+    vault = sample_vault_copy.resolve()
+
+    def index_with(embedder, backend):
+        settings = load_settings(vault=vault, index={"embedding_backend": backend})
+        ix = Indexer(settings, vault, app_dirs().ensure(), embedder=embedder)
+        try:
+            before = embedder.embedded_count
+            ix.reconcile()
+            return ix.vectors.name, ix.vectors.count(), embedder.embedded_count - before
+        finally:
+            ix.close()
+
+    torch_name, torch_count, _ = index_with(real_embedder, "torch")
+    int8_name, int8_count, embedded = index_with(int8_embedder, "onnx-int8")
+    assert int8_name != torch_name
+    assert int8_count == torch_count and embedded == int8_count  # every chunk embedded again, by int8
+    back_name, _, embedded_back = index_with(real_embedder, "torch")
+    assert back_name == torch_name and embedded_back == torch_count  # and back: no int8 vector is reused
