@@ -202,10 +202,10 @@ class BatchDecoder:
     Llama.eval() asks them for all positions or only the last. Bypasses Llama's own token
     bookkeeping, so `clear()` resets it before each pass."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, size: int | None = None) -> None:
         self.llm = llm
         self.lib = import_llama_cpp()
-        self.size = llm.n_batch
+        self.size = min(size or llm.n_batch, llm.n_batch)  # tokens per llama_decode call
         self.batch = self.lib.llama_batch_init(self.size, 0, 1)
         self.n_vocab = llm.n_vocab()
 

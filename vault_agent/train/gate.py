@@ -88,7 +88,7 @@ class LlamaScorer:
             self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx,
                                        n_threads=n_threads or os.cpu_count() or 1, verbose=False)
         self._loras = LoraSlot(self.llm)
-        self._batch = BatchDecoder(self.llm)
+        self.decoder = BatchDecoder(self.llm)
         try:
             if adapter_path is not None:
                 self.use(self.load_adapter(adapter_path))
@@ -117,7 +117,7 @@ class LlamaScorer:
 
     def close(self) -> None:
         self._loras.close()  # before Llama.close(), which frees the adapters it still knows about
-        self._batch.close()
+        self.decoder.close()
         self.llm.close()
 
     def __enter__(self) -> LlamaScorer:
@@ -130,8 +130,8 @@ class LlamaScorer:
         """log p(. | tokens[:i]) over the whole vocabulary for i >= start: (len - start, vocab) array.
         Logits are computed for those positions only (the output head over a whole prompt would
         cost about a fifth of the pass on the bundled model, and its copy into Python more)."""
-        self._batch.clear()
-        return _log_softmax(self._batch.decode(tokens[:-1], 0, outputs_from=start - 1))
+        self.decoder.clear()
+        return _log_softmax(self.decoder.decode(tokens[:-1], 0, outputs_from=start - 1))
 
     def answers_log_probs(self, found: list[tuple[list[int], int]]) -> list:
         """`log_probs` for several answers to one prompt (`answer_tokens` results with the same head):
@@ -139,14 +139,14 @@ class LlamaScorer:
         import numpy as np
 
         ids0, start = found[0]
-        self._batch.clear()
-        last = self._batch.decode(ids0[:start], 0, outputs_from=start - 1)  # predicts every answer's first token
+        self.decoder.clear()
+        last = self.decoder.decode(ids0[:start], 0, outputs_from=start - 1)  # predicts every answer's first token
         out = []
         for ids, at in found:
             if at != start or ids[:start] != ids0[:start]:
                 raise ValueError("answers_log_probs needs answers to the same prompt")
-            self._batch.drop_from(start)  # the previous answer's cache entries
-            rest = self._batch.decode(ids[start:-1], start, outputs_from=0)
+            self.decoder.drop_from(start)  # the previous answer's cache entries
+            rest = self.decoder.decode(ids[start:-1], start, outputs_from=0)
             out.append(_log_softmax(np.concatenate([last, rest]) if len(rest) else last))
         return out
 
