@@ -176,6 +176,7 @@ def main() -> None:
                 set_threads(llm, threads)
                 rates[name].append(decode_rate(llm, prompt, args.tokens))
             rates["merged all-linear r16"].append(decode_rate(merged_llm, prompt, args.tokens))
+            print("round:", {k: round(v[-1], 1) for k, v in rates.items() if v}, flush=True)
         slot.close()
         llm.close()
         merged_llm.close()
