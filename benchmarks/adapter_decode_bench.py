@@ -105,6 +105,28 @@ def make_lora(base: Path, out: Path, targets: tuple[str, ...], rank: int, seed: 
     return out
 
 
+TEXT = ("The starter is fed flour and water in equal weights every morning, then left on the counter "
+        "until it doubles; in summer it is kept in the fridge and fed twice a week.")
+
+
+def merge_quality(base: Path, adapter: Path, merged: dict[str, Path]) -> dict:
+    """How far each merged copy and the plain base are from the base with the adapter applied at run
+    time (what the merge should reproduce): mean per-token KL on TEXT, nats."""
+    import numpy as np
+
+    from vault_agent.train.gate import LlamaScorer
+
+    def log_probs(gguf, lora):
+        with LlamaScorer(gguf, lora, n_ctx=256) as scorer:
+            return scorer.log_probs(scorer.llm.tokenize(TEXT.encode(), add_bos=True, special=False), 1)
+
+    runtime = log_probs(base, adapter)
+    kl = lambda q: float((np.exp(runtime) * (runtime - q)).sum(-1).mean())  # noqa: E731
+    out = {"base": round(kl(log_probs(base, None)), 4)}
+    out.update({f"merged {t}": round(kl(log_probs(p, None)), 4) for t, p in merged.items()})
+    return out
+
+
 def decode_rate(llm, prompt: list[int], tokens: int) -> float:
     """Greedy decode of `tokens` tokens after `prompt`: tokens per second of the decode alone."""
     import numpy as np
@@ -124,6 +146,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--no-merge", action="store_true", help="skip the merged copies (numpy merge of a big model is slow)")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.smoke:
@@ -150,19 +173,24 @@ def main() -> None:
             key = (targets, rank)
             if key not in files:
                 files[key] = make_lora(base, tmp / f"{targets}-{rank}.gguf", TARGETS[targets], rank)
-        t0 = time.perf_counter()
-        merged = merge_lora(base, files[("all-linear", 16)], tmp / "merged.gguf")
-        merge_seconds = time.perf_counter() - t0
+        merged, merge_seconds = {}, {}
+        for weight_type in () if args.no_merge else ("q4_1", "q8_0"):
+            t0 = time.perf_counter()
+            merged[weight_type] = Path(merge_lora(base, files[("all-linear", 16)], tmp / f"merged-{weight_type}.gguf",
+                                                  weight_type=weight_type)["path"])
+            merge_seconds[weight_type] = round(time.perf_counter() - t0, 1)
+        quality = merge_quality(base, files[("all-linear", 16)], merged)
 
         def load(path: Path):
             with adapter_safe_loading():
                 return llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=args.threads, verbose=False)
 
-        llm, merged_llm = load(base), load(Path(merged["path"]))
+        llm = load(base)
+        merged_llms = {f"merged all-linear r16 {t}": load(path) for t, path in merged.items()}
         slot = LoraSlot(llm)
         handles = {key: slot.load(path) for key, path in files.items()}
         prompt = llm.tokenize(b"Write three sentences about looking after a sourdough starter.", add_bos=True)
-        rates: dict[str, list[float]] = {"base": [], "base, 1 thread": [], "merged all-linear r16": []}
+        rates: dict[str, list[float]] = {"base": [], "base, 1 thread": [], **{k: [] for k in merged_llms}}
         rates.update({name: [] for name, *_ in adapters})
         for _ in range(args.rounds):
             slot.use(None)
@@ -175,13 +203,16 @@ def main() -> None:
                 slot.use(handles[(targets, rank)])
                 set_threads(llm, threads)
                 rates[name].append(decode_rate(llm, prompt, args.tokens))
-            rates["merged all-linear r16"].append(decode_rate(merged_llm, prompt, args.tokens))
+            for name, m in merged_llms.items():
+                rates[name].append(decode_rate(m, prompt, args.tokens))
             print("round:", {k: round(v[-1], 1) for k, v in rates.items() if v}, flush=True)
         slot.close()
         llm.close()
-        merged_llm.close()
+        for m in merged_llms.values():
+            m.close()
         sizes = {f"{t} r{r}": round(p.stat().st_size / 2**20, 2) for (t, r), p in files.items()}
         base_mb = round(base.stat().st_size / 2**20, 1)
+        merged_mb = {t: round(p.stat().st_size / 2**20, 1) for t, p in merged.items()}
     median = {k: statistics.median(v) for k, v in rates.items() if v}
     result = {
         "model": args.model, "base_gguf_mb": base_mb, "threads": args.threads, "rounds": args.rounds,
@@ -189,7 +220,9 @@ def main() -> None:
         "tokens_per_s": {k: round(v, 1) for k, v in median.items()},
         "over_base": {k: round(v / median["base"], 3) for k, v in median.items()},
         "adapter_gguf_mb": sizes,
-        "merge": {"seconds": round(merge_seconds, 1), "merged_gguf_mb": round(merged["bytes"] / 2**20, 1)},
+        "merge": {"seconds": merge_seconds, "merged_gguf_mb": merged_mb,
+                  "kl_runtime_adapter_to": quality,
+                  "note": "mean per-token KL(base+runtime adapter || x) on a text; 'base' = the adapter's whole move"},
         "peak_rss_mb": peak_rss_mb(), "smoke": args.smoke, "target_over_base_min": 0.85,
     }
     write_result(f"adapter_decode_bench_{args.model}" + ("_smoke" if args.smoke else ""), result, args.out)

@@ -38,7 +38,11 @@ def test_merged_copy_predicts_what_the_runtime_adapter_predicts(bundled_gguf, tm
     base, runtime, merged = log_probs(bundled_gguf, None), log_probs(bundled_gguf, adapter), log_probs(tmp_path / "merged.gguf", None)
     moved = _kl(runtime, base)
     assert moved > 0.05, moved  # the adapter changes the model clearly
-    assert _kl(runtime, merged) < 0.25 * moved, (_kl(runtime, merged), moved)
+    # Q4_1 again: its rounding is about as large as the adapter's change, so much of the move is lost
+    assert _kl(runtime, merged) < moved
+
+    merge_lora(bundled_gguf, adapter, tmp_path / "merged8.gguf", weight_type="q8_0")
+    assert _kl(runtime, log_probs(tmp_path / "merged8.gguf", None)) < 0.1 * moved
 
 
 def test_an_adapter_for_another_model_is_refused(bundled_gguf, tmp_path):

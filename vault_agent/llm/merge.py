@@ -1,7 +1,10 @@
-"""A served copy of the base GGUF with a GGUF LoRA folded into its weights (W + scale * B @ A),
-re-quantised to each weight's own type where gguf-py can quantise it (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0,
-F16, BF16, F32), else written as F16. llama.cpp's `export-lora` does the same but is not in the
-Python package. A merged model decodes at the base's speed: no LoRA matmuls per layer and token.
+"""A served copy of the base GGUF with a GGUF LoRA folded into its weights (W + scale * B @ A).
+The merged weights are re-quantised to their own type (where gguf-py can quantise it: Q4_0/Q4_1/
+Q5_0/Q5_1/Q8_0, F16, BF16, F32; else F16) or to a type given. llama.cpp's `export-lora` does the
+same but is not in the Python package. A merged model decodes with no LoRA matmuls per layer and
+token. The price is re-quantisation: on the bundled Q4_1 model the rounding error of Q4_1 is as
+large as a typical adapter's change to a weight (tests/test_merge.py), so Q4_1 keeps only part of
+what the adapter does; Q8_0 keeps nearly all of it at a larger file.
 
 gguf and numpy are imported inside the functions: the CLI must start fast.
 """
@@ -41,11 +44,20 @@ def read_lora(lora_path: Path) -> tuple[float, dict[str, tuple[Any, Any]]]:
     return alpha, pairs
 
 
-def merge_lora(base_gguf: Path, lora_gguf: Path, out_path: Path, scale: float = 1.0) -> dict:
+def merge_lora(base_gguf: Path, lora_gguf: Path, out_path: Path, scale: float = 1.0,
+               weight_type: str | None = None) -> dict:
     """Write `out_path` (temp name, then rename): the base with the adapter merged in, as llama.cpp
-    would apply it at `scale`. Returns a summary (tensors merged, bytes)."""
+    would apply it at `scale`. `weight_type` ("q8_0", "f16", ...; None: each weight's own type) for
+    the merged weights. Returns a summary (tensors merged, bytes)."""
     import gguf
     import numpy as np
+
+    wanted = None
+    if weight_type is not None:
+        try:
+            wanted = gguf.GGMLQuantizationType[weight_type.upper()]
+        except KeyError:
+            raise UserError(f"unknown GGUF weight type {weight_type!r}") from None
 
     alpha, pairs = read_lora(Path(lora_gguf))
     reader = gguf.GGUFReader(str(base_gguf))
@@ -69,7 +81,7 @@ def merge_lora(base_gguf: Path, lora_gguf: Path, out_path: Path, scale: float = 
             raise UserError(f"{Path(lora_gguf).name}: {t.name} is {b.shape[0]}x{a.shape[1]} but the base "
                             f"has {weight.shape[0]}x{weight.shape[1]}; it was made for another model")
         weight += (scale * alpha / a.shape[0]) * (b @ a)
-        qtype = t.tensor_type
+        qtype = wanted if wanted is not None else t.tensor_type
         try:
             data = gguf.quants.quantize(weight, qtype)
         except NotImplementedError:
