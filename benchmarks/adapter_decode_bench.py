@@ -146,7 +146,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--no-merge", action="store_true", help="skip the merged copies (numpy merge of a big model is slow)")
+    ap.add_argument("--no-merge", action="store_true",
+                    help="skip the merged copies (numpy merge of a big model is slow)")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.smoke:
@@ -164,8 +165,8 @@ def main() -> None:
         # (name, targets, rank, threads)
         adapters = [("all-linear r16", "all-linear", 16, args.threads)]
         if not args.smoke:
-            adapters += [("all-linear r8", "all-linear", 8, args.threads), ("attention r16", "attention", 16, args.threads),
-                         ("q,v r16", "q,v", 16, args.threads)]
+            adapters += [("all-linear r8", "all-linear", 8, args.threads),
+                         ("attention r16", "attention", 16, args.threads), ("q,v r16", "q,v", 16, args.threads)]
             if args.threads > 1:
                 adapters.append(("all-linear r16, 1 thread", "all-linear", 16, 1))
         files = {}

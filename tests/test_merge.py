@@ -35,7 +35,8 @@ def test_merged_copy_predicts_what_the_runtime_adapter_predicts(bundled_gguf, tm
             ids = scorer.llm.tokenize(TEXT.encode(), add_bos=True, special=False)
             return scorer.log_probs(ids, 1)
 
-    base, runtime, merged = log_probs(bundled_gguf, None), log_probs(bundled_gguf, adapter), log_probs(tmp_path / "merged.gguf", None)
+    base, runtime = log_probs(bundled_gguf, None), log_probs(bundled_gguf, adapter)
+    merged = log_probs(tmp_path / "merged.gguf", None)
     moved = _kl(runtime, base)
     assert moved > 0.05, moved  # the adapter changes the model clearly
     # Q4_1 again: its rounding is about as large as the adapter's change, so much of the move is lost

@@ -238,7 +238,8 @@ class BatchDecoder:
                 raise RuntimeError(f"llama_decode failed (code {rc})")
             if wanted:
                 ptr = self.lib.llama_get_logits(self.llm._ctx.ctx)
-                rows.append(np.ctypeslib.as_array(ptr, shape=(wanted * self.n_vocab,)).reshape(wanted, self.n_vocab).copy())
+                flat = np.ctypeslib.as_array(ptr, shape=(wanted * self.n_vocab,))
+                rows.append(flat.reshape(wanted, self.n_vocab).copy())
         return np.concatenate(rows) if rows else np.empty((0, self.n_vocab), dtype=np.float32)
 
     def close(self) -> None:
