@@ -77,7 +77,8 @@ def completion_text(part: Any) -> str:
 
 
 class LlamaScorer:
-    """A llama.cpp model that keeps every position's logits. LoRA adapters are loaded through the
+    """A llama.cpp model scored through `decoder` (llm/lora.py BatchDecoder), which asks for the
+    logits of the positions scored and no others. LoRA adapters are loaded through the
     same slot the serving backend hot-swaps with (llm/lora.py), and switched on and off between
     passes (`use`), so an adapter and the plain base are compared inside one context."""
 
