@@ -175,7 +175,7 @@ def main() -> None:
             if key not in files:
                 files[key] = make_lora(base, tmp / f"{targets}-{rank}.gguf", TARGETS[targets], rank)
         merged, merge_seconds = {}, {}
-        for weight_type in () if args.no_merge else ("q4_1", "q8_0"):
+        for weight_type in () if args.no_merge else ("q4_1", "q8_0", "f16"):
             t0 = time.perf_counter()
             merged[weight_type] = Path(merge_lora(base, files[("all-linear", 16)], tmp / f"merged-{weight_type}.gguf",
                                                   weight_type=weight_type)["path"])
