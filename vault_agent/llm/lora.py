@@ -1,7 +1,7 @@
 """The only code that reaches below llama-cpp-python's `Llama` class: its private handles
 (`_model.model`, `_ctx.ctx`) and the raw C calls for LoRA adapters, thread counts and log capture.
-The serving backend (llm/backend.py), the gate's scorer (train/gate.py) and the export test use
-these helpers, so an upgrade of llama-cpp-python that renames them breaks one file.
+The serving backend (llm/backend.py), the gate's scorer (train/gate.py, also through BatchDecoder)
+and the export test use these helpers, so an upgrade of llama-cpp-python that renames them breaks one file.
 
 Loading a model so that LoRA adapters can be applied to it safely: on CPUs with AMX (Intel
 Sapphire Rapids and later), ggml moves the base weights into its AMX "extra" buffer type; a LoRA
@@ -195,3 +195,54 @@ class LoraSlot:
             self.use(None)
             for lora in list(self.loaded):
                 self.free(lora)
+
+
+class BatchDecoder:
+    """llama.cpp's batch API on a Llama's context, asking logits only for the positions wanted:
+    Llama.eval() asks them for all positions or only the last. Bypasses Llama's own token
+    bookkeeping, so `clear()` resets it before each pass."""
+
+    def __init__(self, llm: Any, size: int | None = None) -> None:
+        self.llm = llm
+        self.lib = import_llama_cpp()
+        self.size = min(size or llm.n_batch, llm.n_batch)  # tokens per llama_decode call
+        self.batch = self.lib.llama_batch_init(self.size, 0, 1)
+        self.n_vocab = llm.n_vocab()
+
+    def clear(self) -> None:
+        self.llm.reset()
+        self.lib.llama_memory_clear(self.lib.llama_get_memory(self.llm._ctx.ctx), True)
+
+    def drop_from(self, pos: int) -> None:
+        """Forget the cache entries at positions >= pos."""
+        self.lib.llama_memory_seq_rm(self.lib.llama_get_memory(self.llm._ctx.ctx), 0, pos, -1)
+
+    def decode(self, tokens: list[int], pos0: int, outputs_from: int):
+        """Evaluate `tokens` at positions pos0.. (appending to the cache); the logits of
+        tokens[outputs_from:] as a (rows, vocab) float32 array."""
+        import numpy as np
+
+        rows = []
+        b = self.batch
+        for at in range(0, len(tokens), self.size):
+            chunk = tokens[at: at + self.size]
+            wanted = 0
+            for k, token in enumerate(chunk):
+                b.token[k], b.pos[k], b.n_seq_id[k] = token, pos0 + at + k, 1
+                b.seq_id[k][0] = 0
+                b.logits[k] = at + k >= outputs_from
+                wanted += at + k >= outputs_from
+            b.n_tokens = len(chunk)
+            rc = self.lib.llama_decode(self.llm._ctx.ctx, b)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed (code {rc})")
+            if wanted:
+                ptr = self.lib.llama_get_logits(self.llm._ctx.ctx)
+                flat = np.ctypeslib.as_array(ptr, shape=(wanted * self.n_vocab,))
+                rows.append(flat.reshape(wanted, self.n_vocab).copy())
+        return np.concatenate(rows) if rows else np.empty((0, self.n_vocab), dtype=np.float32)
+
+    def close(self) -> None:
+        if self.batch is not None:
+            self.lib.llama_batch_free(self.batch)
+            self.batch = None

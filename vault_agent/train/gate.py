@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..llm.lora import LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, token_text
+from ..llm.lora import BatchDecoder, LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, token_text
 from . import evidence
 from .answer_check import AnswerCheck
 
@@ -78,7 +78,8 @@ def completion_text(part: Any) -> str:
 
 
 class LlamaScorer:
-    """A llama.cpp model that keeps every position's logits. LoRA adapters are loaded through the
+    """A llama.cpp model scored through `decoder` (llm/lora.py BatchDecoder), which asks for the
+    logits of the positions scored and no others. LoRA adapters are loaded through the
     same slot the serving backend hot-swaps with (llm/lora.py), and switched on and off between
     passes (`use`), so an adapter and the plain base are compared inside one context."""
 
@@ -86,9 +87,10 @@ class LlamaScorer:
         llama_cpp = import_llama_cpp()
         self.n_ctx = n_ctx
         with adapter_safe_loading():
-            self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, logits_all=True,
+            self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx,
                                        n_threads=n_threads or os.cpu_count() or 1, verbose=False)
         self._loras = LoraSlot(self.llm)
+        self.decoder = BatchDecoder(self.llm)
         try:
             if adapter_path is not None:
                 self.use(self.load_adapter(adapter_path))
@@ -117,6 +119,7 @@ class LlamaScorer:
 
     def close(self) -> None:
         self._loras.close()  # before Llama.close(), which frees the adapters it still knows about
+        self.decoder.close()
         self.llm.close()
 
     def __enter__(self) -> LlamaScorer:
@@ -126,24 +129,27 @@ class LlamaScorer:
         self.close()
 
     def log_probs(self, tokens: list[int], start: int):
-        """log p(. | tokens[:i]) over the whole vocabulary for i >= start: (len - start, vocab) array."""
-        self.llm.reset()
-        self.llm.eval(tokens)
-        return _log_softmax(self.llm.scores[start - 1: len(tokens) - 1])
+        """log p(. | tokens[:i]) over the whole vocabulary for i >= start: (len - start, vocab) array.
+        Logits are computed for those positions only (the output head over a whole prompt would
+        cost about a fifth of the pass on the bundled model, and its copy into Python more)."""
+        self.decoder.clear()
+        return _log_softmax(self.decoder.decode(tokens[:-1], 0, outputs_from=start - 1))
 
     def answers_log_probs(self, found: list[tuple[list[int], int]]) -> list:
         """`log_probs` for several answers to one prompt (`answer_tokens` results with the same head):
         the prompt is evaluated once, each answer then continues from the prompt's KV cache."""
+        import numpy as np
+
         ids0, start = found[0]
-        self.llm.reset()
-        self.llm.eval(ids0[:start])
+        self.decoder.clear()
+        last = self.decoder.decode(ids0[:start], 0, outputs_from=start - 1)  # predicts every answer's first token
         out = []
         for ids, at in found:
             if at != start or ids[:start] != ids0[:start]:
                 raise ValueError("answers_log_probs needs answers to the same prompt")
-            self.llm.n_tokens = start  # the next eval drops the previous answer's cache entries
-            self.llm.eval(ids[start:])
-            out.append(_log_softmax(self.llm.scores[start - 1: len(ids) - 1]))
+            self.decoder.drop_from(start)  # the previous answer's cache entries
+            rest = self.decoder.decode(ids[start:-1], start, outputs_from=0)
+            out.append(_log_softmax(np.concatenate([last, rest]) if len(rest) else last))
         return out
 
     def _token_logprobs(self, tokens: list[int], start: int) -> list[float]:

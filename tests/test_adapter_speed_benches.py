@@ -1,0 +1,23 @@
+"""The adapter-speed benchmarks (decode with an adapter, the gate's time per pair) run end to end in
+their --smoke configuration; the figures of a smoke run mean nothing, the JSON's shape does."""
+
+from __future__ import annotations
+
+import pytest
+from test_benchmarks_smoke import run_smoke
+
+
+@pytest.mark.slow
+def test_adapter_decode_bench_smoke(tmp_path):
+    result = run_smoke("adapter_decode_bench.py", tmp_path)
+    assert result["tokens_per_s"]["base"] > 0 and result["over_base"]["all-linear r16"] > 0
+    assert {"merged all-linear r16 q4_1", "merged all-linear r16 q8_0"} <= set(result["tokens_per_s"])
+    assert set(result["merge"]["kl_runtime_adapter_to"]) == {"base", "merged q4_1", "merged q8_0", "merged f16"}
+
+
+@pytest.mark.slow
+def test_gate_bench_smoke(tmp_path):
+    result = run_smoke("gate_bench.py", tmp_path)
+    assert result["pairs"]["scored_after"] == 3
+    assert result["max_margin_difference_nats"] < 1e-3
+    assert result["seconds_per_pair"]["before"] > 0 and result["seconds_per_pair"]["after"] > 0
