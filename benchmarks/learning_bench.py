@@ -55,8 +55,9 @@ def settings_for(vault: Path, args, **train):
     from vault_agent.config import load_settings
 
     s = load_settings(vault=vault)
-    t = s.train.model_copy(update={"max_length": args.max_length, "promote": False, "min_pairs": 4, "method": "dpo",
-                                   **train})
+    # the bench scores on its own unseen questions: every pair it made may train
+    t = s.train.model_copy(update={"max_length": args.max_length, "promote": False, "min_pairs": 2, "method": "dpo",
+                                   "heldout_fraction": 0.0, **train})
     llm = s.llm.model_copy(update={"context_chunks": args.context_chunks})
     return s.model_copy(update={"train": t, "llm": llm})
 
