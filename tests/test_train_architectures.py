@@ -204,18 +204,15 @@ def assert_training_prompt_is_the_served_prompt(gguf_path, base_dir):
 
 
 @pytest.mark.slow
-def test_retrain_on_a_served_qwen2_model_gives_a_gguf_lora_that_changes_its_answers(
-        bundled_tokenizer, agent_home, tmp_path, monkeypatch):
-    """The loop itself on a non-llama family: a tiny qwen2 GGUF as the served model, pairs in the
-    preference log, `retrain` (materialise, DPO, export, gate); llama.cpp with the version's GGUF
-    LoRA answers differently from the bare model."""
-    import llama_cpp
+def test_a_qwen2_model_served_by_the_daemon_learns_from_corrections_through_the_api(
+        bundled_tokenizer, embedder, make_vault, agent_home, tmp_path, monkeypatch):
+    """The whole loop on a non-llama family, as a user runs it: a tiny qwen2 GGUF served by the
+    daemon, corrections through the HTTP API, `retrain`, the version activated in the running daemon
+    (its base check passes: same GGUF), and the daemon's answer to the same question changes."""
+    from conftest import start_daemon
 
     from vault_agent.config import load_settings
-    from vault_agent.feedback.store import PreferenceLog
-    from vault_agent.llm.lora import LoraSlot, adapter_safe_loading
     from vault_agent.paths import app_dirs
-    from vault_agent.train import active
     from vault_agent.train.retrain import retrain
 
     tiny_model("qwen2", bundled_tokenizer, tmp_path / "hf")
@@ -223,30 +220,30 @@ def test_retrain_on_a_served_qwen2_model_gives_a_gguf_lora_that_changes_its_answ
     run_converters(("convert_hf_to_gguf.py", str(tmp_path / "hf"), "--outfile", str(gguf_path), "--outtype", "f16"),
                    base_pre="qwen2")
     monkeypatch.setenv("VAULT_AGENT_LLM__MODEL_PATH", str(gguf_path))
-    for key, value in {"MIN_PAIRS": "4", "BATCH_SIZE": "2", "MAX_LENGTH": "128", "LEARNING_RATE": "0.005",
+    for key, value in {"MIN_PAIRS": "4", "BATCH_SIZE": "2", "MAX_LENGTH": "160", "LEARNING_RATE": "0.005",
                        "EPOCHS": "2", "HELDOUT_FRACTION": "0.2"}.items():
         monkeypatch.setenv(f"VAULT_AGENT_TRAIN__{key}", value)
-    dirs = app_dirs().ensure()
-    with PreferenceLog(dirs.preference_db) as log:
+    vault = make_vault({"Beds.md": "# Beds\n\nBed 3 is watered twice a week, bed 4 on Sundays.\n"}, name="qwen-vault")
+    running = start_daemon(vault.resolve(), agent_home, embedder, llm={"max_tokens": 12, "temperature": 0.0,
+                                                                       "n_ctx": 512, "context_chunks": 1},
+                           server={"port": 0})
+    try:
+        assert running.http.get("/v1/models").json()["data"][0]["served_model"] == gguf_path.name
+        question = "How often is bed 3 watered?"
+        before = running.http.post("/ask", json={"question": question})
+        assert before.status_code == 200, before.text
         for i in range(10):
-            log.add_synthetic_pair([{"role": "user", "content": f"How often is bed {i} watered?"}],
-                                   f"Bed {i} is watered twice a week [1].", "I don't know.", origin_id=f"c{i}:h")
-
-    result = retrain(load_settings(), dirs)
-    lora = dirs.data / "adapters" / result.version / active.GGUF_NAME
-    assert result.version == "v0001" and lora.is_file(), result
-
-    def greedy(adapter=None) -> list[int]:
-        with adapter_safe_loading():
-            llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=128, verbose=False, n_threads=2)
-        slot = LoraSlot(llm)
-        try:
-            if adapter is not None:
-                slot.use(slot.load(adapter))
-            prompt = llm.tokenize(b"How often is bed 3 watered?", add_bos=False)
-            return [t for _, t in zip(range(12), llm.generate(prompt, temp=0.0))]
-        finally:
-            slot.close()
-            llm.close()
-
-    assert greedy(lora) != greedy()
+            asked = running.http.post("/ask", json={"question": f"How often is bed {i} watered?"}).json()
+            fixed = running.http.post("/feedback", json={"response_id": asked["response_id"],
+                                                         "correction": f"Bed {i} is watered twice a week [1]."})
+            assert fixed.status_code == 200, fixed.text
+        result = retrain(load_settings(), app_dirs())  # export + gate; a refused version is activated by hand
+        assert result.version == "v0001" and result.gate["exported"], result
+        if not result.gate["promoted"]:
+            activated = running.http.post(f"/adapters/{result.version}/activate")
+            assert activated.status_code == 200, activated.text
+        after = running.http.post("/ask", json={"question": question}).json()
+        assert after["adapter_version"] == "v0001"
+        assert after["answer"] != before.json()["answer"], after["answer"]
+    finally:
+        running.stop()
