@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from .gguf_header import BadGGUF
 from .header_cache import HeaderCache
+from .servable import why_not_servable
 
 SERVE, SERVE_TRAIN = "serve", "serve+train"
 
@@ -46,23 +47,6 @@ class ModelInfo:
         out = asdict(self)
         del out["metadata"]
         return out
-
-
-def why_not_servable(metadata: Mapping[str, Any]) -> str | None:
-    """None for a chat model llama.cpp can answer with; else why not, in a few words."""
-    arch = str(metadata.get("general.architecture", "") or "")
-    kind = str(metadata.get("general.type", "model") or "model")
-    if kind == "mmproj" or arch == "clip":
-        return "a vision projector (mmproj), not a chat model"
-    if kind == "adapter":
-        return "a LoRA adapter, not a model"
-    if not arch:
-        return "no architecture in the GGUF header"
-    if metadata.get(f"{arch}.pooling_type") is not None or arch in ("bert", "nomic-bert", "jina-bert-v2"):
-        return "an embedding model, not a chat model"
-    if not metadata.get("tokenizer.chat_template"):
-        return "not a chat model (no chat template in the GGUF)"
-    return None
 
 
 def describe(found: Found, cache: HeaderCache | None = None) -> ModelInfo:

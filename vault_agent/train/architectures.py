@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..models.servable import why_not_servable
+
 # Architectures (GGUF `general.architecture`) that materialise -> LoRA -> GGUF LoRA export is checked
 # on against llama.cpp's own converters and runtime, one tiny model of each family's real head shape
 # (tests/test_train_architectures.py). Others transformers reads (mistral3, granite, olmo2, ...) are
@@ -18,18 +20,12 @@ TRAINABLE = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 
 def why_not_trainable(metadata: Mapping[str, Any]) -> str | None:
     """None when the loop can train this model; else a short reason a user can read."""
-    arch = str(metadata.get("general.architecture", "") or "")
-    kind = str(metadata.get("general.type", "model") or "model")
-    if kind == "mmproj" or arch == "clip":
-        return "a vision projector, not a chat model"
-    if kind == "adapter":
-        return "a LoRA adapter, not a model"
-    if not arch:
-        return "no architecture in the GGUF header"
+    cannot_serve = why_not_servable(metadata)
+    if cannot_serve:
+        return cannot_serve
+    arch = str(metadata["general.architecture"])
     if metadata.get(f"{arch}.expert_count"):
         return f"a mixture-of-experts model ({arch}); training it is not supported"
     if arch not in TRAINABLE:
         return f"architecture {arch!r} is not one the loop trains ({', '.join(TRAINABLE)})"
-    if not metadata.get("tokenizer.chat_template"):
-        return "no chat template in the GGUF (tokenizer.chat_template)"
     return None
