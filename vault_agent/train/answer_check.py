@@ -158,16 +158,25 @@ def score_answers(probes: list[Probe], answers: list[str], adapter: str | None) 
 def answer_probes(llm_settings, adapters: list[tuple[str | None, Path | None]], probes: list[Probe],
                   max_tokens: int = ANSWER_TOKENS) -> list[AnswerScores]:
     """Each adapter's answers (label, GGUF LoRA or None for the base) from the serving backend with
-    greedy decoding, so two adapters differ only by their weights."""
+    greedy decoding, so two adapters differ only by their weights. A probe that does not fit the
+    context window now (llm.n_ctx may have changed since its pair was made) is left out for all."""
+    from ..errors import UserError
     from ..llm.backend import LlamaBackend
 
-    out = []
+    answers: list[list[str | None]] = []
     with LlamaBackend(llm_settings) as backend:
         for label, path in adapters:
             backend.set_adapter(path, label)
-            answers = [backend.chat(p.messages, max_tokens=max_tokens, temperature=0.0, seed=0) for p in probes]
-            out.append(score_answers(probes, answers, label))
-    return out
+            mine: list[str | None] = []
+            for p in probes:
+                try:
+                    mine.append(backend.chat(p.messages, max_tokens=max_tokens, temperature=0.0, seed=0))
+                except UserError:
+                    mine.append(None)
+            answers.append(mine)
+    keep = [i for i in range(len(probes)) if all(a[i] is not None for a in answers)]
+    return [score_answers([probes[i] for i in keep], [a[i] for i in keep], label)
+            for (label, _), a in zip(adapters, answers)]
 
 
 @dataclass

@@ -106,7 +106,7 @@ def check_answers(settings, dirs: AppDirs, vault: Path | None, heldout: list, ca
     if not probes:
         return None
     cand, act = answer_check.answer_probes(settings.llm, [candidate, current], probes)
-    return answer_check.compare(cand, act)
+    return answer_check.compare(cand, act) if cand.coverage else None
 
 
 def activate(dirs: AppDirs, version: str) -> str:
