@@ -20,9 +20,18 @@ EXAMPLES = 20  # per operation and phase
 MAX_SECONDS = 240  # the coverage and stateful phases would run on: the cap bounds CI time
 # A body over server.max_body_bytes is refused (413, documented on every route) before it is parsed:
 # as right a refusal of schema-violating data (a list past maxItems) as a 422
+# The answer routes' 503 is their documented refusal when the request queue is full (with
+# Retry-After), not a crash. On a loaded machine a sequential fuzzer still meets it: a streamed
+# answer's queue slot is freed when its worker ends, which can outlast the response under load
+# (seen on the landed code as well; the closing note keeps it as an open question).
+QUEUED = ("POST /ask", "POST /ask/stream", "POST /compare", "POST /v1/chat/completions")
 CONFIG = """[checks.negative_data_rejection]
 expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
-"""
+""" + "".join(f"""
+[[operations]]
+include-name = "{name}"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
+""" for name in QUEUED)
 
 
 @pytest.mark.slow
