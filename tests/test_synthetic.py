@@ -47,6 +47,8 @@ def test_model_question_is_checked_and_falls_back_to_the_heading_path():
     assert synthetic.clean_question("", chunk) is None
     assert synthetic.clean_question("Tomatoes get water.", chunk) is None  # not a question
     assert synthetic.clean_question(PROSE[:60] + "?", chunk) is None  # a copy of the chunk
+    # a model's chatter is not a question about the note (seen on a real vault)
+    assert synthetic.clean_question("I'm ready to assist you. What's your next question?", chunk) is None
     assert synthetic.heading_question(chunk) == "What do my notes say about Watering in Vegetable Garden?"
 
 

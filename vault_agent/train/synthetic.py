@@ -144,6 +144,10 @@ def clean_question(raw: str, chunk: SourceChunk) -> str | None:
         return None
     if line.rstrip("?").strip().casefold() in chunk.text.casefold():  # copied out of the note
         return None
+    # about the note: shares a word with it or its heading path ("What's your next question?" does not)
+    words = {w.casefold() for w in _WORD.findall(line)}
+    if not words & {w.casefold() for w in _WORD.findall(f"{chunk.path} {chunk.heading} {chunk.text}")}:
+        return None
     return line
 
 
