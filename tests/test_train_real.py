@@ -36,7 +36,8 @@ def test_real_pairs_and_retrain_raise_the_heldout_preference(sample_vault_copy, 
     assert len({p["origin_id"].split(":")[0] for p in kept}) == len(kept)  # one pair per chunk
 
     # one pair per step: the held-out split hashes random pair ids, so the train side's size varies
-    for key, value in {"MIN_PAIRS": "2", "BATCH_SIZE": "1", "MAX_LENGTH": "384", "LEARNING_RATE": "0.0003",
+    # DPO always: `auto` would pick KTO when the hash split leaves fewer than min_pairs to train on
+    for key, value in {"METHOD": "dpo", "MIN_PAIRS": "1", "BATCH_SIZE": "1", "MAX_LENGTH": "384", "LEARNING_RATE": "0.0003",
                        "EPOCHS": "1", "HELDOUT_FRACTION": "0.3"}.items():
         monkeypatch.setenv(f"VAULT_AGENT_TRAIN__{key}", value)
     result = retrain(load_settings(vault=sample_vault_copy), dirs)
@@ -58,7 +59,8 @@ def test_real_pairs_and_retrain_raise_the_heldout_preference(sample_vault_copy, 
     # the answer-level check: the held-out synthetic pairs' questions, answered with and without v0001
     heldout_synthetic = result.heldout["pairs"]
     answers = verdict["answers"]
-    assert answers["probes"] == heldout_synthetic == answers["candidate"]["questions"]
+    # a held-out chunk with no key terms (a list of links, say) makes no question
+    assert 1 <= answers["probes"] == answers["candidate"]["questions"] <= heldout_synthetic
     assert 0 <= answers["candidate"]["fact_coverage"] <= 1 and answers["active"]["adapter"] is None
     assert any("unseen questions" in r for r in verdict["reasons"])
 
