@@ -100,9 +100,9 @@ def probes_from_pairs(pairs: list, chunks: dict[str, Any], limit: int) -> list[P
     `pairs`: dataset.Pair; `chunks`: chunk id -> catalog.ChunkRow."""
     out = []
     for pair in pairs:
-        if pair.source != "synthetic" or not pair.origin_id or len(out) >= limit:
+        if pair.chunk_id is None or len(out) >= limit:
             continue
-        chunk = chunks.get(pair.origin_id.split(":", 1)[0])
+        chunk = chunks.get(pair.chunk_id)
         question = question_of(pair.prompt)
         if chunk is None or question is None:
             continue

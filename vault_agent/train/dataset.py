@@ -44,6 +44,11 @@ class Pair:
                 "margin": float(margin), "is_correction": self.source == "correction"}
 
     @property
+    def chunk_id(self) -> str | None:
+        """The index chunk a synthetic pair was made from (None for the user's own signals)."""
+        return self.origin_id.split(":", 1)[0] if self.source == "synthetic" and self.origin_id else None
+
+    @property
     def content_key(self) -> str:
         return sampling.content_key(self.prompt, self.chosen, self.rejected)
 

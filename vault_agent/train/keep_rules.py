@@ -21,7 +21,8 @@ _HEADER_LINE = re.compile(r"^[ \t]*\[\d+\][ \t]+[^\n.!?]{0,120}$\n?", re.M)
 _LIST_MARK = re.compile(r"^[ \t]*(?:[-*+]|\d+[.)])[ \t]+(?:\[[ xX]\][ \t]+)?", re.M)
 _WIKILINK = re.compile(r"!?\[\[([^\]|#]*)(?:#[^\]|]*)?(?:\|([^\]]*))?\]\]")
 _MDLINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
-_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
+CONTENT_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)  # a word of 4+ letters: what "shares words" counts
+CODE_FENCE = re.compile(r"```.*?(```|$)", re.S)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
@@ -35,20 +36,22 @@ def clean_markup(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+def content_words(text: str) -> set[str]:
+    """The text's words of 4+ letters, casefolded."""
+    return {w.casefold() for w in CONTENT_WORD.findall(text)}
+
+
 def source_overlap(answer: str, source: str) -> float:
     """Share of the answer's content words (4+ letters) that appear in the source chunk."""
-    words = {w.casefold() for w in _WORD.findall(answer)}
-    if not words:
-        return 0.0
-    have = {w.casefold() for w in _WORD.findall(source)}
-    return len(words & have) / len(words)
+    words = content_words(answer)
+    return len(words & content_words(source)) / len(words) if words else 0.0
 
 
 def plain_prose(markdown: str) -> str:
     """A note chunk as running prose: links to their text, no list, heading, quote or callout marks."""
     text = _WIKILINK.sub(lambda m: m.group(2) or m.group(1), markdown)
     text = _MDLINK.sub(r"\1", text)
-    text = re.sub(r"```.*?(```|$)", " ", text, flags=re.S)
+    text = CODE_FENCE.sub(" ", text)
     text = _LIST_MARK.sub("", clean_markup(text))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # a line without an end mark (a list item, a table cell) still ends a thought

@@ -100,7 +100,7 @@ def check_answers(settings, dirs: AppDirs, vault: Path | None, heldout: list, ca
     limit = settings.train.gate_answer_questions
     if not limit or vault is None:
         return None
-    ids = [p.origin_id.split(":", 1)[0] for p in heldout if p.source == "synthetic" and p.origin_id]
+    ids = [p.chunk_id for p in heldout if p.chunk_id]
     chunks = answer_check.catalog_chunks(dirs.index_for(Path(vault).expanduser().resolve()), ids)  # as Indexer keys it
     probes = answer_check.probes_from_pairs(heldout, chunks, limit)
     if not probes:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..llm.prompts import build_plain_messages, build_rag_messages, fit_contexts, note_title, parse_citations
-from .keep_rules import KeepRules, clean_markup, grounded_answer, source_overlap
+from .keep_rules import CODE_FENCE, CONTENT_WORD, KeepRules, clean_markup, content_words, grounded_answer, source_overlap
 
 Generate = Callable[[list[dict], int], str]
 Retrieve = Callable[[str], list[dict]]
@@ -37,8 +37,6 @@ CHUNK_RULES = ("tiny", "link_only", "code_only", "boilerplate")
 PAIR_RULES = ("chosen_ignores_context", "chosen_off_source", "rejected_empty", "truncated", "identical", "error")
 
 _WIKILINK = re.compile(r"!?\[\[[^\]]*\]\]|\[[^\]]*\]\([^)]*\)|https?://\S+")
-_FENCE = re.compile(r"```.*?(```|$)", re.S)
-_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
 _BOILERPLATE = re.compile(r"^\s*(---|tags?:|aliases:|created:|updated:|date:|template|todo|- \[ \]|\s)*$", re.I | re.M)
 
 
@@ -81,13 +79,13 @@ class Summary:
 
 def skip_reason(text: str) -> str | None:
     """Why a chunk makes no useful question (a CHUNK_RULES name), or None if it does."""
-    without_code = _FENCE.sub(" ", text)
+    without_code = CODE_FENCE.sub(" ", text)
     prose = _WIKILINK.sub(" ", without_code)
     prose = re.sub(r"[#>*_`|\-\[\]()!]+", " ", prose)
-    words = _WORD.findall(prose)
+    words = CONTENT_WORD.findall(prose)
     if len(text.strip()) < MIN_CHUNK_CHARS:
         return "tiny"
-    if len(_FENCE.findall(text)) and len(" ".join(_WORD.findall(_WIKILINK.sub(" ", without_code)))) < 40:
+    if len(CODE_FENCE.findall(text)) and len(" ".join(CONTENT_WORD.findall(_WIKILINK.sub(" ", without_code)))) < 40:
         return "code_only"
     if _WIKILINK.search(without_code) and len(words) < 8:
         return "link_only"
@@ -145,8 +143,7 @@ def clean_question(raw: str, chunk: SourceChunk) -> str | None:
     if line.rstrip("?").strip().casefold() in chunk.text.casefold():  # copied out of the note
         return None
     # about the note: shares a word with it or its heading path ("What's your next question?" does not)
-    words = {w.casefold() for w in _WORD.findall(line)}
-    if not words & {w.casefold() for w in _WORD.findall(f"{chunk.path} {chunk.heading} {chunk.text}")}:
+    if not content_words(line) & content_words(f"{chunk.path} {chunk.heading} {chunk.text}"):
         return None
     return line
 
@@ -156,9 +153,8 @@ def uses_context(answer: str, contexts: list[dict], question: str) -> bool:
     the question didn't already contain."""
     if parse_citations(answer, len(contexts)):
         return True
-    notes = {w.casefold() for c in contexts for w in _WORD.findall(c["text"])}
-    asked = {w.casefold() for w in _WORD.findall(question)}
-    borrowed = {w.casefold() for w in _WORD.findall(answer)} & notes - asked
+    notes = set().union(*(content_words(c["text"]) for c in contexts))
+    borrowed = content_words(answer) & notes - content_words(question)
     return len(borrowed) >= 3
 
 
