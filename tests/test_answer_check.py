@@ -49,7 +49,18 @@ def test_a_probe_knows_its_question_source_note_and_its_number_in_the_prompt():
     probe = probes[0]
     assert probe.question == "When is the Heron cutover?"
     assert probe.source_note == "Projects/Project Heron.md" and probe.source_ns == [2]
-    assert answer_check.probes_from_pairs([heron_pair()] * 5, chunks, limit=3).__len__() == 3
+    assert len(answer_check.probes_from_pairs([heron_pair(f"p{i}") for i in range(5)], chunks, limit=3)) == 3
+
+
+def test_a_kto_versions_heldout_answers_give_one_probe_per_pair():
+    """KTO holds out single answers, both halves of a synthetic pair: the check asks its question once."""
+    from vault_agent.train.examples import split_pair
+
+    chunks = {"chunk-heron": Row("Projects/Project Heron.md", "Project Heron > Cutover", HERON)}
+    examples = [e for i in range(3) for e in split_pair(heron_pair(f"p{i}"))]
+    probes = answer_check.probes_from_pairs(examples, chunks, limit=12)
+    assert [p.pair_id for p in probes] == ["p0", "p1", "p2"]
+    assert probes[0].question == "When is the Heron cutover?" and probes[0].source_ns == [2]
 
 
 def test_answers_are_scored_for_key_facts_and_for_citing_the_source():

@@ -96,11 +96,14 @@ def source_numbers(messages: list[dict], note: str) -> list[int]:
 
 
 def probes_from_pairs(pairs: list, chunks: dict[str, Any], limit: int) -> list[Probe]:
-    """Probes from held-out synthetic pairs whose source chunk is still in the index catalog.
-    `pairs`: dataset.Pair; `chunks`: chunk id -> catalog.ChunkRow."""
-    out = []
+    """Probes from held-out synthetic pairs whose source chunk is still in the index catalog, one per
+    pair. `pairs`: dataset.Pair, or examples.Example (a KTO version's held-out side, where both
+    halves of a pair carry its id and chunk); `chunks`: chunk id -> catalog.ChunkRow."""
+    out: list[Probe] = []
+    asked: set[str] = set()
     for pair in pairs:
-        if pair.chunk_id is None or len(out) >= limit:
+        pair_id = getattr(pair, "group", pair.id)  # an Example's group is its pair's id
+        if pair.chunk_id is None or pair_id in asked or len(out) >= limit:
             continue
         chunk = chunks.get(pair.chunk_id)
         question = question_of(pair.prompt)
@@ -108,8 +111,9 @@ def probes_from_pairs(pairs: list, chunks: dict[str, Any], limit: int) -> list[P
             continue
         terms = key_terms(chunk.text, question)
         if terms:
-            out.append(Probe(pair.id, question, pair.prompt, chunk.path, source_numbers(pair.prompt, chunk.path),
-                             terms))
+            asked.add(pair_id)
+            out.append(Probe(pair_id, question, pair.prompt, chunk.path,
+                             source_numbers(pair.prompt, chunk.path), terms))
     return out
 
 

@@ -41,6 +41,7 @@ class Example:
     label: bool  # desirable
     created: str = ""
     trained_in_version: str | None = None
+    chunk_id: str | None = None  # a synthetic pair's source chunk: the gate's answer check asks about it
 
     def record(self) -> dict[str, Any]:
         """TRL's conversational unpaired-preference format."""
@@ -119,9 +120,10 @@ def read_thumbs(db_path: Path) -> tuple[list[Example], list[str]]:
 
 
 def split_pair(p: ds.Pair) -> list[Example]:
-    return [Example(f"{p.id}:chosen", p.id, p.source, p.prompt, p.chosen, True, trained_in_version=p.trained_in_version),
+    return [Example(f"{p.id}:chosen", p.id, p.source, p.prompt, p.chosen, True, trained_in_version=p.trained_in_version,
+                    chunk_id=p.chunk_id),
             Example(f"{p.id}:rejected", p.id, p.source, p.prompt, p.rejected, False,
-                    trained_in_version=p.trained_in_version)]
+                    trained_in_version=p.trained_in_version, chunk_id=p.chunk_id)]
 
 
 def weighed_as(e: Example) -> str:

@@ -77,8 +77,7 @@ def gate_version(settings, dirs: AppDirs, vdir: Path, version: str, heldout: lis
     if kto:
         judged = gate.judge_examples(rows, gate.score_examples(base_gguf, vdir / active.GGUF_NAME, rows, n_ctx),
                                      gate.score_examples(base_gguf, current_gguf, rows, n_ctx))
-    answers = None if kto else check_answers(settings, dirs, vault, heldout, (version, vdir / active.GGUF_NAME),
-                                              (current, current_gguf))
+    answers = check_answers(settings, dirs, vault, heldout, (version, vdir / active.GGUF_NAME), (current, current_gguf))
     verdict = gate.decide(candidate, incumbent, gate.Rules.from_settings(settings.train), examples=judged,
                           answers=answers)
     verdict.extra["export"] = export
@@ -96,7 +95,8 @@ def gate_version(settings, dirs: AppDirs, vdir: Path, version: str, heldout: lis
 
 def check_answers(settings, dirs: AppDirs, vault: Path | None, heldout: list, candidate: tuple, current: tuple):
     """The answer-level check (train/answer_check.py) on up to train.gate_answer_questions held-out
-    synthetic pairs whose source chunk is still indexed; None when there are none (or it is off)."""
+    synthetic pairs (or a KTO version's examples from them) whose source chunk is still indexed;
+    None when there are none (or it is off)."""
     limit = settings.train.gate_answer_questions
     if not limit or vault is None:
         return None
