@@ -13,7 +13,7 @@ For one vault (benchmarks/eval_vault, a documentation vault no one here wrote, o
 Rows are written after each recipe: a rerun skips the recipes already in the output (resumable).
 
     python benchmarks/learning_bench.py --smoke                  # minutes: 1 recipe, 6 pairs
-    python benchmarks/learning_bench.py --vault eval --pairs 64  # the sweep (hours on 2 cores)
+    python benchmarks/learning_bench.py --vault npm-docs        # the sweep (hours on 2 cores)
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ RECIPES = {
     "model-no-overlap-rule": {"chosen": "model", "min_overlap": 0.0},
     "grounded-beta0.3": {"chosen": "grounded", "min_overlap": 0.3, "beta": 0.3},
     "grounded-3ep": {"chosen": "grounded", "min_overlap": 0.3, "epochs": 3.0},
+    # the keep rules drop about half the model's chosen answers: more chunks tried for 60-80 pairs
+    "model-120": {"chosen": "model", "min_overlap": 0.3, "chunks": 120},
+    "model-120-lr2e-4": {"chosen": "model", "min_overlap": 0.3, "chunks": 120, "learning_rate": 2e-4},
 }
 TRAIN_KNOBS = ("learning_rate", "epochs", "beta")
 
@@ -88,26 +91,48 @@ def make_probes(indexer, backend, settings, chunks, limit: int):
 
 
 def pairs_db(work: Path, recipe: dict, settings, indexer, backend, chunks, n_pairs: int) -> tuple[Path, dict]:
-    """The synthetic pairs for this pair rule (made once, reused by every recipe with the same rule)."""
+    """The synthetic pairs for this pair rule from `n_pairs` chunks tried (made once, reused by every
+    recipe with the same rule). A larger count starts from the largest smaller one made with the same
+    rule and tries that many more chunks (the sample order is the same: balanced_sample is
+    deterministic), so growing the pair count costs only the new chunks."""
     from vault_agent.feedback.store import PreferenceLog
     from vault_agent.train import synthetic
     from vault_agent.train.keep_rules import KeepRules
 
-    key = f"{recipe['chosen']}-{recipe['min_overlap']}-{n_pairs}"
-    db = work / "pairs" / f"{key}.sqlite"
+    rule = f"{recipe['chosen']}-{recipe['min_overlap']}"
+    db = work / "pairs" / f"{rule}-{n_pairs}.sqlite"
     meta = db.with_suffix(".json")
     if meta.is_file():
         return db, json.loads(meta.read_text())
     db.parent.mkdir(parents=True, exist_ok=True)
+    smaller = sorted((int(m.stem.rsplit("-", 1)[1]), m) for m in db.parent.glob(f"{rule}-*.json")
+                     if int(m.stem.rsplit("-", 1)[1]) < n_pairs)
+    earlier, tried = {"kept": 0, "dropped": {}, "chunks_seen": 0, "questions_from_heading": 0, "seconds": 0.0}, set()
+    if smaller:
+        n_before, before_meta = smaller[-1]
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{before_meta.with_suffix('.sqlite')}{suffix}")
+            if src.is_file():
+                shutil.copy(src, f"{db}{suffix}")
+        earlier = json.loads(before_meta.read_text())
+        usable = [c for c in chunks if synthetic.skip_reason(c.text) is None]
+        tried = {c.id for c in synthetic.balanced_sample(usable, n_before, 0)}
     llm = settings.llm
     gen = lambda m, n: backend.chat(m, max_tokens=n, temperature=llm.temperature, seed=llm.seed)  # noqa: E731
     t0 = time.perf_counter()
     with PreferenceLog(db) as log:
-        summary = synthetic.generate_pairs(chunks, log, gen, synthetic.indexer_retriever(indexer, llm.context_chunks),
-                                           limit=n_pairs, seed=0, context_chunks=llm.context_chunks,
+        summary = synthetic.generate_pairs([c for c in chunks if c.id not in tried], log, gen,
+                                           synthetic.indexer_retriever(indexer, llm.context_chunks),
+                                           limit=n_pairs - earlier["chunks_seen"], seed=0,
+                                           context_chunks=llm.context_chunks,
                                            fit=synthetic.context_fitter(backend, synthetic.ANSWER_TOKENS),
                                            rules=KeepRules(recipe["chosen"], recipe["min_overlap"]))
-    info = {**summary.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
+    info = summary.to_dict()
+    for key in ("kept", "chunks_seen", "questions_from_heading"):
+        info[key] += earlier[key]
+    info["dropped"] = {k: v + earlier["dropped"].get(k, 0) for k, v in info["dropped"].items()}
+    info["dropped_total"] = sum(info["dropped"].values())
+    info["seconds"] = round(time.perf_counter() - t0 + earlier["seconds"], 1)
     meta.write_text(json.dumps(info))
     return db, info
 
@@ -120,7 +145,7 @@ def run_recipe(name: str, recipe: dict, args, vault: Path, work: Path, probes, b
     from vault_agent.train.retrain import retrain
 
     db, pair_info = pairs_db(work, recipe, ctx["settings"], ctx["indexer"], ctx["backend"], ctx["train_chunks"],
-                             args.pairs)
+                             recipe.get("chunks", args.pairs))
     home = work / "runs" / name
     shutil.rmtree(home, ignore_errors=True)
     os.environ["VAULT_AGENT_HOME"] = str(home)
@@ -170,7 +195,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vault", default="eval", help=f"{', '.join(sorted(VAULTS))}, or a vault folder")
     ap.add_argument("--smoke", action="store_true", help="1 recipe, 6 pairs, 3 questions, short prompts")
-    ap.add_argument("--pairs", type=int, default=64, help="synthetic pairs per recipe (the goal: 60-80)")
+    ap.add_argument("--pairs", type=int, default=80, help="chunks tried for synthetic pairs (a recipe may set its own "
+                    "`chunks`); the keep rules drop some, so fewer pairs are kept")
     ap.add_argument("--questions", type=int, default=20, help="unseen questions (held-out chunks)")
     ap.add_argument("--epochs", type=float, default=None, help="default: train.epochs (a recipe may set its own)")
     ap.add_argument("--max-length", type=int, default=768)
