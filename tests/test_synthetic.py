@@ -217,3 +217,9 @@ def test_keep_rule_helpers():
     assert keep_rules.source_overlap("quantum physics lecture", PROSE) == 0.0
     grounded = keep_rules.grounded_answer("- First item here\n- [[Other note|Second]] item.\n\nA third sentence.", 2)
     assert grounded == "First item here. Second item. A third sentence [2]."
+    # documentation is hard-wrapped: a paragraph over several lines is one sentence, not one per line;
+    # a heading or a table row is its own; an underscore inside a word is not emphasis
+    wrapped = ("## Options\nThe workspaces field lists the folders\nthat are linked into node_modules.\n\n"
+               "| name | default |\n|---|---|\n| _force_ | `false` |\n")
+    assert keep_rules.plain_prose(wrapped) == ("Options. The workspaces field lists the folders that are linked into "
+                                               "node_modules. name, default. force, false.")

@@ -47,16 +47,42 @@ def source_overlap(answer: str, source: str) -> float:
     return len(words & content_words(source)) / len(words) if words else 0.0
 
 
+_EMPHASIS = re.compile(r"[*`|]+|(?<![^\W_])_+|_+(?![^\W_])")  # not the _ inside node_modules
+
+
 def plain_prose(markdown: str) -> str:
-    """A note chunk as running prose: links to their text, no list, heading, quote or callout marks."""
+    """A note chunk as running prose: links to their text, no list, heading, quote or callout marks.
+    A list item, a table row or a heading ends a thought; a paragraph hard-wrapped over several lines
+    (most documentation is) stays one."""
     text = _WIKILINK.sub(lambda m: m.group(2) or m.group(1), markdown)
     text = _MDLINK.sub(r"\1", text)
     text = CODE_FENCE.sub(" ", text)
-    text = _LIST_MARK.sub("", clean_markup(text))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # a line without an end mark (a list item, a table cell) still ends a thought
-    joined = " ".join(line if line[-1] in ".!?:" else f"{line}." for line in lines)
-    return re.sub(r"[*_`|]+", "", joined).strip()
+    headings = headings_of(text)
+    units: list[str] = []
+    joining = False  # the previous line was prose that may go on
+    for raw in clean_markup(text).splitlines():
+        line = raw.strip()
+        if not line:
+            joining = False
+            continue
+        whole = line.startswith("|") or line in headings  # a table row or a heading is a unit of its own
+        if line.startswith("|"):  # a table row: its cells, comma-separated; the |---| rule row: nothing
+            line = ", ".join(c.strip() for c in line.strip("|").split("|") if c.strip(" -:"))
+            if not line:
+                continue
+        if joining and not whole and not _LIST_MARK.match(raw):
+            units[-1] = f"{units[-1]} {line}"
+        else:
+            units.append(_LIST_MARK.sub("", line))
+        joining = not whole
+    # a unit without an end mark (a list item, a table cell) still ends a thought
+    joined = " ".join(u if u[-1] in ".!?:" else f"{u}." for u in units)
+    return _EMPHASIS.sub("", joined).strip()
+
+
+def headings_of(markdown: str) -> set[str]:
+    """The heading lines' texts as clean_markup leaves them (their # marks gone)."""
+    return {_HEADING_MARK.sub("", line).strip() for line in markdown.splitlines() if _HEADING_MARK.match(line)}
 
 
 def grounded_answer(chunk_text: str, n: int, max_chars: int = 480) -> str:
