@@ -49,8 +49,13 @@ RECIPES = {
     # the keep rules drop about half the model's chosen answers: more chunks tried for 60-80 pairs
     "model-120": {"chosen": "model", "min_overlap": 0.3, "chunks": 120},
     "model-120-lr2e-4": {"chosen": "model", "min_overlap": 0.3, "chunks": 120, "learning_rate": 2e-4},
+    # cheaper adapters to serve (benchmarks/adapter_decode_bench.py): do they learn as much?
+    "model-lr2e-4-attention": {"chosen": "model", "min_overlap": 0.3, "learning_rate": 2e-4,
+                               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+    "model-lr2e-4-qv": {"chosen": "model", "min_overlap": 0.3, "learning_rate": 2e-4,
+                        "target_modules": ["q_proj", "v_proj"]},
 }
-TRAIN_KNOBS = ("learning_rate", "epochs", "beta")
+TRAIN_KNOBS = ("learning_rate", "epochs", "beta", "target_modules", "lora_r")
 
 
 def is_unseen(chunk_id: str) -> bool:
@@ -169,6 +174,7 @@ def run_recipe(name: str, recipe: dict, args, vault: Path, work: Path, probes, b
     figures = check.to_dict()
     return {"recipe": name, **recipe, "epochs": settings.train.epochs,
             "learning_rate": settings.train.learning_rate, "beta": settings.train.beta,
+            "target_modules": settings.train.target_modules, "lora_r": settings.train.lora_r,
             "pairs": pair_info, "train_pairs": result.pairs, "steps": result.steps, "train_seconds": round(train_s, 1),
             "heldout": result.heldout, "peak_rss_gib": (result.memory or {}).get("peak_rss_gib"),
             "fact_coverage": {"base": figures["active"]["fact_coverage"], "adapter": figures["candidate"]["fact_coverage"],
