@@ -40,6 +40,7 @@ VAULTS = {"eval": HERE / "eval_vault", "sample": HERE.parent / "sample_vault",
 # name -> (pair rule, training knobs); the defaults row is what a user gets
 RECIPES = {
     "defaults": {"chosen": "model", "min_overlap": 0.3},
+    "model-lr5e-5": {"chosen": "model", "min_overlap": 0.3, "learning_rate": 5e-5},  # the default before the sweep
     "grounded": {"chosen": "grounded", "min_overlap": 0.3},
     "grounded-lr2e-4": {"chosen": "grounded", "min_overlap": 0.3, "learning_rate": 2e-4},
     "model-lr2e-4": {"chosen": "model", "min_overlap": 0.3, "learning_rate": 2e-4},
