@@ -189,9 +189,9 @@ class LlamaScorer:
 
 
 def _log_softmax(logits):
-    """Row-wise log-softmax, float32, through torch: numpy in float64 took about 1.5 s of a held-out
-    pair's 2.4 s on the bundled model's 152k vocabulary (benchmarks/gate_bench.py); torch's
-    vectorised, threaded kernel takes a tenth of that. A numpy array comes back (a view, no copy)."""
+    """Row-wise log-softmax, float32, through torch: about 6x faster than numpy in float64 over a
+    152k vocabulary (60 rows: 0.15 s against 0.9 s on the loaded 2-core machine), with figures equal
+    to 1e-5 relative. A numpy array comes back (a view, no copy)."""
     import numpy as np
     import torch
 
