@@ -43,7 +43,6 @@ RECIPES = {
     "model-lr5e-5": {"chosen": "model", "min_overlap": 0.3, "learning_rate": 5e-5},  # the default before the sweep
     "grounded": {"chosen": "grounded", "min_overlap": 0.3},
     "grounded-lr2e-4": {"chosen": "grounded", "min_overlap": 0.3, "learning_rate": 2e-4},
-    "model-lr2e-4": {"chosen": "model", "min_overlap": 0.3, "learning_rate": 2e-4},
     "model-no-overlap-rule": {"chosen": "model", "min_overlap": 0.0},
     "grounded-beta0.3": {"chosen": "grounded", "min_overlap": 0.3, "beta": 0.3},
     "grounded-3ep": {"chosen": "grounded", "min_overlap": 0.3, "epochs": 3.0},
@@ -51,10 +50,9 @@ RECIPES = {
     "model-120": {"chosen": "model", "min_overlap": 0.3, "chunks": 120},
     "model-120-lr2e-4": {"chosen": "model", "min_overlap": 0.3, "chunks": 120, "learning_rate": 2e-4},
     # cheaper adapters to serve (benchmarks/adapter_decode_bench.py): do they learn as much?
-    "model-lr2e-4-attention": {"chosen": "model", "min_overlap": 0.3, "learning_rate": 2e-4,
-                               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-    "model-lr2e-4-qv": {"chosen": "model", "min_overlap": 0.3, "learning_rate": 2e-4,
-                        "target_modules": ["q_proj", "v_proj"]},
+    "defaults-attention": {"chosen": "model", "min_overlap": 0.3,
+                           "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+    "defaults-qv": {"chosen": "model", "min_overlap": 0.3, "target_modules": ["q_proj", "v_proj"]},
 }
 TRAIN_KNOBS = ("learning_rate", "epochs", "beta", "target_modules", "lora_r")
 
@@ -121,8 +119,7 @@ def pairs_db(work: Path, recipe: dict, settings, indexer, backend, chunks, n_pai
             if src.is_file():
                 shutil.copy(src, f"{db}{suffix}")
         earlier = json.loads(before_meta.read_text())
-        usable = [c for c in chunks if synthetic.skip_reason(c.text) is None]
-        tried = {c.id for c in synthetic.balanced_sample(usable, n_before, 0)}
+        tried = {c.id for c in synthetic.balanced_sample(chunks, n_before, 0)}  # chunks: all usable already
     llm = settings.llm
     gen = lambda m, n: backend.chat(m, max_tokens=n, temperature=llm.temperature, seed=llm.seed)  # noqa: E731
     t0 = time.perf_counter()

@@ -65,8 +65,9 @@ def plain_prose(markdown: str) -> str:
         if not line:
             joining = False
             continue
-        whole = line.startswith("|") or line in headings  # a table row or a heading is a unit of its own
-        if line.startswith("|"):  # a table row: its cells, comma-separated; the |---| rule row: nothing
+        row = line.startswith("|")
+        whole = row or line in headings  # a table row or a heading is a unit of its own
+        if row:  # its cells, comma-separated; the |---| rule row: nothing
             line = ", ".join(c.strip() for c in line.strip("|").split("|") if c.strip(" -:"))
             if not line:
                 continue
