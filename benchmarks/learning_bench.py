@@ -48,7 +48,6 @@ RECIPES = {
     "grounded-3ep": {"chosen": "grounded", "min_overlap": 0.3, "epochs": 3.0},
     # the keep rules drop about half the model's chosen answers: more chunks tried for 60-80 pairs
     "model-120": {"chosen": "model", "min_overlap": 0.3, "chunks": 120},
-    "model-120-lr2e-4": {"chosen": "model", "min_overlap": 0.3, "chunks": 120, "learning_rate": 2e-4},
     # cheaper adapters to serve (benchmarks/adapter_decode_bench.py): do they learn as much?
     "defaults-attention": {"chosen": "model", "min_overlap": 0.3,
                            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
