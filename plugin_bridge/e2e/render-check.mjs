@@ -18,9 +18,21 @@ try {
 	const consoleErrors = [];
 	page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
 	page.on("pageerror", (e) => consoleErrors.push(String(e)));
+	// A MutationObserver sees every render of the streaming answer; polling can miss a short one
+	// that streams between two polls.
+	await page.addInitScript(() => {
+		window.__firstPartial = null;
+		new MutationObserver((_, observer) => {
+			const text = document.querySelector(".vault-agent-answer.is-streaming")?.textContent ?? "";
+			if (text.length > 0) {
+				window.__firstPartial = text;
+				observer.disconnect();
+			}
+		}).observe(document, { childList: true, subtree: true, characterData: true, attributes: true });
+	});
 	await page.goto(harnessUrl);
-	await page.waitForFunction(() => (document.querySelector(".vault-agent-answer.is-streaming")?.textContent ?? "").length > 0 || window.VA?.done, null, { timeout: 240_000 });
-	result.streaming_text = await page.evaluate(() => document.querySelector(".vault-agent-answer.is-streaming")?.textContent ?? null);
+	await page.waitForFunction(() => window.__firstPartial !== null || window.VA?.done, null, { timeout: 240_000 });
+	result.streaming_text = await page.evaluate(() => window.__firstPartial);
 	await page.screenshot({ path: join(outDir, `${prefix}-streaming.png`) });
 	await page.waitForFunction(() => window.VA?.done, null, { timeout: 240_000 });
 	result.done = await page.evaluate(() => window.VA.done);
