@@ -7,6 +7,11 @@ computed and copied out, on fewer pairs (it is the slow one). Each pair has its 
 prompt (about 300 tokens), as held-out pairs from different questions do, so no pair reuses another's
 prompt cache. One rank-16 all-linear adapter, scored against the base (two passes per pair).
 
+"Nightly" is the next gate over the same held-out pairs: a second adapter against the first, the
+first's figures (and the base's) kept from the gate before (train/score_cache.py), so the
+candidate is scored, plus a base pass on gate.KL_PAIRS pairs for its KL. Without the cache that gate
+would make three passes per pair (base, candidate, incumbent).
+
     .venv/bin/python benchmarks/gate_bench.py              # 200 pairs after, 30 before
     .venv/bin/python benchmarks/gate_bench.py --smoke      # seconds: the suite runs this
 """
@@ -96,7 +101,7 @@ def main() -> None:
         args.pairs, args.before_pairs = 3, 2
 
     from vault_agent.llm.backend import resolve_model_path
-    from vault_agent.train.gate import score
+    from vault_agent.train.gate import KL_PAIRS, score, score_all
 
     gguf = resolve_model_path("bundled")
     rows = held_out_pairs(max(args.pairs, args.before_pairs))
@@ -105,16 +110,29 @@ def main() -> None:
         t0 = time.perf_counter()
         before_margins, before_kl = score_before(gguf, adapter, rows[:args.before_pairs], 1024)
         before_s = time.perf_counter() - t0
+        cache = Path(tmp) / "gate-scores"
         t0 = time.perf_counter()
-        after = score(gguf, adapter, rows[:args.pairs], [], n_ctx=1024, label="bench")
+        after, _ = score_all(gguf, [("bench", adapter), (None, None)], rows[:args.pairs], [], n_ctx=1024,
+                             cache_dir=cache)
         after_s = time.perf_counter() - t0
         same = score(gguf, adapter, rows[:args.before_pairs], [], n_ctx=1024, label="bench")
-    per_before, per_after = before_s / args.before_pairs, after_s / args.pairs
+        candidate = make_lora(gguf, Path(tmp) / "b.gguf", TARGETS["all-linear"], 16, seed=2)
+        t0 = time.perf_counter()
+        nightly, incumbent = score_all(gguf, [("next", candidate), ("bench", adapter)], rows[:args.pairs], [],
+                                       n_ctx=1024, cache_dir=cache)
+        nightly_s = time.perf_counter() - t0
+    per_before, per_after, per_nightly = (s / n for s, n in ((before_s, args.before_pairs), (after_s, args.pairs),
+                                                             (nightly_s, args.pairs)))
     result = {
-        "pairs": {"before": args.before_pairs, "after": args.pairs, "scored_after": after.pairs},
+        "pairs": {"before": args.before_pairs, "after": args.pairs, "scored_after": after.pairs,
+                  "nightly_reused_for_incumbent": incumbent.reused, "kl_sample_pairs": KL_PAIRS},
         "seconds_per_pair": {"before": round(per_before, 3), "after": round(per_after, 3),
-                             "after_over_before": round(per_after / per_before, 3)},
+                             "after_over_before": round(per_after / per_before, 3),
+                             "nightly": round(per_nightly, 3),
+                             "nightly_over_first_gate": round(per_nightly / per_after, 3)},
         "seconds_for_200_pairs_after": round(200 * per_after, 1),
+        "seconds_for_200_pairs_nightly": round(200 * per_nightly, 1),
+        "nightly_margins_equal_incumbents_own_gate": incumbent.margins == after.margins,
         "max_margin_difference_nats": max(abs(a - b) for a, b in zip(same.margins, before_margins)),
         "kl_to_base": {"before": before_kl, "after": same.kl_to_base},
         "threads": os.cpu_count(), "peak_rss_mb": peak_rss_mb(), "smoke": args.smoke,

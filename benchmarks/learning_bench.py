@@ -47,7 +47,7 @@ RECIPES = {
     "grounded-beta0.3": {"chosen": "grounded", "min_overlap": 0.3, "beta": 0.3},
     "grounded-3ep": {"chosen": "grounded", "min_overlap": 0.3, "epochs": 3.0},
     # the keep rules drop about half the model's chosen answers: more chunks tried for 60-80 pairs
-    "model-120": {"chosen": "model", "min_overlap": 0.3, "chunks": 120},
+    "model-140": {"chosen": "model", "min_overlap": 0.3, "chunks": 140},
     # cheaper adapters to serve (benchmarks/adapter_decode_bench.py): do they learn as much?
     "defaults-attention": {"chosen": "model", "min_overlap": 0.3,
                            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},

@@ -21,3 +21,6 @@ def test_gate_bench_smoke(tmp_path):
     assert result["pairs"]["scored_after"] == 3
     assert result["max_margin_difference_nats"] < 1e-3
     assert result["seconds_per_pair"]["before"] > 0 and result["seconds_per_pair"]["after"] > 0
+    # the nightly gate took the incumbent's figures from its own gate, unchanged
+    assert result["pairs"]["nightly_reused_for_incumbent"] == 3
+    assert result["nightly_margins_equal_incumbents_own_gate"] is True

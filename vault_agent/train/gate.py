@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..llm.lora import BatchDecoder, LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, token_text
 from . import evidence
 from .answer_check import AnswerCheck
+from .score_cache import ScoreCache, pair_key, texts_key
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Scores:
     perplexity: float | None = None  # on held-out vault chunks
     kl_to_base: float | None = None  # mean per-token KL(adapter || base) over the held-out answers, nats
     skipped: int = 0  # pairs too long for the context window
+    reused: int = 0  # pairs whose figures an earlier gate computed (train/score_cache.py)
     margins: list[float] = field(default_factory=list, repr=False)  # per held-out pair, in the pairs' order
 
     @classmethod
@@ -220,62 +222,101 @@ def score(gguf_path: Path, adapter_path: Path | None, pairs: list[dict], texts: 
     return score_all(gguf_path, [(label, adapter_path)], pairs, texts, n_ctx)[0]
 
 
+KL_PAIRS = 48  # pairs per gate that get a base pass for KL alone (see score_all)
+
+
 def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], pairs: list[dict],
-              texts: list[str], n_ctx: int = 2048, answers: list[dict] | None = None) -> list[Scores]:
+              texts: list[str], n_ctx: int = 2048, answers: list[dict] | None = None,
+              cache_dir: Path | None = None) -> list[Scores]:
     """Held-out figures for several adapters ((label, GGUF LoRA path or None for the plain base)) in
-    one llama.cpp context: each answer is scored once by the base, then once per adapter, and the
-    adapter's KL to the base is taken position by position from the two passes. `answers` (TRL
-    unpaired rows: prompt, completion) add positions to the KL only: a KTO version's held-out answers."""
+    one llama.cpp context: each answer is scored by the base and by each adapter, and an adapter's
+    KL to the base is taken position by position from the two passes. `answers` (TRL unpaired rows:
+    prompt, completion) add positions to the KL only: a KTO version's held-out answers.
+
+    KL is measured on the pairs that get a base pass anyway (the base is scored, or not cached) and
+    on up to KL_PAIRS more: by then it is a mean over thousands of positions, and each further pair
+    would cost a whole pass that nothing else needs. With `cache_dir`, a (base, adapter, pair)
+    scored by an earlier gate is not scored again (train/score_cache.py): the nightly gate then
+    scores the new candidate and little else."""
     n = len(adapters)
     out = [Scores(adapter=label) for label, _ in adapters]
-    margins: list[list[float]] = [[] for _ in range(n)]
-    kl_sum, kl_positions = [0.0] * n, 0
+    caches = [ScoreCache(cache_dir, gguf_path, path) if cache_dir else None for _, path in adapters]
+    entries: list[list[dict]] = [[] for _ in range(n)]
+    answer_kl = [[0.0, 0] for _ in range(n)]  # summed KL and positions from `answers`
     with LlamaScorer(gguf_path, None, n_ctx) as scorer:
         handles = [None if path is None else scorer.load_adapter(path) for _, path in adapters]
 
-        def mean_logprobs(found: list[tuple[list[int], int]]) -> list[list[float]]:
-            """Per adapter, the mean token log-prob of each answer (all to one prompt); adds to the
-            KL sums on the way. The base pass comes first and serves every adapter."""
-            nonlocal kl_positions
-            scorer.use(None)
-            base = scorer.answers_log_probs(found)
-            kl_positions += sum(len(b) for b in base)
-            means = []
-            for i, handle in enumerate(handles):
-                if handle is None:
-                    lps = base  # the base itself: KL 0 by definition, no second pass
+        def score_answers(found: list[tuple[list[int], int]], fresh: list[int], kl: bool) -> dict[int, dict]:
+            """Per adapter index in `fresh`: {"means": mean token log-prob per answer (all to one
+            prompt), "kl": summed KL to the base (None without a base pass), "n": positions}. The
+            base pass runs when the base is among them or `kl`, and comes first."""
+            base = None
+            if kl or any(handles[i] is None for i in fresh):
+                scorer.use(None)
+                base = scorer.answers_log_probs(found)
+            positions = sum(len(ids) - at for ids, at in found)
+            res = {}
+            for i in fresh:
+                if handles[i] is None:
+                    lps, kl_sum = base, 0.0  # the base itself: KL 0 by definition, no second pass
                 else:
-                    scorer.use(handle)
+                    scorer.use(handles[i])
                     lps = scorer.answers_log_probs(found)
-                    kl_sum[i] += sum(_kl_rows(lp, b) for lp, b in zip(lps, base))
-                means.append([float(_picked(lp, ids, at).mean()) for lp, (ids, at) in zip(lps, found)])
-            return means
+                    kl_sum = None if base is None else sum(_kl_rows(lp, b) for lp, b in zip(lps, base))
+                res[i] = {"means": [float(_picked(lp, ids, at).mean()) for lp, (ids, at) in zip(lps, found)],
+                          "kl": kl_sum, "n": positions}
+            return res
 
+        kl_only_passes = 0
         for pair in pairs:
-            found = [scorer.answer_tokens(pair["prompt"], completion_text(pair[side]))
-                     for side in ("chosen", "rejected")]
+            chosen, rejected = (completion_text(pair[side]) for side in ("chosen", "rejected"))
+            found = [scorer.answer_tokens(pair["prompt"], text) for text in (chosen, rejected)]
             if None in found:
                 for s in out:
                     s.skipped += 1
                 continue
-            for i, (chosen, rejected) in enumerate(mean_logprobs(found)):
-                margins[i].append(chosen - rejected)
+            key = pair_key(pair["prompt"], chosen, rejected)
+            got = {i: c.get(key) for i, c in enumerate(caches) if c is not None}
+            fresh = [i for i in range(n) if got.get(i) is None]
+            if fresh:
+                base_needed = any(handles[i] is None for i in fresh)
+                kl = base_needed or kl_only_passes < KL_PAIRS
+                kl_only_passes += kl and not base_needed
+                for i, r in score_answers(found, fresh, kl).items():
+                    got[i] = {"c": r["means"][0], "r": r["means"][1], "kl": r["kl"], "n": r["n"]}
+                    if caches[i] is not None:
+                        caches[i].put(key, got[i])
+            for i in range(n):
+                entries[i].append(got[i])
         for row in answers or []:
             found = scorer.answer_tokens(row["prompt"], completion_text(row["completion"]))
             if found is not None:
-                mean_logprobs([found])
+                for i, r in score_answers([found], list(range(n)), True).items():
+                    answer_kl[i][0] += r["kl"]
+                    answer_kl[i][1] += r["n"]
+        tkey = texts_key(texts)
         perplexities: dict[int, float | None] = {}
         for i, handle in enumerate(handles):
-            key = id(handle) if handle is not None else 0
-            if key not in perplexities:
-                scorer.use(handle)
-                perplexities[key] = scorer.perplexity(texts) if texts else None
-            out[i].perplexity = perplexities[key]
+            hit, value = caches[i].get_perplexity(tkey) if caches[i] is not None and texts else (False, None)
+            if not hit:
+                key = id(handle) if handle is not None else 0
+                if key not in perplexities:
+                    scorer.use(handle)
+                    perplexities[key] = scorer.perplexity(texts) if texts else None
+                value = perplexities[key]
+                if caches[i] is not None and texts:
+                    caches[i].put_perplexity(tkey, value)
+            out[i].perplexity = value
     for i, s in enumerate(out):
-        summary = Scores.from_margins(s.adapter, margins[i])
+        summary = Scores.from_margins(s.adapter, [e["c"] - e["r"] for e in entries[i]])
         s.pairs, s.margins, s.accuracy, s.margin = summary.pairs, summary.margins, summary.accuracy, summary.margin
-        if kl_positions:
-            s.kl_to_base = kl_sum[i] / kl_positions
+        with_kl = [e for e in entries[i] if e["kl"] is not None]
+        positions = sum(e["n"] for e in with_kl) + answer_kl[i][1]
+        if positions:
+            s.kl_to_base = (sum(e["kl"] for e in with_kl) + answer_kl[i][0]) / positions
+        if caches[i] is not None:
+            s.reused = caches[i].reused
+            caches[i].save()
     return out
 
 

@@ -18,6 +18,7 @@ from .export import export_gguf_lora
 log = logging.getLogger(__name__)
 GATE_CHUNKS = 8  # held-out vault chunks for the perplexity guard
 MIN_CHUNK_CHARS = 200
+GATE_SCORES = "gate-scores"  # the figures earlier gates computed (train/score_cache.py)
 
 
 def heldout_chunks(settings, vault: Path | None, n: int = GATE_CHUNKS) -> list[str]:
@@ -72,7 +73,7 @@ def gate_version(settings, dirs: AppDirs, vdir: Path, version: str, heldout: lis
     # one llama.cpp context: the base is scored once, for the base itself (no adapter active) and as
     # the reference of both adapters' KL (on the held-out pairs' answers, or a KTO version's answers)
     candidate, incumbent = gate.score_all(base_gguf, [(version, vdir / active.GGUF_NAME), (current, current_gguf)],
-                                          pairs, texts, n_ctx, answers=rows)
+                                          pairs, texts, n_ctx, answers=rows, cache_dir=dirs.data / GATE_SCORES)
     judged = None
     if kto:
         judged = gate.judge_examples(rows, gate.score_examples(base_gguf, vdir / active.GGUF_NAME, rows, n_ctx),
