@@ -114,7 +114,7 @@ def merge_quality(base: Path, adapter: Path, merged: dict[str, Path]) -> dict:
     time (what the merge should reproduce): mean per-token KL on TEXT, nats."""
     import numpy as np
 
-    from vault_agent.train.gate import LlamaScorer
+    from vault_agent.train.llama_scorer import LlamaScorer
 
     def log_probs(gguf, lora):
         with LlamaScorer(gguf, lora, n_ctx=256) as scorer:

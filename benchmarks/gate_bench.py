@@ -48,7 +48,8 @@ def score_before(gguf: Path, adapter: Path, rows: list[dict], n_ctx: int) -> tup
     import numpy as np
 
     from vault_agent.llm.lora import LoraSlot, adapter_safe_loading, import_llama_cpp
-    from vault_agent.train.gate import LlamaScorer, completion_text
+    from vault_agent.train.gate import completion_text
+    from vault_agent.train.llama_scorer import LlamaScorer
 
     def log_softmax(x):
         x = np.asarray(x, dtype=np.float64)

@@ -42,7 +42,7 @@ def test_llama_cpp_scores_match_transformers_and_a_garbage_adapter_is_refused(
     with torch.no_grad():
         logp = torch.log_softmax(hf_base(torch.tensor([ids])).logits[0].float(), -1)
     hf_mean = float(np.mean([logp[i - 1, ids[i]] for i in range(len(head), len(ids))]))
-    from vault_agent.train.gate import LlamaScorer
+    from vault_agent.train.llama_scorer import LlamaScorer
 
     with LlamaScorer(bundled_gguf, None, n_ctx=512) as scorer:
         cpp_mean = scorer.completion_logprob(QUESTION, "Feed the starter every morning.")

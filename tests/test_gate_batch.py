@@ -10,7 +10,8 @@ from random_lora import random_lora
 from test_gate import NOTES, PAIRS
 
 from vault_agent.llm.lora import BatchDecoder, LoraSlot, adapter_safe_loading, import_llama_cpp
-from vault_agent.train.gate import LlamaScorer, completion_text, score_all
+from vault_agent.train.gate import completion_text, score_all
+from vault_agent.train.llama_scorer import LlamaScorer
 
 ROWS = PAIRS
 

@@ -9,7 +9,8 @@ from random_lora import random_lora
 from test_gate import NOTES, PAIRS
 
 from vault_agent.train import gate
-from vault_agent.train.gate import LlamaScorer, score_all
+from vault_agent.train.gate import score_all
+from vault_agent.train.llama_scorer import LlamaScorer
 
 
 @pytest.fixture

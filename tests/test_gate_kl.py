@@ -15,7 +15,8 @@ from conftest import strong_adapter
 from test_gate import NOTES, PAIRS
 
 from vault_agent.train import active, registry
-from vault_agent.train.gate import LlamaScorer, Rules, Scores, completion_text, decide, score_all, write_verdict
+from vault_agent.train.gate import Rules, Scores, completion_text, decide, score_all, write_verdict
+from vault_agent.train.llama_scorer import LlamaScorer
 
 
 def _zero_adapter(hf_base, out_dir):

@@ -10,7 +10,7 @@ from random_lora import random_lora
 
 from vault_agent.errors import UserError
 from vault_agent.llm.merge import merge_lora
-from vault_agent.train.gate import LlamaScorer
+from vault_agent.train.llama_scorer import LlamaScorer
 
 TEXT = ("The starter is fed flour and water in equal weights every morning, then left on the counter "
         "until it doubles; in summer it is kept in the fridge and fed twice a week.")

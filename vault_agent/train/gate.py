@@ -12,16 +12,14 @@ distributions come from the same llama.cpp context, the adapter switched on and 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..llm.lora import BatchDecoder, LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, token_text
 from . import evidence
 from .answer_check import AnswerCheck
+from .llama_scorer import LlamaScorer, kl_rows, picked
 from .score_cache import ScoreCache, pair_key, texts_key
 
 
@@ -79,143 +77,6 @@ def completion_text(part: Any) -> str:
     raise ValueError(f"not a completion: {part!r:.80}")
 
 
-class LlamaScorer:
-    """A llama.cpp model scored through `decoder` (llm/lora.py BatchDecoder), which asks for the
-    logits of the positions scored and no others. LoRA adapters are loaded through the
-    same slot the serving backend hot-swaps with (llm/lora.py), and switched on and off between
-    passes (`use`), so an adapter and the plain base are compared inside one context."""
-
-    def __init__(self, gguf_path: Path, adapter_path: Path | None, n_ctx: int = 2048, n_threads: int | None = None):
-        llama_cpp = import_llama_cpp()
-        self.n_ctx = n_ctx
-        with adapter_safe_loading():
-            self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx,
-                                       n_threads=n_threads or os.cpu_count() or 1, verbose=False)
-        self._loras = LoraSlot(self.llm)
-        self.decoder = BatchDecoder(self.llm)
-        try:
-            if adapter_path is not None:
-                self.use(self.load_adapter(adapter_path))
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            template = self.llm.metadata.get("tokenizer.chat_template")
-            if not template:
-                raise UserError(f"{gguf_path.name} has no chat template; the gate scores chat prompts")
-        except BaseException:
-            self.close()
-            raise
-        # the BOS and EOS texts as Llama gives them to its own chat formatter: the serving prompt format
-        self._format = Jinja2ChatFormatter(template, eos_token=token_text(self.llm, self.llm.token_eos()),
-                                           bos_token=token_text(self.llm, self.llm.token_bos()))
-        self._end = self._format(messages=[{"role": "user", "content": ""}]).stop
-
-    def load_adapter(self, path: Path) -> LoadedLora:
-        """Load a GGUF LoRA for this model (not applied yet: see `use`)."""
-        return self._loras.load(path)
-
-    def use(self, lora: LoadedLora | None) -> None:
-        """Apply a loaded adapter (None: the plain base) to the following passes. Every pass
-        starts from an empty KV cache, so nothing computed under the other weights is reused."""
-        if lora is not self._loras.current:
-            self._loras.use(lora)
-
-    def close(self) -> None:
-        self._loras.close()  # before Llama.close(), which frees the adapters it still knows about
-        self.decoder.close()
-        self.llm.close()
-
-    def __enter__(self) -> LlamaScorer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def log_probs(self, tokens: list[int], start: int):
-        """log p(. | tokens[:i]) over the whole vocabulary for i >= start: (len - start, vocab) array.
-        Logits are computed for those positions only (the output head over a whole prompt would
-        cost about a fifth of the pass on the bundled model, and its copy into Python more)."""
-        self.decoder.clear()
-        return _log_softmax(self.decoder.decode(tokens[:-1], 0, outputs_from=start - 1))
-
-    def answers_log_probs(self, found: list[tuple[list[int], int]]) -> list:
-        """`log_probs` for several answers to one prompt (`answer_tokens` results with the same head):
-        the prompt is evaluated once, each answer then continues from the prompt's KV cache."""
-        import numpy as np
-
-        ids0, start = found[0]
-        self.decoder.clear()
-        last = self.decoder.decode(ids0[:start], 0, outputs_from=start - 1)  # predicts every answer's first token
-        out = []
-        for ids, at in found:
-            if at != start or ids[:start] != ids0[:start]:
-                raise ValueError("answers_log_probs needs answers to the same prompt")
-            self.decoder.drop_from(start)  # the previous answer's cache entries
-            rest = self.decoder.decode(ids[start:-1], start, outputs_from=0)
-            out.append(_log_softmax(np.concatenate([last, rest]) if len(rest) else last))
-        return out
-
-    def _token_logprobs(self, tokens: list[int], start: int) -> list[float]:
-        """log p(tokens[i] | tokens[:i]) for i >= start."""
-        return list(_picked(self.log_probs(tokens, start), tokens, start))
-
-    def answer_tokens(self, prompt: list[dict], completion: str) -> tuple[list[int], int] | None:
-        """(token ids of prompt + completion in the serving chat format, index of the first answer
-        token); None when it does not fit the context window or the answer is empty."""
-        head = self._format(messages=prompt).prompt
-        end = self._end[0] if isinstance(self._end, list) and self._end else ""
-        head_ids = self.llm.tokenize(head.encode(), add_bos=False, special=True)
-        ids = head_ids + self.llm.tokenize((completion + end).encode(), add_bos=False, special=True)
-        if len(ids) > self.n_ctx or len(ids) == len(head_ids):
-            return None
-        return ids, len(head_ids)
-
-    def completion_logprob(self, prompt: list[dict], completion: str) -> float | None:
-        """Mean log-prob per token of `completion` answered to the chat `prompt`, in the serving
-        prompt format; None when it does not fit the context window."""
-        found = self.answer_tokens(prompt, completion)
-        if found is None:
-            return None
-        lps = self._token_logprobs(*found)
-        return sum(lps) / len(lps)
-
-    def perplexity(self, texts: list[str], max_tokens: int = 512) -> float | None:
-        total, count = 0.0, 0
-        for text in texts:
-            ids = self.llm.tokenize(text.encode(), add_bos=True, special=False)[:min(max_tokens, self.n_ctx)]
-            if len(ids) < 2:
-                continue
-            lps = self._token_logprobs(ids, 1)
-            total -= sum(lps)
-            count += len(lps)
-        return math.exp(total / count) if count else None
-
-
-def _log_softmax(logits):
-    """Row-wise log-softmax, float32, through torch: about 6x faster than numpy in float64 over a
-    152k vocabulary (60 rows: 0.15 s against 0.9 s on the loaded 2-core machine), with figures equal
-    to 1e-5 relative. A numpy array comes back (a view, no copy)."""
-    import numpy as np
-    import torch
-
-    rows = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
-    return torch.log_softmax(rows, dim=-1).numpy()
-
-
-def _picked(log_probs, tokens: list[int], start: int):
-    """Each row's log-prob of the token that actually came next."""
-    import numpy as np
-
-    return log_probs[np.arange(len(tokens) - start), np.asarray(tokens[start:])]
-
-
-def _kl_rows(p_log, q_log) -> float:
-    """Sum over positions of KL(p || q) between full next-token distributions (log-probs in)."""
-    import torch
-
-    return float(torch.nn.functional.kl_div(torch.from_numpy(q_log), torch.from_numpy(p_log),
-                                            reduction="sum", log_target=True))
-
-
 def score(gguf_path: Path, adapter_path: Path | None, pairs: list[dict], texts: list[str],
           n_ctx: int = 2048, label: str | None = None) -> Scores:
     """Held-out figures for one adapter. `pairs`: TRL conversational rows (prompt, chosen, rejected)."""
@@ -262,8 +123,8 @@ def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], p
                 else:
                     scorer.use(handles[i])
                     lps = scorer.answers_log_probs(found)
-                    kl_sum = None if base is None else sum(_kl_rows(lp, b) for lp, b in zip(lps, base))
-                res[i] = {"means": [float(_picked(lp, ids, at).mean()) for lp, (ids, at) in zip(lps, found)],
+                    kl_sum = None if base is None else sum(kl_rows(lp, b) for lp, b in zip(lps, base))
+                res[i] = {"means": [float(picked(lp, ids, at).mean()) for lp, (ids, at) in zip(lps, found)],
                           "kl": kl_sum, "n": positions}
             return res
 
@@ -297,15 +158,16 @@ def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], p
         tkey = texts_key(texts)
         perplexities: dict[int, float | None] = {}
         for i, handle in enumerate(handles):
-            hit, value = caches[i].get_perplexity(tkey) if caches[i] is not None and texts else (False, None)
+            cache = caches[i] if texts else None
+            hit, value = cache.get_perplexity(tkey) if cache is not None else (False, None)
             if not hit:
                 key = id(handle) if handle is not None else 0
                 if key not in perplexities:
                     scorer.use(handle)
                     perplexities[key] = scorer.perplexity(texts) if texts else None
                 value = perplexities[key]
-                if caches[i] is not None and texts:
-                    caches[i].put_perplexity(tkey, value)
+                if cache is not None:
+                    cache.put_perplexity(tkey, value)
             out[i].perplexity = value
     for i, s in enumerate(out):
         summary = Scores.from_margins(s.adapter, [e["c"] - e["r"] for e in entries[i]])

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from ..models.fingerprint import fingerprint
+from .registry import write_json
 
 STALE_DAYS = 30  # a file no gate has read or written for this long is removed
 
@@ -77,9 +77,7 @@ class ScoreCache:
         """Write what this gate met; a cache that cannot be written costs the next gate time only."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps({"pairs": self.pairs, "perplexity": self.perplexity}))
-            os.replace(tmp, self.path)
+            write_json(self.path, {"pairs": self.pairs, "perplexity": self.perplexity})
             stale = time.time() - STALE_DAYS * 86400
             for other in self.path.parent.glob("*.json"):
                 if other.stat().st_mtime < stale:  # a deleted or long-replaced adapter's figures
