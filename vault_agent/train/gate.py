@@ -11,8 +11,6 @@ distributions come from the same llama.cpp context, the adapter switched on and 
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from . import evidence
 from .answer_check import AnswerCheck
 from .llama_scorer import LlamaScorer, kl_rows, picked
+from .registry import write_json
 from .score_cache import ScoreCache, pair_key, texts_key
 
 
@@ -330,7 +329,5 @@ def decide(candidate: Scores, active: Scores, rules: Rules = Rules(), examples: 
 def write_verdict(version_dir: Path, verdict: Verdict) -> Path:
     """gate.json in the version directory, written to a temp name and renamed."""
     path = Path(version_dir) / "gate.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(verdict.to_dict(), indent=2))
-    os.replace(tmp, path)
+    write_json(path, verdict.to_dict())
     return path
