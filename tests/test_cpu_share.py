@@ -133,6 +133,26 @@ def test_indexing_is_never_starved_and_shutdown_does_not_wait():
         pass  # no answer running: no wait at all
 
 
+def test_an_unbroken_stream_of_answers_pauses_indexing_once_not_per_note():
+    """The allowance is for the whole stream: after max_pause_s of answers back to back, the
+    indexer reads and embeds beside them (no fresh pause per note) until the stream breaks."""
+    share = CpuShare(follow_load=False, max_pause_s=0.3)
+    with share.answering():
+        t0 = time.monotonic()
+        share.wait_for_answers()  # the first note of a sync waits out the allowance
+        first = time.monotonic() - t0
+        t0 = time.monotonic()
+        for _ in range(5):  # the next notes do not wait again
+            share.wait_for_answers()
+        rest = time.monotonic() - t0
+    share.wait_for_answers()  # no answer: the stream is over, the allowance is whole again
+    with share.answering():
+        t0 = time.monotonic()
+        share.wait_for_answers()
+        again = time.monotonic() - t0
+    assert 0.25 <= first < 2 and rest < 0.1 and 0.25 <= again < 2
+
+
 @pytest.mark.slow
 def test_generation_uses_one_thread_beside_a_busy_process_and_all_when_idle(llm_backend):
     """The real model: two busy processes on the machine -> decode on one thread; the answer is

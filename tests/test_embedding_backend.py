@@ -115,3 +115,24 @@ def test_switching_backend_re_embeds_into_another_collection(int8_embedder, real
     assert int8_count == torch_count and embedded == int8_count  # every chunk embedded again, by int8
     back_name, _, embedded_back = index_with(real_embedder, "torch")
     assert back_name == torch_name and embedded_back == torch_count  # and back: no int8 vector is reused
+
+
+@pytest.mark.slow
+def test_a_query_embeds_on_one_torch_thread_quietly_and_matches_the_indexed_vector(real_embedder, capfd, monkeypatch):
+    """A question's embedding takes the one-thread path (not stalled by an indexing batch on the
+    other threads) and writes no progress bar into the daemon's log. sentence-transformers 5 gave
+    every model an `encode_query` that once shadowed that path."""
+    import numpy as np
+    import torch
+
+    counts = []
+    real_set = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (counts.append(n), real_set(n)))
+    text = "How often do I water the tomatoes?"
+    capfd.readouterr()
+    query = real_embedder.embed_query(text)
+    err = capfd.readouterr().err
+    assert counts and counts[0] == 1  # switched to one thread for the query, then back
+    assert "Batches" not in err
+    assert isinstance(query, list) and all(isinstance(x, float) for x in query)
+    assert np.allclose(query, real_embedder.embed([text])[0], atol=1e-5)

@@ -118,3 +118,45 @@ def test_a_question_gets_its_first_token_before_a_big_indexing_call_ends(tmp_pat
     assert later and max(later) <= SMALL_BATCH
     full = [size for t, size in model.batches[batches_before:] if t < asked]
     assert full and max(full) == 64  # and full-size batches before any question
+
+
+def test_notes_are_not_read_or_parsed_while_an_answer_is_generated(tmp_path, sample_vault_copy, monkeypatch):
+    """Reading and parsing a note is Python work on a core (and the GIL) beside the decode threads:
+    notes that arrive while an answer streams are parsed after its last token, then indexed."""
+    import vault_agent.index.indexer as indexer_module
+    from hashing_embedder import HashingEmbedder
+    from vault_agent.llm.fake import FakeBackend
+
+    parsed: list[tuple[str, float]] = []
+    real_parse = indexer_module.parse_note
+
+    def timed_parse(rel, *args, **kwargs):
+        parsed.append((rel, time.monotonic()))
+        return real_parse(rel, *args, **kwargs)
+
+    monkeypatch.setattr(indexer_module, "parse_note", timed_parse)
+    backend = FakeBackend(token_delay_s=0.1)
+    backend.max_tokens = 40  # ~4 s of answer
+    running = start_daemon(sample_vault_copy, tmp_path / "home", HashingEmbedder(), backend,
+                           server={"port": 0}, index={"debounce_seconds": 0.2})
+    try:
+        final = None
+        with running.http.stream("POST", "/ask/stream", json={"question": "What do barges carry?"}) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("event: token") and not (sample_vault_copy / "Barges 0.md").exists():
+                    for n in range(5):
+                        (sample_vault_copy / f"Barges {n}.md").write_text(f"# Barges {n}\n\nCoal and grain.\n")
+                    written = time.monotonic()
+                if line.startswith("event: final"):
+                    final = time.monotonic()
+        assert final is not None and final - written > 2.0  # the sync had time to start during the answer
+        wait_until(lambda: len([p for p, _ in parsed if p.startswith("Barges")]) == 5, timeout=30,
+                   what="the new notes to be parsed")
+        wait_until(lambda: any(h["path"].startswith("Barges") for h in running.http.post(
+            "/search", json={"query": "coal grain barges", "k": 10}).json()["hits"]), timeout=30,
+            what="the new notes to be searchable")
+    finally:
+        running.stop()
+    barges = [t for p, t in parsed if p.startswith("Barges")]
+    assert min(barges) > final - 0.15  # none before the answer's end (the last event leaves as it ends)

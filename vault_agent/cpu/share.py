@@ -34,6 +34,7 @@ class CpuShare:
         if self._load is not None:
             self._load.start()
         self.paused_s = 0.0  # total time the indexer waited for answers (read by tests; not yet in /status)
+        self._streak_paused = 0.0  # paused during the current unbroken stream of answers
 
     def close(self) -> None:
         if self._load is not None:
@@ -82,18 +83,31 @@ class CpuShare:
 
     # --- indexing ---------------------------------------------------------------------
 
+    def wait_for_answers(self, should_stop: Callable[[], bool] | None = None) -> None:
+        """Block while an answer is being generated: the indexer calls this before each note it
+        reads and parses (Python work that holds a core and the GIL beside the spinning decode
+        threads) and before each embedding batch. An unbroken stream of answers pauses indexing for
+        at most max_pause_s in all; then indexing runs beside them until the stream breaks once."""
+        if not self.yield_to_answers:
+            return
+        with self._cond:
+            if not self._answering:
+                self._streak_paused = 0.0  # no answer now: the next stream gets a fresh allowance
+                return
+            t0 = time.monotonic()
+            while self._answering and self._streak_paused + (time.monotonic() - t0) < self.max_pause_s:
+                if should_stop is not None and should_stop():
+                    break
+                self._cond.wait(timeout=0.25)
+            waited = time.monotonic() - t0
+            self._streak_paused += waited
+            self.paused_s += waited
+
     @contextlib.contextmanager
     def embedding(self, threads: int = 1, should_stop: Callable[[], bool] | None = None) -> Iterator[None]:
-        """Around one embedding batch: first wait (up to max_pause_s) while an answer is being
-        generated, then count the batch as in flight."""
-        if self.yield_to_answers:
-            t0 = time.monotonic()
-            with self._cond:
-                while self._answering and time.monotonic() - t0 < self.max_pause_s:
-                    if should_stop is not None and should_stop():
-                        break
-                    self._cond.wait(timeout=0.25)
-                self.paused_s += time.monotonic() - t0
+        """Around one embedding batch: first wait for answers being generated (wait_for_answers),
+        then count the batch as in flight."""
+        self.wait_for_answers(should_stop)
         with self._cond:
             self._embedding += 1
             self._embed_threads = max(1, threads)

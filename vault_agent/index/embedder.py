@@ -183,8 +183,10 @@ class Embedder:
         """One short text: on CPU a single intra-op thread is faster (the ops are too small to split)
         and, unlike a thread team, never stalls when other work (e.g. indexing) holds the cores."""
         model = self.model
-        if hasattr(model, "encode_query"):  # the int8 model keeps a single-threaded session for this
-            return model.encode_query(text)
+        # the int8 model keeps a single-threaded session for this. (Not `encode_query`: since
+        # sentence-transformers 5 every SentenceTransformer has one, on all threads, with a progress bar.)
+        if hasattr(model, "encode_one_query"):
+            return model.encode_one_query(text)
         if model.device.type != "cpu":
             return model.encode([text], normalize_embeddings=True, show_progress_bar=False)[0].tolist()
         import torch

@@ -300,6 +300,9 @@ class Indexer:
             for done, rel in enumerate(rels, 1):
                 if self._stop.is_set():
                     raise Cancelled()
+                share = getattr(self.embedder, "cpu_share", None)
+                if share is not None:  # reading and parsing a note is CPU (and GIL) an answer wants
+                    share.wait_for_answers(self._stop.is_set)
                 item = self._prepare_one(rel, known, force, rel in repair, report)
                 if item == "unchanged":
                     report.unchanged += 1

@@ -140,7 +140,7 @@ class _Device:
 
 class OnnxInt8Model:
     """The slice of SentenceTransformer's interface the Embedder uses, on onnxruntime: `encode`,
-    `tokenizer`, `max_seq_length`, `device`, `get_embedding_dimension`, plus `encode_query` and
+    `tokenizer`, `max_seq_length`, `device`, `get_embedding_dimension`, plus `encode_one_query` and
     `threads`. Two sessions: one with a thread team for batches, one single-threaded for queries
     (a query's ops are too small to split, and a team would stall beside a running batch)."""
 
@@ -186,5 +186,5 @@ class OnnxInt8Model:
         parts = [self._run(self._batch, texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.dimension), dtype=np.float32)
 
-    def encode_query(self, text: str) -> list[float]:
+    def encode_one_query(self, text: str) -> list[float]:
         return self._run(self._query, [text])[0].tolist()
