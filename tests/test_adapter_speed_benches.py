@@ -24,3 +24,12 @@ def test_gate_bench_smoke(tmp_path):
     # the nightly gate took the incumbent's figures from its own gate, unchanged
     assert result["pairs"]["nightly_reused_for_incumbent"] == 3
     assert result["nightly_margins_equal_incumbents_own_gate"] is True
+
+
+@pytest.mark.slow
+def test_merge_bench_smoke(tmp_path):
+    result = run_smoke("merge_bench.py", tmp_path)
+    assert result["training"]["steps"] >= 1 and result["heldout_pairs"] == 4
+    assert {"base", "runtime adapter", "merged q4_1", "merged q5_1", "merged q5_0", "merged q8_0"} == set(result["quality"])
+    assert all(result["tokens_per_s"][k] > 0 for k in result["quality"] if k != "base")
+    assert result["merge"]["merged_gguf_mb"]["q8_0"] > result["merge"]["merged_gguf_mb"]["q4_1"]
