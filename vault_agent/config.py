@@ -70,6 +70,12 @@ class LLMSettings(BaseModel):
                                "while, fastest), 'active' (always spin) or 'passive' (sleep: ~0.4x decode). "
                                "An OMP_WAIT_POLICY in the environment wins.")
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all).")
+    adapter_serving: Literal["auto", "merged", "runtime"] = Field(
+        "auto", description="How the active LoRA adapter is served: 'merged' (a copy of the model with the "
+                            "adapter folded into its weights, re-quantised to Q8_0, built once per version: "
+                            "no per-token LoRA cost), 'runtime' (llama.cpp applies the LoRA at every token), or "
+                            "'auto' (merged for CPU models under 1B parameters, where the runtime LoRA cost "
+                            "is highest; runtime otherwise).")
     max_tokens: int = Field(256, ge=1, le=8192, description="Longest answer, in tokens.")
     temperature: float = Field(0.2, ge=0, le=2)
     repeat_penalty: float = Field(1.15, ge=1.0, le=2.0, description="Discourages loops; small models need it.")

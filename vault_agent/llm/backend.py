@@ -21,6 +21,7 @@ from ..config import BUNDLED, LLMSettings
 from ..errors import UserError
 from .base import ModelStamp
 from .lora import LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, llama_errors, llama_reason, set_threads
+from .merged_copy import ensure_merged, merge_wanted
 
 if TYPE_CHECKING:
     from ..cpu.share import CpuShare
@@ -131,6 +132,9 @@ class LlamaBackend:
         self.generation_lock = threading.Lock()
         self._llm: Any = _load_llama(llama_cpp, self.settings, self.model_path)
         self._loras = LoraSlot(self._llm)
+        # the GGUF loaded: model_path, or a copy of it with the active adapter merged in (merged_copy.py)
+        self.weights_path = self.model_path
+        self.n_params = int(self._llm._model.n_params())
         # llama-cpp-python reuses the KV cache for the longest common token prefix with the previous
         # request; True starts every generation from an empty cache instead (see _generate_locked)
         self.fresh_kv_each_request = self.settings.n_gpu_layers != 0
@@ -169,11 +173,12 @@ class LlamaBackend:
         version) generates this one answer with another adapter (A/B comparisons of versions);
         the active one is put back before the lock is released."""
         with self.generation_lock:
-            llm = self._open()
+            self._open()
             restore = None
             if adapter is not None and adapter[1] != self.adapter_version:
                 restore = (self.adapter_path, self.adapter_version)
                 self._swap_locked(*adapter)
+            llm = self._llm  # after the swap: a merged copy is another Llama
             try:
                 if stamp is not None:
                     stamp.model_id, stamp.adapter_version = self.model_id, self.adapter_version
@@ -251,14 +256,33 @@ class LlamaBackend:
         """Make `path` (a GGUF LoRA for this model) the active adapter, or none for None.
 
         Waits for the running generation to finish. On failure the previous adapter stays
-        active and UserError says why. Returns the time the swap took, in milliseconds.
+        active and UserError says why. Returns the time the swap took, in milliseconds: the time
+        answers waited. A merged copy (merged_copy.py) is built first, while answers go on.
         """
+        if path is not None:
+            self._merged_copy(path, scale)
         with self.generation_lock:
             return self._swap_locked(path, version, scale)
 
+    @property
+    def adapter_served_as(self) -> str | None:
+        """'merged' (a merged copy is loaded), 'runtime' (a LoRA applied per token) or None (no adapter)."""
+        if self.adapter_path is None:
+            return None
+        return "merged" if self.weights_path != self.model_path else "runtime"
+
     def _swap_locked(self, path: Path | None, version: str | None, scale: float = 1.0) -> float:
-        llm = self._open()
         t0 = time.perf_counter()
+        merged = self._merged_copy(path, scale) if path is not None else None
+        if merged is not None or self.weights_path != self.model_path:
+            # into a merged copy, or out of one (back to the base, with a runtime LoRA if any): the
+            # new weights load beside the old ones, so a failure leaves everything as it was
+            if merged is None or merged != self.weights_path:
+                self._load_weights(merged or self.model_path, None if merged is not None else path, scale)
+            self.adapter_path = Path(path) if path is not None else None
+            self.adapter_version = version if path is not None else None
+            return (time.perf_counter() - t0) * 1000.0
+        llm = self._open()
         new: LoadedLora | None = self._loras.load(path) if path is not None else None
         old = self._loras.current
         try:
@@ -273,6 +297,37 @@ class LlamaBackend:
         self.adapter_path = new.path if new is not None else None
         self.adapter_version = version if new is not None else None
         return (time.perf_counter() - t0) * 1000.0
+
+    def _merged_copy(self, adapter: Path, scale: float) -> Path | None:
+        """The merged copy to serve `adapter` from (built on first use), or None for the runtime LoRA:
+        llm.adapter_serving says so, or the copy cannot be built (logged; the adapter is still served)."""
+        if not merge_wanted(self.settings.adapter_serving, self.n_params, self.settings.n_gpu_layers):
+            return None
+        try:
+            return ensure_merged(self.model_path, Path(adapter), scale)
+        except (UserError, OSError, ValueError) as e:
+            log.warning("no merged copy of %s (%s): trying it as a runtime LoRA", Path(adapter).name, e)
+            return None
+
+    def _load_weights(self, path: Path, lora: Path | None = None, scale: float = 1.0) -> None:
+        """Replace the loaded GGUF with `path` (same settings), `lora` applied to it at run time; the
+        caller holds the lock. On failure nothing has changed."""
+        self._open()
+        settings = self.settings.model_copy(update={"model_path": str(path)})
+        new_llm = _load_llama(import_llama_cpp(), settings, Path(path))
+        new_loras = LoraSlot(new_llm)
+        try:
+            if lora is not None:
+                new_loras.use(new_loras.load(lora), scale)
+        except BaseException:
+            new_loras.close()
+            new_llm.close()
+            raise
+        old_llm, old_loras = self._llm, self._loras
+        self._llm, self._loras, self.weights_path = new_llm, new_loras, Path(path)
+        self._set_threads(new_llm, self.threads)
+        old_loras.close()
+        old_llm.close()
 
     # --- model switch -----------------------------------------------------------------
 
@@ -300,9 +355,14 @@ class LlamaBackend:
             self.model_path, self.model_id = Path(path), Path(path).name
             self.adapter_path = adapter[0]
             self.adapter_version = adapter[1] if adapter[0] is not None else None
+            self.weights_path, self.n_params = Path(path), int(new_llm._model.n_params())
             self._set_threads(new_llm, self.threads)
         old_loras.close()  # nothing refers to the old model any more: no generation can reach it
         old_llm.close()
+        if adapter[0] is not None and merge_wanted(self.settings.adapter_serving, self.n_params,
+                                                   self.settings.n_gpu_layers):
+            with self.generation_lock:  # the same adapter from a merged copy of the new model
+                self._swap_locked(adapter[0], adapter[1])
         return (time.perf_counter() - t0) * 1000.0
 
     # --- lifetime ---------------------------------------------------------------------

@@ -62,6 +62,10 @@ def merge_lora(base_gguf: Path, lora_gguf: Path, out_path: Path, scale: float = 
     alpha, pairs = read_lora(Path(lora_gguf))
     reader = gguf.GGUFReader(str(base_gguf))
     arch = reader.fields["general.architecture"].contents()
+    lora_arch = gguf.GGUFReader(str(lora_gguf)).fields.get("general.architecture")
+    if lora_arch is not None and lora_arch.contents() != arch:
+        raise UserError(f"{Path(lora_gguf).name} is an adapter for arch {lora_arch.contents()!r}, "
+                        f"{Path(base_gguf).name} is {arch!r}")
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp")
     writer = gguf.GGUFWriter(str(tmp), arch=arch)
