@@ -23,3 +23,7 @@ def test_swap_bench_smoke_run_writes_its_figures(tmp_path):
     assert data["under_load"]["failed"] == 0
     assert data["decode_tokens_per_s"]["adapter"] > 0 and data["decode_tokens_per_s"]["no_adapter"] > 0
     assert data["gate"]["scored"] == 2
+    # the default serves the bundled model's adapter from a merged copy; the runtime LoRA is measured beside it
+    assert data["served_as"] == "merged"
+    assert data["llm.adapter_serving"]["runtime"]["served_as"] == "runtime"
+    assert data["llm.adapter_serving"]["runtime"]["under_load"]["failed"] == 0

@@ -12,6 +12,7 @@ gguf and numpy are imported inside the functions: the CLI must start fast.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,8 @@ def merge_lora(base_gguf: Path, lora_gguf: Path, out_path: Path, scale: float = 
         raise UserError(f"{Path(lora_gguf).name} is an adapter for arch {lora_arch.contents()!r}, "
                         f"{Path(base_gguf).name} is {arch!r}")
     out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
+    # a name of this process's own: the daemon and a retrain's answer check may build the same copy at once
+    tmp = out_path.with_name(f"{out_path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     writer = gguf.GGUFWriter(str(tmp), arch=arch)
     for name, f in reader.fields.items():
         if name.startswith("GGUF.") or name == "general.architecture":
@@ -94,9 +96,14 @@ def merge_lora(base_gguf: Path, lora_gguf: Path, out_path: Path, scale: float = 
         merged += 1
     if pairs:
         raise UserError(f"{Path(lora_gguf).name} adapts {sorted(pairs)[0]}, which {Path(base_gguf).name} lacks")
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, out_path)
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out_path)
+    except BaseException:  # a full disk: no half-written copy left behind
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
     return {"path": str(out_path), "merged_tensors": merged, "bytes": out_path.stat().st_size}

@@ -1,0 +1,107 @@
+"""The active adapter served from a merged copy of the model (llm/merged_copy.py, issue 22): on the
+bundled model `auto` merges, the copy predicts what the runtime LoRA predicts, no LoRA runs per token,
+turning the adapter off gives back the base exactly, a one-answer override (A/B comparisons) still
+works, and a copy that cannot be built falls back to the runtime LoRA."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from random_lora import random_lora
+
+from vault_agent.config import LLMSettings
+from vault_agent.llm import merged_copy
+from vault_agent.llm.backend import LlamaBackend
+
+QUESTION = [{"role": "user", "content": "Name three colours."}]
+TEXT = "The starter is fed flour and water in equal weights every morning, then left on the counter."
+
+
+def log_probs(backend: LlamaBackend) -> np.ndarray:
+    """Next-token log-probs at every position of TEXT under what the backend serves now."""
+    from vault_agent.llm.lora import BatchDecoder
+
+    with backend.generation_lock:
+        llm = backend.llm
+        decoder = BatchDecoder(llm)
+        try:
+            decoder.clear()
+            scores = decoder.decode(llm.tokenize(TEXT.encode(), add_bos=True), 0, outputs_from=0).astype(np.float64)
+            decoder.clear()  # the next generation starts from an empty cache
+        finally:
+            decoder.close()
+    scores -= scores.max(-1, keepdims=True)
+    return scores - np.log(np.exp(scores).sum(-1, keepdims=True))
+
+
+def kl(p: np.ndarray, q: np.ndarray) -> float:
+    return float((np.exp(p) * (p - q)).sum(-1).mean())
+
+
+def test_auto_merges_small_cpu_models_only():
+    assert merged_copy.merge_wanted("auto", 135_000_000, 0)
+    assert not merged_copy.merge_wanted("auto", 135_000_000, -1)  # on a GPU the runtime LoRA costs little
+    assert not merged_copy.merge_wanted("auto", 1_100_000_000, 0)  # ~1B: runtime LoRA 0.90x, Q8_0 copy 0.86x
+    assert merged_copy.merge_wanted("merged", 8_000_000_000, 0)
+    assert not merged_copy.merge_wanted("runtime", 135_000_000, 0)
+
+
+@pytest.mark.slow
+def test_the_bundled_model_serves_its_adapter_from_a_merged_copy_that_predicts_like_the_lora(tmp_path, caplog):
+    merged = LlamaBackend(LLMSettings(max_tokens=24, n_ctx=512))
+    runtime = LlamaBackend(LLMSettings(max_tokens=24, n_ctx=512, adapter_serving="runtime"))
+    try:
+        (tmp_path / "v0001").mkdir()
+        adapter = random_lora(merged.model_path, tmp_path / "v0001" / "adapter.gguf",
+                              ("attn_q", "attn_v", "ffn_down"), rank=8, scale=0.05)
+        base_answer, base_lp = merged.chat(QUESTION, temperature=0), log_probs(merged)
+
+        ms = merged.set_adapter(adapter, "v0001")
+        runtime.set_adapter(adapter, "v0001")
+        assert merged.adapter_served_as == "merged" and runtime.adapter_served_as == "runtime"
+        copy = merged.weights_path
+        assert copy.parent == adapter.parent and copy.is_file()  # kept with the version, goes with it
+        assert merged._loras.current is None  # nothing applied per token
+        assert ms < 2000  # the copy was built before the swap: answers waited for a load only
+
+        adapted_lp, lora_lp = log_probs(merged), log_probs(runtime)
+        moved = kl(lora_lp, base_lp)
+        assert moved > 0.05  # the adapter changes the model clearly
+        assert kl(lora_lp, adapted_lp) < 0.1 * moved  # and the copy does what it does
+        adapted_answer = merged.chat(QUESTION, temperature=0)
+        assert adapted_answer != base_answer
+
+        # one answer with another adapter (here none: an A/B comparison against the base), then back
+        override = "".join(merged.stream_chat(QUESTION, temperature=0, adapter=(None, None)))
+        assert override == base_answer
+        assert merged.adapter_version == "v0001" and merged.weights_path == copy
+        assert merged.chat(QUESTION, temperature=0) == adapted_answer
+
+        # activating it again reuses the copy; turning it off gives the base back exactly
+        built = copy.stat().st_mtime_ns
+        merged.set_adapter(adapter, "v0001")
+        assert copy.stat().st_mtime_ns == built
+        merged.set_adapter(None, None)
+        assert merged.adapter_served_as is None and merged.weights_path == merged.model_path
+        assert merged.chat(QUESTION, temperature=0) == base_answer
+
+        # a copy that cannot be built: the adapter is still served, at run time, and the log says why
+        def broken(*args, **kwargs):
+            raise OSError("No space left on device")
+
+        import vault_agent.llm.backend as backend_module
+
+        original, backend_module.ensure_merged = backend_module.ensure_merged, broken
+        try:
+            with caplog.at_level(logging.WARNING, logger="vault_agent.llm.backend"):
+                merged.set_adapter(adapter, "v0001")
+        finally:
+            backend_module.ensure_merged = original
+        assert merged.adapter_served_as == "runtime" and merged.adapter_version == "v0001"
+        assert "No space left on device" in caplog.text
+        assert kl(lora_lp, log_probs(merged)) < 1e-3
+    finally:
+        merged.close()
+        runtime.close()
