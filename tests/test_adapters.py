@@ -239,3 +239,29 @@ def test_ab_comparison_pits_the_active_adapter_against_the_previous_and_stats_ke
     finally:
         http.post("/adapters/off")
         shutil.rmtree(registry.adapters_dir(dirs), ignore_errors=True)  # the daemon is shared
+
+
+@pytest.mark.slow
+def test_ask_without_a_daemon_answers_with_the_active_adapter(adapter_files, agent_home, sample_vault_copy):
+    """`vault-agent ask` with no daemon running loads the model itself: it must serve the adapter the
+    user's ratings trained and promoted, as the daemon would, not the plain base."""
+    from typer.testing import CliRunner
+
+    from vault_agent.cli import app
+    from vault_agent.paths import app_dirs
+
+    dirs = app_dirs().ensure()
+    make_version(dirs, "v0001", adapter_files["a"])
+    runner = CliRunner()
+
+    def ask() -> dict:
+        out = runner.invoke(app, ["ask", QUESTION, "--vault", str(sample_vault_copy), "--json"])
+        assert out.exit_code == 0, out.output
+        return json.loads(out.stdout)
+
+    base = ask()
+    assert base["adapter_version"] is None
+    active.write_state(dirs, active.ActiveState("v0001", []))
+    adapted = ask()
+    assert adapted["adapter_version"] == "v0001"
+    assert adapted["answer"] != base["answer"]

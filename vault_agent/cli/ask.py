@@ -64,10 +64,17 @@ def ask_local(settings, root: Path, question: str):
     from ..paths import app_dirs
     from ..rag import RagService
 
+    from ..train.active import Adapters
+
     indexer = open_indexer(settings, root)
     try:
         indexer.reconcile()
         with LlamaBackend(settings.llm) as backend, PreferenceLog(app_dirs().preference_db) as log:
+            # the active adapter, as the daemon would serve it: your ratings show here too
+            if warning := Adapters(app_dirs(), backend).load_saved():
+                from rich.console import Console
+
+                Console(stderr=True).print(f"[yellow]{warning}[/]", highlight=False)
             rag = RagService(indexer, backend, log, settings)
             for kind, value in rag.stream(question):
                 yield kind, ({"text": value} if kind == "token" else value.to_dict())
