@@ -6,6 +6,7 @@ works, and a copy that cannot be built falls back to the runtime LoRA."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,32 @@ def test_the_bundled_model_serves_its_adapter_from_a_merged_copy_that_predicts_l
     finally:
         merged.close()
         runtime.close()
+
+
+def test_switching_versions_keeps_merged_copies_for_the_served_version_and_the_rollback_target_only(tmp_path):
+    """Each merged copy is a whole model (138 MB on the bundled one): versions that are neither served
+    nor the rollback target lose theirs (a later activation rebuilds it in seconds)."""
+    from vault_agent.llm.fake import FakeBackend
+    from vault_agent.paths import AppDirs
+    from vault_agent.train import active, registry
+
+    dirs = AppDirs(tmp_path / "c", tmp_path / "d", tmp_path / "s")
+    root = registry.adapters_dir(dirs)
+    for v in ("v0001", "v0002", "v0003"):
+        (root / v).mkdir(parents=True)
+        (root / v / "metrics.json").write_text("{}")
+        (root / v / active.GGUF_NAME).write_bytes(b"gguf")
+        (root / v / "adapter.merged-0123456789ab.gguf").write_bytes(b"copy")
+    class Merging(FakeBackend):  # builds a copy on activation, as LlamaBackend does on a small model
+        def set_adapter(self, path, version, scale=1.0):
+            if path is not None:
+                Path(path).with_name("adapter.merged-0123456789ab.gguf").write_bytes(b"copy")
+            return super().set_adapter(path, version, scale)
+
+    adapters = active.Adapters(dirs, Merging())
+    adapters.activate("v0001")
+    adapters.activate("v0002")
+    assert sorted(p.parent.name for p in root.glob("*/*.merged-*.gguf")) == ["v0001", "v0002"]
+    adapters.activate("v0003")
+    assert sorted(p.parent.name for p in root.glob("*/*.merged-*.gguf")) == ["v0002", "v0003"]
+    assert all((root / v / active.GGUF_NAME).is_file() for v in ("v0001", "v0002", "v0003"))  # adapters stay

@@ -9,8 +9,8 @@ copy (bigger than a 4-bit base) at 0.86x, so `auto` merges below 1B parameters o
 Q4_1, the bundled model's own type, kept 6% of the gain: its rounding step is as large as what
 training changes, hence Q8_0 for the merged weights.
 
-The copy lives beside the adapter (a version's directory), named for the base it was merged into,
-and goes when the version is deleted.
+The copy lives beside the adapter (a version's directory), named for the base it was merged into.
+Only the served version and the rollback target keep theirs (`prune_copies`, on each switch).
 """
 
 from __future__ import annotations
@@ -49,3 +49,15 @@ def ensure_merged(base: Path, adapter: Path, scale: float = 1.0) -> Path:
         if not (out.is_file() and out.stat().st_mtime_ns >= adapter.stat().st_mtime_ns):
             merge_lora(base, adapter, out, scale=scale, weight_type=MERGED_TYPE)
     return out
+
+
+def prune_copies(adapters_root: Path, keep: set[str]) -> list[Path]:
+    """Delete the merged copies in version directories not named in `keep` (the served version and
+    the one a rollback would go to): each is a whole model, and a rebuild takes seconds. Returns
+    what was deleted."""
+    gone = []
+    for copy in adapters_root.glob("*/*.merged-*.gguf"):
+        if copy.parent.name not in keep:
+            copy.unlink(missing_ok=True)
+            gone.append(copy)
+    return gone

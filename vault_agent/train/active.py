@@ -235,6 +235,9 @@ class Adapters:
                 swap_ms = round(self.backend.set_adapter(path, new.active), 2)
             write_state(self.dirs, new)
             self.warning = None
+            from ..llm.merged_copy import prune_copies
+
+            prune_copies(registry.adapters_dir(self.dirs), {v for v in (new.active, state.active) if v})
         return Switched(new.active, state.active, swap_ms)
 
     def load_saved(self) -> str | None:
