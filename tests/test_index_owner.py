@@ -30,7 +30,8 @@ NOTES = {
 
 def no_chat_model():
     """The parts of a chat backend that the daemon touches when nobody asks anything."""
-    return SimpleNamespace(model_id="none (index tests)", adapter_version=None, close=lambda: None)
+    return SimpleNamespace(model_id="none (index tests)", adapter_version=None, adapter_served_as=None,
+                           close=lambda: None)
 
 
 def cli(*args, home, env=None, timeout=180):

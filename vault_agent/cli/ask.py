@@ -69,12 +69,11 @@ def ask_local(settings, root: Path, question: str):
     indexer = open_indexer(settings, root)
     try:
         indexer.reconcile()
-        with LlamaBackend(settings.llm) as backend, PreferenceLog(app_dirs().preference_db) as log:
+        dirs = app_dirs()
+        with LlamaBackend(settings.llm) as backend, PreferenceLog(dirs.preference_db) as log:
             # the active adapter, as the daemon would serve it: your ratings show here too
-            if warning := Adapters(app_dirs(), backend).load_saved():
-                from rich.console import Console
-
-                Console(stderr=True).print(f"[yellow]{warning}[/]", highlight=False)
+            if warning := Adapters(dirs, backend).load_saved():
+                console(stderr=True).print(f"[yellow]{warning}[/]", highlight=False)
             rag = RagService(indexer, backend, log, settings)
             for kind, value in rag.stream(question):
                 yield kind, ({"text": value} if kind == "token" else value.to_dict())

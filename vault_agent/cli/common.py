@@ -67,7 +67,7 @@ def open_indexer(settings: Settings, root: Path, *, readonly: bool = False):
     return Indexer(settings, root, dirs, readonly=readonly)
 
 
-def console():
+def console(stderr: bool = False):
     from rich.console import Console
 
-    return Console()
+    return Console(stderr=stderr)

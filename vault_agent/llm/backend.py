@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 _SET_HINT = "set llm.model_path in config.toml or VAULT_AGENT_LLM__MODEL_PATH"
 _CLOSE_WAIT_S = 60.0
 _THREAD_CHECK_TOKENS = 16  # ~0.2 s of decoding: how often the thread count follows the load
+_FIND = object()  # _swap_locked's default: find (or build) the merged copy itself
 log = logging.getLogger(__name__)
 
 
@@ -106,6 +107,16 @@ def _load_llama(llama_cpp: Any, settings: LLMSettings, path: Path) -> Any:
             return llama_cpp.Llama(**args)
     except ValueError:  # llama-cpp-python raises ValueError for unreadable models
         raise UserError(f"cannot load model {path}: {llama_reason(errors)}; {_SET_HINT} to a GGUF model file") from None
+
+
+def _apply_lora(llm: Any, loras: LoraSlot, lora: Path, scale: float) -> None:
+    """Apply `lora` to a Llama just opened (not yet served); if llama.cpp refuses it, close both."""
+    try:
+        loras.use(loras.load(lora), scale)
+    except BaseException:
+        loras.close()
+        llm.close()
+        raise
 
 
 class LlamaBackend:
@@ -259,10 +270,11 @@ class LlamaBackend:
         active and UserError says why. Returns the time the swap took, in milliseconds: the time
         answers waited. A merged copy (merged_copy.py) is built first, while answers go on.
         """
-        if path is not None:
-            self._merged_copy(path, scale)
+        base = self.model_path
+        merged = self._merged_copy(base, self.n_params, path, scale) if path is not None else None
         with self.generation_lock:
-            return self._swap_locked(path, version, scale)
+            # a model switch in between: that model's copy, found under the lock
+            return self._swap_locked(path, version, scale, merged if self.model_path == base else _FIND)
 
     @property
     def adapter_served_as(self) -> str | None:
@@ -271,9 +283,12 @@ class LlamaBackend:
             return None
         return "merged" if self.weights_path != self.model_path else "runtime"
 
-    def _swap_locked(self, path: Path | None, version: str | None, scale: float = 1.0) -> float:
+    def _swap_locked(self, path: Path | None, version: str | None, scale: float = 1.0, merged: Any = _FIND) -> float:
+        """The swap itself; the caller holds the lock. `merged`: the copy `_merged_copy` gave for
+        `path` (None: serve it at run time), so a failed merge is not tried again under the lock."""
         t0 = time.perf_counter()
-        merged = self._merged_copy(path, scale) if path is not None else None
+        if merged is _FIND:
+            merged = self._merged_copy(self.model_path, self.n_params, path, scale) if path is not None else None
         if merged is not None or self.weights_path != self.model_path:
             # into a merged copy, or out of one (back to the base, with a runtime LoRA if any): the
             # new weights load beside the old ones, so a failure leaves everything as it was
@@ -298,34 +313,41 @@ class LlamaBackend:
         self.adapter_version = version if new is not None else None
         return (time.perf_counter() - t0) * 1000.0
 
-    def _merged_copy(self, adapter: Path, scale: float) -> Path | None:
-        """The merged copy to serve `adapter` from (built on first use), or None for the runtime LoRA:
-        llm.adapter_serving says so, or the copy cannot be built (logged; the adapter is still served)."""
-        if not merge_wanted(self.settings.adapter_serving, self.n_params, self.settings.n_gpu_layers):
+    def _merged_copy(self, base: Path, n_params: int, adapter: Path, scale: float) -> Path | None:
+        """The merged copy of `base` to serve `adapter` from (built on first use), or None for the
+        runtime LoRA: llm.adapter_serving says so, or the copy cannot be built (logged; the adapter is
+        still served)."""
+        if not merge_wanted(self.settings.adapter_serving, n_params, self.settings.n_gpu_layers):
             return None
         try:
-            return ensure_merged(self.model_path, Path(adapter), scale)
+            return ensure_merged(base, Path(adapter), scale)
         except (UserError, OSError, ValueError) as e:
             log.warning("no merged copy of %s (%s): trying it as a runtime LoRA", Path(adapter).name, e)
             return None
 
-    def _load_weights(self, path: Path, lora: Path | None = None, scale: float = 1.0) -> None:
-        """Replace the loaded GGUF with `path` (same settings), `lora` applied to it at run time; the
-        caller holds the lock. On failure nothing has changed."""
-        self._open()
+    def _open_weights(self, path: Path, lora: Path | None = None, scale: float = 1.0) -> tuple[Any, LoraSlot]:
+        """A Llama for `path` (these settings otherwise) with `lora` applied at run time, loaded beside
+        the served one; on failure nothing is left open."""
         settings = self.settings.model_copy(update={"model_path": str(path)})
         new_llm = _load_llama(import_llama_cpp(), settings, Path(path))
         new_loras = LoraSlot(new_llm)
-        try:
-            if lora is not None:
-                new_loras.use(new_loras.load(lora), scale)
-        except BaseException:
-            new_loras.close()
-            new_llm.close()
-            raise
-        old_llm, old_loras = self._llm, self._loras
-        self._llm, self._loras, self.weights_path = new_llm, new_loras, Path(path)
-        self._set_threads(new_llm, self.threads)
+        if lora is not None:
+            _apply_lora(new_llm, new_loras, lora, scale)
+        return new_llm, new_loras
+
+    def _install(self, llm: Any, loras: LoraSlot, weights_path: Path) -> tuple[Any, LoraSlot]:
+        """Serve `llm` from the next generation on; the caller holds the lock and closes what this
+        returns (the old Llama and its slot) once no generation can reach it."""
+        old = self._llm, self._loras
+        self._llm, self._loras, self.weights_path = llm, loras, Path(weights_path)
+        self._set_threads(llm, self.threads)
+        return old
+
+    def _load_weights(self, path: Path, lora: Path | None = None, scale: float = 1.0) -> None:
+        """Replace the loaded GGUF with `path`, `lora` applied at run time; the caller holds the lock.
+        On failure nothing has changed."""
+        self._open()
+        old_llm, old_loras = self._install(*self._open_weights(path, lora, scale), path)
         old_loras.close()
         old_llm.close()
 
@@ -339,30 +361,23 @@ class LlamaBackend:
         why. Returns the whole switch's duration in milliseconds."""
         t0 = time.perf_counter()
         self._open()
-        settings = self.settings.model_copy(update={"model_path": str(path)})
-        new_llm = _load_llama(import_llama_cpp(), settings, Path(path))
-        new_loras = LoraSlot(new_llm)
-        try:
-            lora = new_loras.load(adapter[0]) if adapter[0] is not None else None
-            new_loras.use(lora, 1.0)
-        except BaseException:
+        new_llm, new_loras = self._open_weights(Path(path))
+        n_params = int(new_llm._model.n_params())
+        merged = self._merged_copy(Path(path), n_params, adapter[0], 1.0) if adapter[0] is not None else None
+        if merged is not None:  # the new model's own merged copy, built while answers went on
             new_loras.close()
             new_llm.close()
-            raise
+            new_llm, new_loras = self._open_weights(merged)
+        elif adapter[0] is not None:
+            _apply_lora(new_llm, new_loras, adapter[0], 1.0)
         with self.generation_lock:
-            old_llm, old_loras = self._llm, self._loras
-            self._llm, self._loras, self.settings = new_llm, new_loras, settings
-            self.model_path, self.model_id = Path(path), Path(path).name
+            old_llm, old_loras = self._install(new_llm, new_loras, merged or Path(path))
+            self.settings = self.settings.model_copy(update={"model_path": str(path)})
+            self.model_path, self.model_id, self.n_params = Path(path), Path(path).name, n_params
             self.adapter_path = adapter[0]
             self.adapter_version = adapter[1] if adapter[0] is not None else None
-            self.weights_path, self.n_params = Path(path), int(new_llm._model.n_params())
-            self._set_threads(new_llm, self.threads)
         old_loras.close()  # nothing refers to the old model any more: no generation can reach it
         old_llm.close()
-        if adapter[0] is not None and merge_wanted(self.settings.adapter_serving, self.n_params,
-                                                   self.settings.n_gpu_layers):
-            with self.generation_lock:  # the same adapter from a merged copy of the new model
-                self._swap_locked(adapter[0], adapter[1])
         return (time.perf_counter() - t0) * 1000.0
 
     # --- lifetime ---------------------------------------------------------------------

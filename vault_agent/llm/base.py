@@ -41,6 +41,12 @@ class Backend(Protocol):
         """The context window, in tokens."""
         ...
 
+    @property
+    def adapter_served_as(self) -> str | None:
+        """'merged' (a copy of the model with the adapter folded in), 'runtime' (a LoRA applied per
+        token) or None (no adapter)."""
+        ...
+
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes inside a prompt, for fitting context into n_ctx."""
         ...

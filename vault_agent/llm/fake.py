@@ -121,6 +121,10 @@ class FakeBackend:
         return "".join(self.stream_chat(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
                                         cancel=cancel, stamp=stamp, adapter=adapter))
 
+    @property
+    def adapter_served_as(self) -> str | None:
+        return None if self.adapter_path is None else "runtime"  # the fake never merges
+
     def set_adapter(self, path: Path | None, version: str | None, scale: float = 1.0) -> float:
         with self.generation_lock:
             self._open()

@@ -31,8 +31,7 @@ def status(request: Request) -> dict:
         "index": index_status(s),
         "model": s.backend.model_id,
         "adapter": s.backend.adapter_version,
-        # "merged" (a copy of the model with the adapter folded in), "runtime" (a LoRA per token), or null
-        "adapter_served_as": getattr(s.backend, "adapter_served_as", None),
+        "adapter_served_as": s.backend.adapter_served_as,  # "merged", "runtime" or null
         "adapter_warning": s.adapters.warning,
         "queue": s.queue.snapshot(),
         "training": _training(s),
