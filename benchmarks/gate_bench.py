@@ -1,19 +1,21 @@
-"""The eval gate's time per held-out pair on the bundled model, before and after logits were asked
-only for the answer positions (train/gate.py through llm/lora.py's BatchDecoder), in one run, and
-how far apart the two give the figures the gate decides on (per-pair margins, KL to the base).
+"""The eval gate's time for 200 held-out pairs on the bundled model, with each adapter scored as
+llm.adapter_serving serves it: `runtime` (the LoRA applied by llama.cpp, in the base's context; the
+baseline) and `auto` (the default: on the bundled model, the adapter's merged Q8_0 copy in a context
+of its own, train/gate.py gate_passes), in one run, and how far apart the two put the figures the
+gate decides on (per-pair margins, accuracy, KL to the base).
 
-"Before" is the per-pair scoring as it was: a Llama built with logits_all, every position's logits
-computed and copied out, on fewer pairs (it is the slow one). Each pair has its own notes in the
-prompt (about 300 tokens), as held-out pairs from different questions do, so no pair reuses another's
-prompt cache. One rank-16 all-linear adapter, scored against the base (two passes per pair).
+Each pair has its own notes in the prompt (about 300 tokens), as held-out pairs from different
+questions do, so no pair reuses another's prompt cache. Rank-16 all-linear adapters.
+"First gate": one adapter against the base, nothing cached (two passes per pair).
+"Nightly": the next gate over the same held-out pairs, a second adapter against the first, the
+first's figures kept from the gate before (train/score_cache.py), so the candidate is scored, plus
+a base pass on gate.KL_PAIRS pairs for its KL.
+"Before" (--before-pairs, 0 skips it): the per-pair scoring as it was before logits were asked for
+the answer positions only (logits_all), on a few pairs, with its margins against today's runtime path.
 
-"Nightly" is the next gate over the same held-out pairs: a second adapter against the first, the
-first's figures (and the base's) kept from the gate before (train/score_cache.py), so the
-candidate is scored, plus a base pass on gate.KL_PAIRS pairs for its KL. Without the cache that gate
-would make three passes per pair (base, candidate, incumbent).
-
-    .venv/bin/python benchmarks/gate_bench.py              # 200 pairs after, 30 before
-    .venv/bin/python benchmarks/gate_bench.py --smoke      # seconds: the suite runs this
+    .venv/bin/python benchmarks/gate_bench.py                   # 200 pairs per gate, 30 before
+    .venv/bin/python benchmarks/gate_bench.py --before-pairs 0  # the two serving modes only
+    .venv/bin/python benchmarks/gate_bench.py --smoke           # seconds: the suite runs this
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from _common import peak_rss_mb, write_result  # noqa: E402
 from adapter_decode_bench import TARGETS, make_lora  # noqa: E402
 
+SERVING = ("runtime", "auto")  # llm.adapter_serving: the runtime LoRA (the baseline), and the default
 FOODS = ["flour", "water", "rye", "salt", "honey", "oats", "barley", "milk", "butter", "yeast"]
 
 
@@ -91,54 +94,82 @@ def score_before(gguf: Path, adapter: Path, rows: list[dict], n_ctx: int) -> tup
     return margins, kl / positions
 
 
+def gates(gguf: Path, rows: list[dict], first: Path, second: Path, cache: Path, serving: str) -> dict:
+    """The first gate (`first` against the base, nothing cached) and the nightly one (`second`
+    against `first`, over the same pairs), as the gate runs with llm.adapter_serving = `serving`:
+    seconds, figures, and what the nightly gate reused. Merged copies are built inside the timing,
+    as the gate builds them."""
+    from vault_agent.train.gate import score_all
+
+    t0 = time.perf_counter()
+    after, _ = score_all(gguf, [("bench", first), (None, None)], rows, [], n_ctx=1024, cache_dir=cache,
+                         serving=serving)
+    first_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    nightly, incumbent = score_all(gguf, [("next", second), ("bench", first)], rows, [], n_ctx=1024,
+                                   cache_dir=cache, serving=serving)
+    nightly_s = time.perf_counter() - t0
+    return {"first": after, "nightly": nightly, "incumbent": incumbent,
+            "seconds": {"first_gate": first_s, "nightly": nightly_s}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     ap.add_argument("--pairs", type=int, default=200)
-    ap.add_argument("--before-pairs", type=int, default=30)
+    ap.add_argument("--before-pairs", type=int, default=30, help="pairs for the logits_all scoring (0: skip it)")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.smoke:
         args.pairs, args.before_pairs = 3, 2
 
     from vault_agent.llm.backend import resolve_model_path
-    from vault_agent.train.gate import KL_PAIRS, score, score_all
+    from vault_agent.train.gate import KL_PAIRS, score
 
     gguf = resolve_model_path("bundled")
     rows = held_out_pairs(max(args.pairs, args.before_pairs))
+    modes = {}
     with tempfile.TemporaryDirectory() as tmp:
-        adapter = make_lora(gguf, Path(tmp) / "a.gguf", TARGETS["all-linear"], 16)
-        t0 = time.perf_counter()
-        before_margins, before_kl = score_before(gguf, adapter, rows[:args.before_pairs], 1024)
-        before_s = time.perf_counter() - t0
-        cache = Path(tmp) / "gate-scores"
-        t0 = time.perf_counter()
-        after, _ = score_all(gguf, [("bench", adapter), (None, None)], rows[:args.pairs], [], n_ctx=1024,
-                             cache_dir=cache)
-        after_s = time.perf_counter() - t0
-        same = score(gguf, adapter, rows[:args.before_pairs], [], n_ctx=1024, label="bench")
-        candidate = make_lora(gguf, Path(tmp) / "b.gguf", TARGETS["all-linear"], 16, seed=2)
-        t0 = time.perf_counter()
-        nightly, incumbent = score_all(gguf, [("next", candidate), ("bench", adapter)], rows[:args.pairs], [],
-                                       n_ctx=1024, cache_dir=cache)
-        nightly_s = time.perf_counter() - t0
-    per_before, per_after, per_nightly = (s / n for s, n in ((before_s, args.before_pairs), (after_s, args.pairs),
-                                                             (nightly_s, args.pairs)))
+        tmp = Path(tmp)
+        for serving in SERVING:
+            (tmp / serving).mkdir()
+            first = make_lora(gguf, tmp / serving / "a.gguf", TARGETS["all-linear"], 16)
+            second = make_lora(gguf, tmp / serving / "b.gguf", TARGETS["all-linear"], 16, seed=2)
+            modes[serving] = gates(gguf, rows[:args.pairs], first, second, tmp / serving / "gate-scores", serving)
+        before = None
+        if args.before_pairs:
+            adapter = tmp / "runtime" / "a.gguf"
+            t0 = time.perf_counter()
+            before_margins, before_kl = score_before(gguf, adapter, rows[:args.before_pairs], 1024)
+            before = {"seconds": time.perf_counter() - t0, "margins": before_margins, "kl": before_kl,
+                      "same": score(gguf, adapter, rows[:args.before_pairs], [], n_ctx=1024, label="bench")}
+    per_pair = {f"{serving} {gate_}": round(m["seconds"][gate_] / args.pairs, 3)
+                for serving, m in modes.items() for gate_ in ("first_gate", "nightly")}
+    runtime, auto = modes["runtime"], modes["auto"]
     result = {
-        "pairs": {"before": args.before_pairs, "after": args.pairs, "scored_after": after.pairs,
-                  "nightly_reused_for_incumbent": incumbent.reused, "kl_sample_pairs": KL_PAIRS},
-        "seconds_per_pair": {"before": round(per_before, 3), "after": round(per_after, 3),
-                             "after_over_before": round(per_after / per_before, 3),
-                             "nightly": round(per_nightly, 3),
-                             "nightly_over_first_gate": round(per_nightly / per_after, 3)},
-        "seconds_for_200_pairs_after": round(200 * per_after, 1),
-        "seconds_for_200_pairs_nightly": round(200 * per_nightly, 1),
-        "nightly_margins_equal_incumbents_own_gate": incumbent.margins == after.margins,
-        "max_margin_difference_nats": max(abs(a - b) for a, b in zip(same.margins, before_margins)),
-        "kl_to_base": {"before": before_kl, "after": same.kl_to_base},
+        "pairs": {"gated": args.pairs, "scored_first_gate": auto["first"].pairs, "before": args.before_pairs,
+                  "nightly_reused_for_incumbent": {k: m["incumbent"].reused for k, m in modes.items()},
+                  "kl_sample_pairs": KL_PAIRS},
+        "served_as": {k: m["first"].served_as for k, m in modes.items()},
+        "seconds_per_pair": per_pair,
+        "seconds_for_200_pairs": {k: round(200 * v, 1) for k, v in per_pair.items()},
+        "auto_over_runtime": {g: round(auto["seconds"][g] / runtime["seconds"][g], 3)
+                              for g in ("first_gate", "nightly")},
+        "nightly_margins_equal_incumbents_own_gate": {k: m["incumbent"].margins == m["first"].margins
+                                                      for k, m in modes.items()},
+        # what scoring the merged copy instead of the runtime LoRA changes in the figures the gate decides on
+        "merged_vs_runtime": {
+            "max_margin_difference_nats": max(abs(a - b) for a, b in zip(auto["first"].margins, runtime["first"].margins)),
+            "accuracy": [auto["first"].accuracy, runtime["first"].accuracy],
+            "kl_to_base": [auto["first"].kl_to_base, runtime["first"].kl_to_base]},
         "threads": os.cpu_count(), "peak_rss_mb": peak_rss_mb(), "smoke": args.smoke,
         "targets": {"seconds_for_200_pairs_max": 300, "margin_difference_max_nats": 1e-3},
     }
+    if before is not None:
+        result["logits_all_before"] = {
+            "seconds_per_pair": round(before["seconds"] / args.before_pairs, 3),
+            "max_margin_difference_nats": max(abs(a - b) for a, b in zip(before["same"].margins, before["margins"])),
+            "kl_to_base": {"before": before["kl"], "after": before["same"].kl_to_base}}
     write_result("gate_bench_smoke" if args.smoke else "gate_bench", result, args.out)
 
 

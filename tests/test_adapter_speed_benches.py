@@ -18,12 +18,13 @@ def test_adapter_decode_bench_smoke(tmp_path):
 @pytest.mark.slow
 def test_gate_bench_smoke(tmp_path):
     result = run_smoke("gate_bench.py", tmp_path)
-    assert result["pairs"]["scored_after"] == 3
-    assert result["max_margin_difference_nats"] < 1e-3
-    assert result["seconds_per_pair"]["before"] > 0 and result["seconds_per_pair"]["after"] > 0
-    # the nightly gate took the incumbent's figures from its own gate, unchanged
-    assert result["pairs"]["nightly_reused_for_incumbent"] == 3
-    assert result["nightly_margins_equal_incumbents_own_gate"] is True
+    assert result["pairs"]["scored_first_gate"] == 3
+    assert result["served_as"] == {"runtime": "runtime", "auto": "merged"}
+    assert all(v > 0 for v in result["seconds_per_pair"].values()) and result["auto_over_runtime"]["nightly"] > 0
+    assert result["logits_all_before"]["max_margin_difference_nats"] < 1e-3
+    # the nightly gate took the incumbent's figures from its own gate, unchanged, in either mode
+    assert result["pairs"]["nightly_reused_for_incumbent"] == {"runtime": 3, "auto": 3}
+    assert result["nightly_margins_equal_incumbents_own_gate"] == {"runtime": True, "auto": True}
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from pathlib import Path
 
 MERGED_TYPE = "q8_0"
 AUTO_MAX_PARAMS = 1_000_000_000
+COPY_GLOB = "*.merged-*.gguf"
 _build_lock = threading.Lock()  # one merge at a time: each holds a whole model's weights in numpy
 
 
@@ -56,8 +57,14 @@ def prune_copies(adapters_root: Path, keep: set[str]) -> list[Path]:
     the one a rollback would go to): each is a whole model, and a rebuild takes seconds. Returns
     what was deleted."""
     gone = []
-    for copy in adapters_root.glob("*/*.merged-*.gguf"):
+    for copy in adapters_root.glob(f"*/{COPY_GLOB}"):
         if copy.parent.name not in keep:
             copy.unlink(missing_ok=True)
             gone.append(copy)
     return gone
+
+
+def remove_copies(version_dir: Path) -> None:
+    """Delete a version's merged copies (the gate built one for a candidate it refused)."""
+    for copy in Path(version_dir).glob(COPY_GLOB):
+        copy.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..llm.merged_copy import remove_copies
 from ..paths import AppDirs
 from . import active, answer_check, gate
 from .export import export_gguf_lora
@@ -72,16 +73,21 @@ def gate_version(settings, dirs: AppDirs, vdir: Path, version: str, heldout: lis
     rows = [e.record() for e in heldout] if kto else []
     # one llama.cpp context: the base is scored once, for the base itself (no adapter active) and as
     # the reference of both adapters' KL (on the held-out pairs' answers, or a KTO version's answers)
+    # each adapter as the daemon would serve it: a merged copy (built here in the staging dir, so an
+    # activation finds it) or a runtime LoRA (llm.adapter_serving)
+    served = {"serving": settings.llm.adapter_serving, "n_gpu_layers": settings.llm.n_gpu_layers}
     candidate, incumbent = gate.score_all(base_gguf, [(version, vdir / active.GGUF_NAME), (current, current_gguf)],
-                                          pairs, texts, n_ctx, answers=rows, cache_dir=dirs.data / GATE_SCORES)
+                                          pairs, texts, n_ctx, answers=rows, cache_dir=dirs.data / GATE_SCORES, **served)
     judged = None
     if kto:
-        judged = gate.judge_examples(rows, gate.score_examples(base_gguf, vdir / active.GGUF_NAME, rows, n_ctx),
-                                     gate.score_examples(base_gguf, current_gguf, rows, n_ctx))
+        judged = gate.judge_examples(rows, gate.score_examples(base_gguf, vdir / active.GGUF_NAME, rows, n_ctx, **served),
+                                     gate.score_examples(base_gguf, current_gguf, rows, n_ctx, **served))
     answers = check_answers(settings, dirs, vault, heldout, (version, vdir / active.GGUF_NAME), (current, current_gguf))
     verdict = gate.decide(candidate, incumbent, gate.Rules.from_settings(settings.train), examples=judged,
                           answers=answers)
     verdict.extra["export"] = export
+    if not verdict.promote:  # a whole model's copy, for a version that will not be served (rebuilt if activated by hand)
+        remove_copies(vdir)
     gate.write_verdict(vdir, verdict)
     result = {"promoted": verdict.promote, "exported": True, "reasons": verdict.reasons,
               "candidate": verdict.to_dict()["candidate"], "active_before": verdict.to_dict()["active"]}

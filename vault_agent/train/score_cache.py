@@ -28,10 +28,13 @@ def pair_key(prompt: Any, chosen: str, rejected: str) -> str:
     return hashlib.sha256(json.dumps([prompt, chosen, rejected], sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
-def _file_key(base_gguf: Path, adapter: Path | None) -> str:
+def _file_key(base_gguf: Path, adapter: Path | None, served_as: str = "runtime") -> str:
     """The base by its fingerprint; an adapter by the SHA-256 of the whole file (tens of MB at
-    most), because two adapters trained the same night share size and header."""
+    most), because two adapters trained the same night share size and header, and by how it is
+    served (a merged copy's figures differ a little from the runtime LoRA's)."""
     digest = hashlib.sha256(fingerprint(base_gguf).encode())
+    if served_as != "runtime":
+        digest.update(f"|{served_as}".encode())
     if adapter is not None:
         with open(adapter, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -43,8 +46,8 @@ class ScoreCache:
     """{pair key: {"c": chosen mean log-prob, "r": rejected mean log-prob, "kl": summed KL to the
     base or None, "n": answer positions}} for one (base, adapter), plus perplexities by text set."""
 
-    def __init__(self, root: Path, base_gguf: Path, adapter: Path | None) -> None:
-        self.path = root / f"{_file_key(base_gguf, adapter)}.json"
+    def __init__(self, root: Path, base_gguf: Path, adapter: Path | None, served_as: str = "runtime") -> None:
+        self.path = root / f"{_file_key(base_gguf, adapter, served_as)}.json"
         try:
             data = json.loads(self.path.read_text())
             self.old_pairs, self.old_ppl = dict(data["pairs"]), dict(data.get("perplexity", {}))
