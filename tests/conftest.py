@@ -84,12 +84,17 @@ def no_real_model_in_the_fast_tier(request):
 
 
 @pytest.fixture(autouse=True)
-def agent_home(tmp_path, monkeypatch) -> Path:
+def agent_home(tmp_path, tmp_path_factory, monkeypatch) -> Path:
     for key in list(os.environ):
         if key.startswith("VAULT_AGENT_"):
             monkeypatch.delenv(key)
     home = tmp_path / "agent-home"
     monkeypatch.setenv("VAULT_AGENT_HOME", str(home))
+    # the bundled model's Q8_0 copy (llm/merged_copy.py), built once for the session, not per home
+    shared = tmp_path_factory.getbasetemp() / "served-models"
+    shared.mkdir(exist_ok=True)
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "served-models").symlink_to(shared, target_is_directory=True)
     return home
 
 

@@ -34,8 +34,10 @@ def test_the_gate_scores_the_merged_copy_the_daemon_serves_and_keeps_its_figures
     # the copy does what the LoRA does: its move from the base and its margins agree closely
     assert runtime.kl_to_base > 0.05
     assert merged.kl_to_base == pytest.approx(runtime.kl_to_base, rel=0.25)
-    assert max(abs(a - b) for a, b in zip(merged.margins, runtime.margins)) < 0.1
-    assert merged.perplexity == pytest.approx(runtime.perplexity, rel=0.05)
+    distance = lambda xs, ys: sum(abs(float(x) - float(y)) for x, y in zip(xs, ys))  # noqa: E731
+    assert distance(merged.margins, runtime.margins) < 0.5 * distance(runtime.margins, base.margins)
+    # (Q8_0 against Q4_1 matmuls moves perplexity on two short notes by a few percent)
+    assert merged.perplexity == pytest.approx(runtime.perplexity, rel=0.1)
     assert merged.perplexity != pytest.approx(base.perplexity, rel=1e-4)
 
     # the next gate reuses the copy and its figures
@@ -51,7 +53,6 @@ def test_the_gate_scores_the_merged_copy_the_daemon_serves_and_keeps_its_figures
     through_copy = score_examples(bundled_gguf, adapter, rows, n_ctx=512, serving="merged")
     at_run_time = score_examples(bundled_gguf, adapter, rows, n_ctx=512)
     plain = score_examples(bundled_gguf, None, rows, n_ctx=512)
-    distance = lambda xs, ys: sum(abs(float(x) - float(y)) for x, y in zip(xs, ys))  # noqa: E731
     assert 0 < distance(through_copy, at_run_time) < 0.5 * distance(at_run_time, plain)
 
 
@@ -66,6 +67,12 @@ def test_a_copy_that_cannot_be_built_is_gated_as_the_runtime_lora_it_would_be_se
 
     monkeypatch.setattr(gate, "ensure_merged", full_disk)
     with caplog.at_level(logging.WARNING, logger="vault_agent.train.gate"):
-        (fallback,) = score_all(bundled_gguf, [("v0002", adapter)], PAIRS[:2], [], n_ctx=512, serving="merged")
-    assert "No space left on device" in caplog.text
-    assert fallback.served_as == "runtime" and fallback.margins == runtime.margins
+        (on_copy,) = score_all(bundled_gguf, [("v0002", adapter)], PAIRS[:2], [], n_ctx=512, serving="merged")
+    assert "no merged copy of adapter.gguf (No space left on device)" in caplog.text
+    assert on_copy.served_as == "runtime"  # the LoRA on the model's Q8_0 copy, as the daemon would serve it
+    assert on_copy.margins == pytest.approx(runtime.margins, abs=0.3)
+
+    # nor the model's own copy: the model file with the LoRA, exactly the runtime figures
+    monkeypatch.setattr(gate, "ensure_base_copy", full_disk)
+    (on_file,) = score_all(bundled_gguf, [("v0002", adapter)], PAIRS[:2], [], n_ctx=512, serving="merged")
+    assert on_file.served_as == "runtime" and on_file.margins == runtime.margins

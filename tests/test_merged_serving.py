@@ -1,7 +1,8 @@
-"""The active adapter served from a merged copy of the model (llm/merged_copy.py, issue 22): on the
-bundled model `auto` merges, the copy predicts what the runtime LoRA predicts, no LoRA runs per token,
-turning the adapter off gives back the base exactly, a one-answer override (A/B comparisons) still
-works, and a copy that cannot be built falls back to the runtime LoRA."""
+"""The model served from a Q8_0 copy, the active adapter merged in (llm/merged_copy.py, issue 22): on
+the bundled model `auto` serves its Q8_0 copy (no adapter) or merges, the copy predicts what the
+runtime LoRA predicts, no LoRA runs per token, turning the adapter off gives back the base exactly, a
+one-answer override (A/B comparisons) still works, and a copy that cannot be built falls back to the
+runtime LoRA (or the model file itself)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def test_the_bundled_model_serves_its_adapter_from_a_merged_copy_that_predicts_l
         merged.set_adapter(adapter, "v0001")
         assert copy.stat().st_mtime_ns == built
         merged.set_adapter(None, None)
-        assert merged.adapter_served_as is None and merged.weights_path == merged.model_path
+        assert merged.adapter_served_as is None and merged.weights_path == merged.base_weights
         assert merged.chat(QUESTION, temperature=0) == base_answer
 
         # a copy that cannot be built: the adapter is still served, at run time, and the log says why
@@ -102,10 +103,44 @@ def test_the_bundled_model_serves_its_adapter_from_a_merged_copy_that_predicts_l
             backend_module.ensure_merged = original
         assert merged.adapter_served_as == "runtime" and merged.adapter_version == "v0001"
         assert "No space left on device" in caplog.text
-        assert kl(lora_lp, log_probs(merged)) < 1e-3
+        # the LoRA now runs on the Q8_0 copy of the model, `runtime` on its Q4_1 file: the same adapter
+        assert kl(lora_lp, log_probs(merged)) < 0.1 * moved
     finally:
         merged.close()
         runtime.close()
+
+
+@pytest.mark.slow
+def test_the_bundled_model_itself_is_served_from_its_q8_0_copy_which_predicts_like_the_file(caplog, monkeypatch):
+    copy = LlamaBackend(LLMSettings(max_tokens=24, n_ctx=512))
+    as_is = LlamaBackend(LLMSettings(max_tokens=24, n_ctx=512, adapter_serving="runtime"))
+    try:
+        assert copy.base_weights == copy.weights_path == merged_copy.base_copy_path(copy.model_path)
+        assert copy.base_weights.parent == merged_copy.base_copies_dir()  # in the data dir, built once
+        assert copy.base_weights.stat().st_size > copy.model_path.stat().st_size  # Q8_0 weights
+        assert as_is.weights_path == as_is.base_weights == as_is.model_path
+        # Q8_0 holds the Q4_1 weights almost exactly: the same model, not a re-trained one
+        assert kl(log_probs(as_is), log_probs(copy)) < 0.01
+        assert copy.chat(QUESTION, temperature=0)
+        assert copy.adapter_served_as is None and copy.model_id == as_is.model_id
+    finally:
+        copy.close()
+        as_is.close()
+
+    # a copy that cannot be built: the model file itself is served, and the log says why
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    import vault_agent.llm.backend as backend_module
+
+    monkeypatch.setattr(backend_module, "ensure_base_copy", full_disk)
+    with caplog.at_level(logging.WARNING, logger="vault_agent.llm.backend"):
+        fallback = LlamaBackend(LLMSettings(max_tokens=24, n_ctx=512))
+    try:
+        assert fallback.weights_path == fallback.base_weights == fallback.model_path
+        assert "No space left on device" in caplog.text
+    finally:
+        fallback.close()
 
 
 def test_switching_versions_keeps_merged_copies_for_the_served_version_and_the_rollback_target_only(tmp_path):

@@ -21,7 +21,7 @@ from ..config import BUNDLED, LLMSettings
 from ..errors import UserError
 from .base import ModelStamp
 from .lora import LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, llama_errors, llama_reason, set_threads
-from .merged_copy import ensure_merged, merge_wanted
+from .merged_copy import ensure_base_copy, ensure_merged, merge_wanted
 
 if TYPE_CHECKING:
     from ..cpu.share import CpuShare
@@ -143,13 +143,21 @@ class LlamaBackend:
         self.generation_lock = threading.Lock()
         self._llm: Any = _load_llama(llama_cpp, self.settings, self.model_path)
         self._loras = LoraSlot(self._llm)
-        # the GGUF loaded: model_path, or a copy of it with the active adapter merged in (merged_copy.py)
-        self.weights_path = self.model_path
         self.n_params = int(self._llm._model.n_params())
+        # what is served with no adapter merged in: model_path, or its Q8_0 copy (merged_copy.py)
+        self.base_weights = self._base_copy(self.model_path, self.n_params) or self.model_path
+        # the GGUF loaded: base_weights, or a copy of the model with the active adapter merged in
+        self.weights_path = self.model_path
         # llama-cpp-python reuses the KV cache for the longest common token prefix with the previous
         # request; True starts every generation from an empty cache instead (see _generate_locked)
         self.fresh_kv_each_request = self.settings.n_gpu_layers != 0
         self._closed = False
+        if self.base_weights != self.model_path:
+            try:
+                self._load_weights(self.base_weights)
+            except UserError as e:
+                log.warning("cannot load %s (%s): serving %s itself", self.base_weights.name, e, self.model_path.name)
+                self.base_weights = self.model_path
 
     # --- generation -------------------------------------------------------------------
 
@@ -281,7 +289,7 @@ class LlamaBackend:
         """'merged' (a merged copy is loaded), 'runtime' (a LoRA applied per token) or None (no adapter)."""
         if self.adapter_path is None:
             return None
-        return "merged" if self.weights_path != self.model_path else "runtime"
+        return "merged" if self.weights_path != self.base_weights else "runtime"
 
     def _swap_locked(self, path: Path | None, version: str | None, scale: float = 1.0, merged: Any = _FIND) -> float:
         """The swap itself; the caller holds the lock. `merged`: the copy `_merged_copy` gave for
@@ -289,11 +297,11 @@ class LlamaBackend:
         t0 = time.perf_counter()
         if merged is _FIND:
             merged = self._merged_copy(self.model_path, self.n_params, path, scale) if path is not None else None
-        if merged is not None or self.weights_path != self.model_path:
+        if merged is not None or self.weights_path != self.base_weights:
             # into a merged copy, or out of one (back to the base, with a runtime LoRA if any): the
             # new weights load beside the old ones, so a failure leaves everything as it was
             if merged is None or merged != self.weights_path:
-                self._load_weights(merged or self.model_path, None if merged is not None else path, scale)
+                self._load_weights(merged or self.base_weights, None if merged is not None else path, scale)
             self.adapter_path = Path(path) if path is not None else None
             self.adapter_version = version if path is not None else None
             return (time.perf_counter() - t0) * 1000.0
@@ -323,6 +331,17 @@ class LlamaBackend:
             return ensure_merged(base, Path(adapter), scale)
         except (UserError, OSError, ValueError) as e:
             log.warning("no merged copy of %s (%s): trying it as a runtime LoRA", Path(adapter).name, e)
+            return None
+
+    def _base_copy(self, model: Path, n_params: int) -> Path | None:
+        """The model's Q8_0 copy to serve it from (built on first use), or None for the file itself:
+        llm.adapter_serving says so, or the copy cannot be built (logged)."""
+        if not merge_wanted(self.settings.adapter_serving, n_params, self.settings.n_gpu_layers):
+            return None
+        try:
+            return ensure_base_copy(model)
+        except (UserError, OSError, ValueError) as e:
+            log.warning("no Q8_0 copy of %s (%s): serving the file itself", model.name, e)
             return None
 
     def _open_weights(self, path: Path, lora: Path | None = None, scale: float = 1.0) -> tuple[Any, LoraSlot]:
@@ -363,17 +382,19 @@ class LlamaBackend:
         self._open()
         new_llm, new_loras = self._open_weights(Path(path))
         n_params = int(new_llm._model.n_params())
+        base = self._base_copy(Path(path), n_params) or Path(path)
         merged = self._merged_copy(Path(path), n_params, adapter[0], 1.0) if adapter[0] is not None else None
-        if merged is not None:  # the new model's own merged copy, built while answers went on
+        if merged is not None or base != Path(path):  # the new model's own copies, built while answers went on
             new_loras.close()
             new_llm.close()
-            new_llm, new_loras = self._open_weights(merged)
-        elif adapter[0] is not None:
+            new_llm, new_loras = self._open_weights(merged or base)
+        if merged is None and adapter[0] is not None:
             _apply_lora(new_llm, new_loras, adapter[0], 1.0)
         with self.generation_lock:
-            old_llm, old_loras = self._install(new_llm, new_loras, merged or Path(path))
+            old_llm, old_loras = self._install(new_llm, new_loras, merged or base)
             self.settings = self.settings.model_copy(update={"model_path": str(path)})
             self.model_path, self.model_id, self.n_params = Path(path), Path(path).name, n_params
+            self.base_weights = base
             self.adapter_path = adapter[0]
             self.adapter_version = adapter[1] if adapter[0] is not None else None
         old_loras.close()  # nothing refers to the old model any more: no generation can reach it

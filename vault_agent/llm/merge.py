@@ -12,11 +12,14 @@ gguf and numpy are imported inside the functions: the CLI must start fast.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+
+_BLOCK_MATMUL = re.compile(r"blk\.\d+\.[a-z_]+\.weight$")  # a layer's matmul weights (norms are 1-D)
 
 
 def read_lora(lora_path: Path) -> tuple[float, dict[str, tuple[Any, Any]]]:
@@ -45,11 +48,14 @@ def read_lora(lora_path: Path) -> tuple[float, dict[str, tuple[Any, Any]]]:
     return alpha, pairs
 
 
-def merge_lora(base_gguf: Path, lora_gguf: Path, out_path: Path, scale: float = 1.0,
-               weight_type: str | None = None) -> dict:
+def merge_lora(base_gguf: Path, lora_gguf: Path | None, out_path: Path, scale: float = 1.0,
+               weight_type: str | None = None, convert_all: bool = False) -> dict:
     """Write `out_path` (temp name, then rename): the base with the adapter merged in, as llama.cpp
     would apply it at `scale`. `weight_type` ("q8_0", "f16", ...; None: each weight's own type) for
-    the merged weights. Returns a summary (tensors merged, bytes)."""
+    the merged weights; with `convert_all`, every block's matmul weights are written as
+    `weight_type`, adapted or not (lora_gguf None: a plain converted copy of the base), so copies
+    with and without an adapter differ by the adapter alone. Returns a summary (tensors merged,
+    tensors converted, bytes)."""
     import gguf
     import numpy as np
 
@@ -60,10 +66,10 @@ def merge_lora(base_gguf: Path, lora_gguf: Path, out_path: Path, scale: float = 
         except KeyError:
             raise UserError(f"unknown GGUF weight type {weight_type!r}") from None
 
-    alpha, pairs = read_lora(Path(lora_gguf))
+    alpha, pairs = read_lora(Path(lora_gguf)) if lora_gguf is not None else (1.0, {})
     reader = gguf.GGUFReader(str(base_gguf))
     arch = reader.fields["general.architecture"].contents()
-    lora_arch = gguf.GGUFReader(str(lora_gguf)).fields.get("general.architecture")
+    lora_arch = gguf.GGUFReader(str(lora_gguf)).fields.get("general.architecture") if lora_gguf is not None else None
     if lora_arch is not None and lora_arch.contents() != arch:
         raise UserError(f"{Path(lora_gguf).name} is an adapter for arch {lora_arch.contents()!r}, "
                         f"{Path(base_gguf).name} is {arch!r}")
@@ -71,39 +77,44 @@ def merge_lora(base_gguf: Path, lora_gguf: Path, out_path: Path, scale: float = 
     # a name of this process's own: the daemon and a retrain's answer check may build the same copy at once
     tmp = out_path.with_name(f"{out_path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     writer = gguf.GGUFWriter(str(tmp), arch=arch)
-    for name, f in reader.fields.items():
-        if name.startswith("GGUF.") or name == "general.architecture":
-            continue
-        sub = f.types[1] if f.types[0] == gguf.GGUFValueType.ARRAY and len(f.types) > 1 else None
-        writer.add_key_value(name, f.contents(), f.types[0], sub_type=sub)
-    merged = 0
-    for t in reader.tensors:
-        if t.name not in pairs:
-            writer.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
-            continue
-        a, b = pairs.pop(t.name)
-        weight = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
-        if weight.shape != (b.shape[0], a.shape[1]):
-            raise UserError(f"{Path(lora_gguf).name}: {t.name} is {b.shape[0]}x{a.shape[1]} but the base "
-                            f"has {weight.shape[0]}x{weight.shape[1]}; it was made for another model")
-        weight += (scale * alpha / a.shape[0]) * (b @ a)
-        qtype = wanted if wanted is not None else t.tensor_type
-        try:
-            data = gguf.quants.quantize(weight, qtype)
-        except NotImplementedError:
-            qtype, data = gguf.GGMLQuantizationType.F16, weight.astype(np.float16)
-        writer.add_tensor(t.name, data, raw_dtype=qtype)
-        merged += 1
-    if pairs:
-        raise UserError(f"{Path(lora_gguf).name} adapts {sorted(pairs)[0]}, which {Path(base_gguf).name} lacks")
     try:
+        for name, f in reader.fields.items():
+            if name.startswith("GGUF.") or name == "general.architecture":
+                continue
+            sub = f.types[1] if f.types[0] == gguf.GGUFValueType.ARRAY and len(f.types) > 1 else None
+            writer.add_key_value(name, f.contents(), f.types[0], sub_type=sub)
+        merged = converted = 0
+        for t in reader.tensors:
+            convert = convert_all and wanted is not None and _BLOCK_MATMUL.match(t.name) and len(t.shape) == 2
+            if t.name not in pairs and (not convert or t.tensor_type == wanted):
+                writer.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+                continue
+            weight = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+            if t.name in pairs:
+                a, b = pairs.pop(t.name)
+                if weight.shape != (b.shape[0], a.shape[1]):
+                    raise UserError(f"{Path(lora_gguf).name}: {t.name} is {b.shape[0]}x{a.shape[1]} but the base "
+                                    f"has {weight.shape[0]}x{weight.shape[1]}; it was made for another model")
+                weight += (scale * alpha / a.shape[0]) * (b @ a)
+                merged += 1
+            else:
+                converted += 1
+            qtype = wanted if wanted is not None else t.tensor_type
+            try:
+                data = gguf.quants.quantize(weight, qtype)
+            except NotImplementedError:
+                qtype, data = gguf.GGMLQuantizationType.F16, weight.astype(np.float16)
+            writer.add_tensor(t.name, data, raw_dtype=qtype)
+        if pairs:
+            raise UserError(f"{Path(lora_gguf).name} adapts {sorted(pairs)[0]}, which {Path(base_gguf).name} lacks")
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
         os.replace(tmp, out_path)
-    except BaseException:  # a full disk: no half-written copy left behind
+    except BaseException:  # a full disk, an adapter for another model: no half-written copy left behind
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    return {"path": str(out_path), "merged_tensors": merged, "bytes": out_path.stat().st_size}
+    return {"path": str(out_path), "merged_tensors": merged, "converted_tensors": converted,
+            "bytes": out_path.stat().st_size}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..llm.merged_copy import ensure_merged, merge_wanted
+from ..llm.merged_copy import ensure_base_copy, ensure_merged, merge_wanted
 from . import evidence
 from .answer_check import AnswerCheck
 from .llama_scorer import LlamaScorer, kl_rows, picked
@@ -121,6 +121,23 @@ class GatePass:
 BASE = GatePass()
 
 
+def open_base(stack: contextlib.ExitStack, gguf_path: Path, n_ctx: int, serving: str,
+              n_gpu_layers: int) -> tuple[LlamaScorer, bool]:
+    """(the scorer for the base as the daemon serves it, whether adapters are served merged): the
+    model file, or its Q8_0 copy (llm/merged_copy.py) where adapters are merged into Q8_0 copies too."""
+    scorer = stack.enter_context(LlamaScorer(gguf_path, None, n_ctx))
+    merge = merge_wanted(serving, scorer.n_params, n_gpu_layers)
+    if merge:
+        try:
+            copy = ensure_base_copy(gguf_path)
+        except (UserError, OSError, ValueError) as e:
+            log.warning("no Q8_0 copy of %s (%s): gating on the file itself", gguf_path.name, e)
+        else:
+            scorer.close()
+            scorer = stack.enter_context(LlamaScorer(copy, None, n_ctx))
+    return scorer, merge
+
+
 def gate_passes(stack: contextlib.ExitStack, scorer: LlamaScorer, gguf_path: Path, adapter: Path | None,
                 merge: bool) -> GatePass:
     """The adapter as the daemon would serve it: its merged copy (built beside it now, as activation
@@ -161,10 +178,11 @@ def score_all(gguf_path: Path, adapters: list[tuple[str | None, Path | None]], p
     entries: list[list[dict]] = [[] for _ in range(n)]
     answer_kl = [[0.0, 0] for _ in range(n)]  # summed KL and positions from `answers`
     with contextlib.ExitStack() as stack:
-        scorer = stack.enter_context(LlamaScorer(gguf_path, None, n_ctx))
-        merge = merge_wanted(serving, scorer.n_params, n_gpu_layers)
+        scorer, merge = open_base(stack, gguf_path, n_ctx, serving, n_gpu_layers)
         passes = [gate_passes(stack, scorer, gguf_path, path, merge) for _, path in adapters]
-        caches = [ScoreCache(cache_dir, gguf_path, path, served_as=p.served_as) if cache_dir else None
+        # figures are kept per file scored: the base's copy, or the model file with the merged tag
+        caches = [None if not cache_dir else ScoreCache(cache_dir, gguf_path, path, served_as="merged")
+                  if p.served_as == "merged" else ScoreCache(cache_dir, scorer.path, path)
                   for (_, path), p in zip(adapters, passes)]
 
         def score_answers(found: list[tuple[list[int], int]], fresh: list[int], kl: bool) -> dict[int, dict]:
@@ -268,8 +286,7 @@ def score_examples(gguf_path: Path, adapter_path: Path | None, examples: list[di
     """Mean token log-prob of each held-out example's completion under one adapter, served as
     score_all would (None: too long). `examples`: TRL unpaired rows (prompt, completion, label)."""
     with contextlib.ExitStack() as stack:
-        scorer = stack.enter_context(LlamaScorer(gguf_path, None, n_ctx))
-        merge = merge_wanted(serving, scorer.n_params, n_gpu_layers)
+        scorer, merge = open_base(stack, gguf_path, n_ctx, serving, n_gpu_layers)
         served = gate_passes(stack, scorer, gguf_path, adapter_path, merge).on(scorer)
         return [served.completion_logprob(e["prompt"], completion_text(e["completion"])) for e in examples]
 

@@ -22,6 +22,8 @@ class LlamaScorer:
     def __init__(self, gguf_path: Path, adapter_path: Path | None, n_ctx: int = 2048, n_threads: int | None = None):
         llama_cpp = import_llama_cpp()
         self.n_ctx = n_ctx
+        self.path = Path(gguf_path)
+        self._closed = False
         with adapter_safe_loading():
             self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx,
                                        n_threads=n_threads or os.cpu_count() or 1, verbose=False)
@@ -55,6 +57,9 @@ class LlamaScorer:
             self._loras.use(lora)
 
     def close(self) -> None:
+        if self._closed:  # closed early (the gate's base moved to its copy) and again on exit
+            return
+        self._closed = True
         self._loras.close()  # before Llama.close(), which frees the adapters it still knows about
         self.decoder.close()
         self.llm.close()
