@@ -34,3 +34,11 @@ def test_merge_bench_smoke(tmp_path):
     assert {"base", "runtime adapter", "merged q4_1", "merged q5_1", "merged q5_0", "merged q8_0"} == set(result["quality"])
     assert all(result["tokens_per_s"][k] > 0 for k in result["quality"] if k != "base")
     assert result["merge"]["merged_gguf_mb"]["q8_0"] > result["merge"]["merged_gguf_mb"]["q4_1"]
+
+
+@pytest.mark.slow
+def test_served_copy_bench_smoke(tmp_path):
+    result = run_smoke("served_copy_bench.py", tmp_path)
+    assert result["copy_over_file"]["prompt"]["64"] > 0 and result["copy_over_file"]["decode"] > 0
+    assert result["gguf_mb"]["q8_0 copy"] > result["gguf_mb"]["file"]
+    assert 0 <= result["kl_copy_to_file_nats_per_token"] < 0.05

@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 def run_smoke(script: str, tmp_path: Path, timeout: int = 600) -> dict:
     out = tmp_path / f"{script}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_AGENT_")}
+    # the test's own home (conftest agent_home): nothing lands in the machine's data dir, and the
+    # model's Q8_0 copy is the session's shared one
+    env["VAULT_AGENT_HOME"] = os.environ["VAULT_AGENT_HOME"]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)

@@ -61,3 +61,23 @@ def test_an_adapter_for_another_model_is_refused(bundled_gguf, tmp_path):
     with pytest.raises(UserError, match="made for another model"):
         merge_lora(bundled_gguf, tmp_path / "other.gguf", tmp_path / "merged.gguf")
     assert not (tmp_path / "merged.gguf").exists()
+
+
+def test_a_plain_conversion_keeps_weights_whose_rows_are_not_whole_q8_0_blocks(tmp_path):
+    """The model's own Q8_0 copy (llm/merged_copy.py) converts every block's matmul weights it can;
+    one whose rows are not a multiple of Q8_0's 32-value block stays as it was, instead of the
+    whole copy failing."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "tiny.gguf"), arch="llama")
+    writer.add_tensor("blk.0.attn_q.weight", np.ones((4, 48), dtype=np.float32))  # 48: not whole blocks
+    writer.add_tensor("blk.0.attn_k.weight", np.ones((4, 64), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_norm.weight", np.ones(64, dtype=np.float32))  # 1-D: never converted
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    summary = merge_lora(tmp_path / "tiny.gguf", None, tmp_path / "copy.gguf", weight_type="q8_0", convert_all=True)
+    assert (summary["merged_tensors"], summary["converted_tensors"]) == (0, 1)
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(tmp_path / "copy.gguf")).tensors}
+    assert types == {"blk.0.attn_q.weight": "F32", "blk.0.attn_k.weight": "Q8_0", "blk.0.attn_norm.weight": "F32"}

@@ -90,7 +90,8 @@ def merge_lora(base_gguf: Path, lora_gguf: Path | None, out_path: Path, scale: f
                 writer.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
                 continue
             weight = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
-            if t.name in pairs:
+            adapted = t.name in pairs
+            if adapted:
                 a, b = pairs.pop(t.name)
                 if weight.shape != (b.shape[0], a.shape[1]):
                     raise UserError(f"{Path(lora_gguf).name}: {t.name} is {b.shape[0]}x{a.shape[1]} but the base "
@@ -102,7 +103,11 @@ def merge_lora(base_gguf: Path, lora_gguf: Path | None, out_path: Path, scale: f
             qtype = wanted if wanted is not None else t.tensor_type
             try:
                 data = gguf.quants.quantize(weight, qtype)
-            except NotImplementedError:
+            except (NotImplementedError, gguf.quants.QuantError):  # no quantizer for the type, or rows not whole blocks
+                if not adapted:  # only converting: the weight as it was
+                    writer.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+                    converted -= 1
+                    continue
                 qtype, data = gguf.GGMLQuantizationType.F16, weight.astype(np.float16)
             writer.add_tensor(t.name, data, raw_dtype=qtype)
         if pairs:

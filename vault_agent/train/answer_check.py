@@ -168,9 +168,9 @@ def answer_probes(llm_settings, adapters: list[tuple[str | None, Path | None]], 
     from ..llm.backend import LlamaBackend
 
     answers: list[list[str | None]] = []
-    # the runtime LoRA, never a merged copy (llm/merged_copy.py): a copy is 138 MB per version on the
-    # bundled model, built when a version is served; its answers match the runtime LoRA's
-    with LlamaBackend(llm_settings.model_copy(update={"adapter_serving": "runtime"})) as backend:
+    # served as the daemon serves them (llm.adapter_serving): on a small CPU model the gate has just
+    # built the candidate's merged copy, and the incumbent's is the one being served
+    with LlamaBackend(llm_settings) as backend:
         for label, path in adapters:
             backend.set_adapter(path, label)
             mine: list[str | None] = []
