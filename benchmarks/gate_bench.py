@@ -4,8 +4,10 @@ baseline) and `auto` (the default: on the bundled model, the adapter's merged Q8
 of its own, train/gate.py gate_passes), in one run, and how far apart the two put the figures the
 gate decides on (per-pair margins, accuracy, KL to the base).
 
-Each pair has its own notes in the prompt (about 300 tokens), as held-out pairs from different
-questions do, so no pair reuses another's prompt cache. Rank-16 all-linear adapters.
+Each pair's prompt is in the product's RAG format (system rules, numbered notes, question; about 350
+tokens) with notes of its own, as held-out pairs from different questions have: what one pass can
+take from the one before is the shared start (system turn, notes preamble; train/llama_scorer.py).
+Rank-16 all-linear adapters.
 "First gate": one adapter against the base, nothing cached (two passes per pair).
 "Nightly": the next gate over the same held-out pairs, a second adapter against the first, the
 first's figures kept from the gate before (train/score_cache.py), so the candidate is scored, plus
@@ -35,13 +37,20 @@ SERVING = ("runtime", "auto")  # llm.adapter_serving: the runtime LoRA (the base
 FOODS = ["flour", "water", "rye", "salt", "honey", "oats", "barley", "milk", "butter", "yeast"]
 
 
-def held_out_pairs(n: int, notes: int = 12) -> list[dict]:
+def held_out_pairs(n: int, notes: int = 4) -> list[dict]:
+    """Held-out pairs in the product's RAG prompt format (llm/prompts.py, as synthetic pairs are made):
+    the system rules, then `notes` numbered notes of two facts each (about 350 tokens in all, the answers about 10) and
+    the question; each pair's notes are its own."""
+    from vault_agent.llm.prompts import build_rag_messages
+
     rows = []
     for i in range(n):
-        context = " ".join(f"Note {i}-{k}: the starter is fed {FOODS[(i + k) % 10]} and {FOODS[(i * 3 + k) % 10]} "
-                           f"every {k + 2} hours in jar {i * 7 + k}." for k in range(notes))
-        rows.append({"prompt": [{"role": "user", "content": f"{context}\nQuestion {i}: what is the starter fed?"}],
-                     "chosen": f"It is fed {FOODS[i % 10]} and {FOODS[(i * 3) % 10]}, as note {i}-0 says.",
+        contexts = [{"n": k + 1, "note": f"Starters/Jar {i * 7 + k}.md", "heading": "Feeding",
+                     "text": " ".join(f"Note {i}-{k}-{j}: the starter is fed {FOODS[(i + k + j) % 10]} and "
+                                      f"{FOODS[(i * 3 + k + j) % 10]} every {k + j + 2} hours in jar {i * 7 + k}."
+                                      for j in range(2))} for k in range(notes)]
+        rows.append({"prompt": build_rag_messages(f"Question {i}: what is the starter fed?", contexts),
+                     "chosen": f"It is fed {FOODS[i % 10]} and {FOODS[(i * 3) % 10]} [1].",
                      "rejected": "I do not know anything about sourdough starters."})
     return rows
 

@@ -80,3 +80,37 @@ def test_answer_only_logits_give_the_figures_every_position_gives(bundled_gguf, 
     positions = sum(len(b) for b in ref["base"])
     assert adapted.kl_to_base > 0.01  # the adapter really moves the model, so the comparison means something
     assert adapted.kl_to_base == pytest.approx(kl / positions, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_a_prompt_start_shared_with_the_pass_before_is_not_evaluated_again(bundled_gguf, tmp_path):
+    """RAG prompts share their system turn and the notes' preamble: each pass evaluates only what
+    differs from the one before under the same weights, with the figures a fresh context gives."""
+    system = {"role": "system", "content": "You answer questions using only the numbered notes given. " * 4}
+    rows = [[system, {"role": "user", "content": f"Notes:\n[1] The jar {i} is kept at {20 + i} degrees.\n"
+                                                 f"Question: where is jar {i} kept?"}] for i in range(4)]
+    adapter = random_lora(bundled_gguf, tmp_path / "a.gguf", scale=0.05)
+    with LlamaScorer(bundled_gguf, None, 512) as scorer, LlamaScorer(bundled_gguf, None, 512) as fresh:
+        found = [[scorer.answer_tokens(r, text) for text in ("At 20 degrees [1].", "I don't know.")] for r in rows]
+        evaluated = []
+        decode = scorer.decoder.decode
+
+        def counted(tokens, pos0, outputs_from):
+            evaluated.append(len(tokens))
+            return decode(tokens, pos0, outputs_from)
+
+        scorer.decoder.decode = counted
+        lora = scorer.load_adapter(adapter)
+        for weights in (None, lora):
+            scorer.use(weights)
+            fresh.use(fresh.load_adapter(adapter) if weights is not None else None)
+            for pair in found:
+                shared = scorer.answers_log_probs(pair)
+                fresh.decoder.clear()
+                fresh._cached = []  # a context with nothing in it
+                alone = fresh.answers_log_probs(pair)
+                assert all(np.abs(a - b).max() < 1e-3 for a, b in zip(shared, alone))
+        prompt_tokens = [len(pair[0][0][:pair[0][1]]) for pair in found]
+        answer_tokens = sum(len(ids) - 1 - at for pair in found for ids, at in pair)
+        # the first prompt under each weights whole, the others from where they differ
+        assert sum(evaluated) < 2 * (sum(prompt_tokens) + answer_tokens) - 3 * 2 * 40

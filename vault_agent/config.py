@@ -71,11 +71,12 @@ class LLMSettings(BaseModel):
                                "An OMP_WAIT_POLICY in the environment wins.")
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1 = all).")
     adapter_serving: Literal["auto", "merged", "runtime"] = Field(
-        "auto", description="How the active LoRA adapter is served: 'merged' (a copy of the model with the "
-                            "adapter folded into its weights, re-quantised to Q8_0, built once per version: "
-                            "no per-token LoRA cost), 'runtime' (llama.cpp applies the LoRA at every token), or "
-                            "'auto' (merged for CPU models under 1B parameters, where the runtime LoRA cost "
-                            "is highest; runtime otherwise).")
+        "auto", description="How the model and its active LoRA adapter are served: 'merged' (from a copy of the "
+                            "model with its layers' weights in Q8_0 and the adapter folded in, built once per "
+                            "version; with no adapter, the model's own Q8_0 copy: no per-token LoRA cost, faster "
+                            "prompts on a 4-bit model), 'runtime' (the model file as it is; llama.cpp applies "
+                            "the LoRA at every token), or 'auto' (merged for CPU models under 1B parameters, "
+                            "runtime otherwise).")
     max_tokens: int = Field(256, ge=1, le=8192, description="Longest answer, in tokens.")
     temperature: float = Field(0.2, ge=0, le=2)
     repeat_penalty: float = Field(1.15, ge=1.0, le=2.0, description="Discourages loops; small models need it.")

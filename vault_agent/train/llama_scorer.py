@@ -30,6 +30,7 @@ class LlamaScorer:
         self.n_params = int(self.llm._model.n_params())
         self._loras = LoraSlot(self.llm)
         self.decoder = BatchDecoder(self.llm)
+        self._cached: list[int] = []  # the tokens in the KV cache, position by position (see answers_log_probs)
         try:
             if adapter_path is not None:
                 self.use(self.load_adapter(adapter_path))
@@ -51,10 +52,11 @@ class LlamaScorer:
         return self._loras.load(path)
 
     def use(self, lora: LoadedLora | None) -> None:
-        """Apply a loaded adapter (None: the plain base) to the following passes. Every pass
-        starts from an empty KV cache, so nothing computed under the other weights is reused."""
+        """Apply a loaded adapter (None: the plain base) to the following passes. The KV cache is
+        forgotten, so nothing computed under the other weights is reused."""
         if lora is not self._loras.current:
             self._loras.use(lora)
+            self._cached = []  # computed under the other weights
 
     def close(self) -> None:
         if self._closed:  # closed early (the gate's base moved to its copy) and again on exit
@@ -75,22 +77,36 @@ class LlamaScorer:
         Logits are computed for those positions only (the output head over a whole prompt would
         cost about a fifth of the pass on the bundled model, and its copy into Python more)."""
         self.decoder.clear()
+        self._cached = []
         return log_softmax(self.decoder.decode(tokens[:-1], 0, outputs_from=start - 1))
 
     def answers_log_probs(self, found: list[tuple[list[int], int]]) -> list:
         """`log_probs` for several answers to one prompt (`answer_tokens` results with the same head):
-        the prompt is evaluated once, each answer then continues from the prompt's KV cache."""
+        the prompt is evaluated once, each answer then continues from the prompt's KV cache. The
+        start the prompt shares with the one before (the chat template's system turn, the notes'
+        preamble: RAG prompts share tens of tokens) stays in the cache from that pass, under the same
+        weights (`use` forgets it), so only the rest is evaluated."""
         import numpy as np
 
         ids0, start = found[0]
-        self.decoder.clear()
-        last = self.decoder.decode(ids0[:start], 0, outputs_from=start - 1)  # predicts every answer's first token
+        keep = 0
+        for a, b in zip(self._cached, ids0[:start - 1]):  # the last prompt token is always evaluated: its row is needed
+            if a != b:
+                break
+            keep += 1
+        self.decoder.drop_from(keep)
+        self._cached = []  # until the decode below has succeeded
+        # predicts every answer's first token
+        last = self.decoder.decode(ids0[keep:start], keep, outputs_from=start - 1 - keep)
+        self._cached = list(ids0[:start])
         out = []
         for ids, at in found:
             if at != start or ids[:start] != ids0[:start]:
                 raise ValueError("answers_log_probs needs answers to the same prompt")
             self.decoder.drop_from(start)  # the previous answer's cache entries
+            self._cached = []
             rest = self.decoder.decode(ids[start:-1], start, outputs_from=0)
+            self._cached = list(ids[:-1])
             out.append(log_softmax(np.concatenate([last, rest]) if len(rest) else last))
         return out
 
