@@ -173,12 +173,13 @@ def main() -> None:
             "accuracy": [auto["first"].accuracy, runtime["first"].accuracy],
             "kl_to_base": [auto["first"].kl_to_base, runtime["first"].kl_to_base]},
         "threads": os.cpu_count(), "peak_rss_mb": peak_rss_mb(), "smoke": args.smoke,
-        "targets": {"seconds_for_200_pairs_max": 300, "margin_difference_max_nats": 1e-3},
+        "targets": {"seconds_for_200_pairs_max": 300},
     }
     if before is not None:
         result["logits_all_before"] = {
             "seconds_per_pair": round(before["seconds"] / args.before_pairs, 3),
             "max_margin_difference_nats": max(abs(a - b) for a, b in zip(before["same"].margins, before["margins"])),
+            "margin_difference_max_nats": 1e-3,  # the target: the same figures, logits asked for fewer positions
             "kl_to_base": {"before": before["kl"], "after": before["same"].kl_to_base}}
     write_result("gate_bench_smoke" if args.smoke else "gate_bench", result, args.out)
 
