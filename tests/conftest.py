@@ -93,8 +93,8 @@ def agent_home(tmp_path, tmp_path_factory, monkeypatch) -> Path:
     # the bundled model's Q8_0 copy (llm/merged_copy.py), built once for the session, not per home
     shared = tmp_path_factory.getbasetemp() / "served-models"
     shared.mkdir(exist_ok=True)
-    (home / "data").mkdir(parents=True)
-    (home / "data" / "served-models").symlink_to(shared, target_is_directory=True)
+    (home / "cache").mkdir(parents=True)
+    (home / "cache" / "served-models").symlink_to(shared, target_is_directory=True)
     return home
 
 

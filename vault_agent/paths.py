@@ -82,3 +82,14 @@ def app_dirs() -> AppDirs:
         data=Path(platformdirs.user_data_dir(APP_NAME)),
         state=Path(platformdirs.user_state_dir(APP_NAME)),
     )
+
+
+def cache_dir() -> Path:
+    """Files rebuilt on demand and safe to delete (the served Q8_0 model copies): $VAULT_AGENT_HOME/cache,
+    else the platform's user cache dir (~/.cache/vault-agent on Linux)."""
+    home = os.environ.get("VAULT_AGENT_HOME")
+    if home:
+        return Path(home).expanduser() / "cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(APP_NAME))

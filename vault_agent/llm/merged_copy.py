@@ -16,7 +16,7 @@ from its adapted copies by the adapter alone. Both convert every block's matmul 
 
 A merged copy lives beside the adapter (a version's directory), named for the base it was merged
 into. Only the served version and the rollback target keep theirs (`prune_copies`, on each switch).
-The model's own copy lives in the data dir's served-models/, one per model file.
+The model's own copy lives in the cache dir's served-models/ (paths.cache_dir), one per model file.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def merged_path(base: Path, adapter: Path, scale: float = 1.0) -> Path:
 
 
 def base_copies_dir() -> Path:
-    from ..paths import app_dirs
+    from ..paths import cache_dir
 
-    return app_dirs().data / "served-models"
+    return cache_dir() / "served-models"
 
 
 def base_copy_path(base: Path, root: Path | None = None) -> Path:
