@@ -6,7 +6,9 @@ log-prob a short chosen answer beats a long rejected one before any training. Pe
 held-out vault chunks guards against an adapter that wins the pairs by wrecking the language model.
 KL to the base measures how far the adapter moved the whole next-token distribution on the
 held-out answers (teacher-forced), not just the probability of the tokens written there: both
-distributions come from the same llama.cpp context, the adapter switched on and off between passes.
+distributions come from the same llama.cpp context, the adapter switched on and off between passes,
+or, where the daemon serves adapters merged (llm/merged_copy.py), from the base's Q8_0 copy and the
+adapter's merged copy, each in its own context: the gate scores what users would get.
 """
 
 from __future__ import annotations
