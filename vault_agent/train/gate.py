@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..llm.merged_copy import ensure_base_copy, ensure_merged, merge_wanted
+from ..models.gguf_header import read_header
 from . import evidence
 from .answer_check import AnswerCheck
 from .llama_scorer import LlamaScorer, kl_rows, picked
@@ -127,17 +128,15 @@ def open_base(stack: contextlib.ExitStack, gguf_path: Path, n_ctx: int, serving:
               n_gpu_layers: int) -> tuple[LlamaScorer, bool]:
     """(the scorer for the base as the daemon serves it, whether adapters are served merged): the
     model file, or its Q8_0 copy (llm/merged_copy.py) where adapters are merged into Q8_0 copies too."""
-    scorer = stack.enter_context(LlamaScorer(gguf_path, None, n_ctx))
-    merge = merge_wanted(serving, scorer.n_params, n_gpu_layers)
+    # the parameter count from the GGUF header: no model load just to decide which file to load
+    merge = merge_wanted(serving, read_header(gguf_path).parameters, n_gpu_layers)
+    served = gguf_path
     if merge:
         try:
-            copy = ensure_base_copy(gguf_path)
+            served = ensure_base_copy(gguf_path)
         except (UserError, OSError, ValueError) as e:
             log.warning("no Q8_0 copy of %s (%s): gating on the file itself", gguf_path.name, e)
-        else:
-            scorer.close()
-            scorer = stack.enter_context(LlamaScorer(copy, None, n_ctx))
-    return scorer, merge
+    return stack.enter_context(LlamaScorer(served, None, n_ctx)), merge
 
 
 def gate_passes(stack: contextlib.ExitStack, scorer: LlamaScorer, gguf_path: Path, adapter: Path | None,

@@ -23,7 +23,6 @@ class LlamaScorer:
         llama_cpp = import_llama_cpp()
         self.n_ctx = n_ctx
         self.path = Path(gguf_path)
-        self._closed = False
         with adapter_safe_loading():
             self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx,
                                        n_threads=n_threads or os.cpu_count() or 1, verbose=False)
@@ -59,9 +58,6 @@ class LlamaScorer:
             self._cached = []  # computed under the other weights
 
     def close(self) -> None:
-        if self._closed:  # closed early (the gate's base moved to its copy) and again on exit
-            return
-        self._closed = True
         self._loras.close()  # before Llama.close(), which frees the adapters it still knows about
         self.decoder.close()
         self.llm.close()
