@@ -11,7 +11,6 @@ from random_lora import random_lora
 from test_gate import NOTES, PAIRS
 
 from vault_agent.llm import merged_copy
-from vault_agent.train import gate
 from vault_agent.train.gate import score_all, score_examples
 
 
@@ -65,14 +64,14 @@ def test_a_copy_that_cannot_be_built_is_gated_as_the_runtime_lora_it_would_be_se
     def full_disk(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(gate, "ensure_merged", full_disk)
-    with caplog.at_level(logging.WARNING, logger="vault_agent.train.gate"):
+    monkeypatch.setattr(merged_copy, "ensure_merged", full_disk)
+    with caplog.at_level(logging.WARNING, logger="vault_agent.llm.merged_copy"):
         (on_copy,) = score_all(bundled_gguf, [("v0002", adapter)], PAIRS[:2], [], n_ctx=512, serving="merged")
     assert "no merged copy of adapter.gguf (No space left on device)" in caplog.text
     assert on_copy.served_as == "runtime"  # the LoRA on the model's Q8_0 copy, as the daemon would serve it
     assert on_copy.margins == pytest.approx(runtime.margins, abs=0.3)
 
     # nor the model's own copy: the model file with the LoRA, exactly the runtime figures
-    monkeypatch.setattr(gate, "ensure_base_copy", full_disk)
+    monkeypatch.setattr(merged_copy, "ensure_base_copy", full_disk)
     (on_file,) = score_all(bundled_gguf, [("v0002", adapter)], PAIRS[:2], [], n_ctx=512, serving="merged")
     assert on_file.served_as == "runtime" and on_file.margins == runtime.margins

@@ -93,14 +93,12 @@ def test_the_bundled_model_serves_its_adapter_from_a_merged_copy_that_predicts_l
         def broken(*args, **kwargs):
             raise OSError("No space left on device")
 
-        import vault_agent.llm.backend as backend_module
-
-        original, backend_module.ensure_merged = backend_module.ensure_merged, broken
+        original, merged_copy.ensure_merged = merged_copy.ensure_merged, broken
         try:
-            with caplog.at_level(logging.WARNING, logger="vault_agent.llm.backend"):
+            with caplog.at_level(logging.WARNING, logger="vault_agent.llm.merged_copy"):
                 merged.set_adapter(adapter, "v0001")
         finally:
-            backend_module.ensure_merged = original
+            merged_copy.ensure_merged = original
         assert merged.adapter_served_as == "runtime" and merged.adapter_version == "v0001"
         assert "No space left on device" in caplog.text
         # the LoRA now runs on the Q8_0 copy of the model, `runtime` on its Q4_1 file: the same adapter
@@ -131,10 +129,8 @@ def test_the_bundled_model_itself_is_served_from_its_q8_0_copy_which_predicts_li
     def full_disk(*args, **kwargs):
         raise OSError("No space left on device")
 
-    import vault_agent.llm.backend as backend_module
-
-    monkeypatch.setattr(backend_module, "ensure_base_copy", full_disk)
-    with caplog.at_level(logging.WARNING, logger="vault_agent.llm.backend"):
+    monkeypatch.setattr(merged_copy, "ensure_base_copy", full_disk)
+    with caplog.at_level(logging.WARNING, logger="vault_agent.llm.merged_copy"):
         fallback = LlamaBackend(LLMSettings(max_tokens=24, n_ctx=512))
     try:
         assert fallback.weights_path == fallback.base_weights == fallback.model_path

@@ -39,6 +39,12 @@ class IndexSettings(BaseModel):
                              "once to int8 ONNX, cached in the data dir under embedders/; CPU only). The vector "
                              "collection depends on it: switching re-embeds the vault.")
     batch_size: int = Field(64, ge=1, le=4096, description="Chunks per embedding batch.")
+    batch_tokens: int = Field(
+        1024, ge=16, le=1_000_000,
+        description="On the CPU, at most this many tokens per embedding batch (chunks x the longest one, "
+                    "as padded): long chunks go a few at a time. On 2 cores the onnx-int8 backend indexes "
+                    "1.12x faster than at 64 chunks per batch, torch as fast (benchmarks/embed_backend_bench.py "
+                    "--uncapped), and a batch in flight when a question arrives ends sooner. Not used on a GPU.")
     chunk_chars: int = Field(1000, ge=200, le=20000, description="Longest chunk, in characters.")
     max_note_mb: float = Field(5.0, gt=0, description="Notes larger than this are skipped and reported.")
     debounce_seconds: float = Field(0.4, ge=0, le=60, description="Quiet time before a burst of edits is indexed.")

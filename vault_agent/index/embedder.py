@@ -57,6 +57,7 @@ class Embedder:
         self.device = settings.device
         self.cache_dir = cache_dir
         self.batch_size = settings.batch_size
+        self.batch_tokens = settings.batch_tokens
         self._model = None
         self._lock = threading.Lock()
         self._query_lock = threading.Lock()
@@ -120,22 +121,25 @@ class Embedder:
         every batch is padded to its longest member, and sentence-transformers groups by character
         length only, which on chunked notes cost ~20% more CPU (benchmarks/index_bench.py).
 
-        `should_stop` is asked between batches (True raises Cancelled). Batches stay at batch_size
-        unless questions are coming in (then SMALL_BATCH): a forward pass cannot be interrupted, but
-        smaller batches cost CPU (on 2 cores, MiniLM used ~18% more CPU per chunk at 16 and ~45% more
-        at 8 than at 64), so only an answer waiting on one is worth that; shutdown copes instead."""
+        `should_stop` is asked between batches (True raises Cancelled). Batches hold batch_size chunks
+        (on the CPU at most batch_tokens tokens, see _step) unless questions are coming in (then at
+        most SMALL_BATCH): a forward pass cannot be interrupted, but many short chunks per batch save
+        CPU (on 2 cores, MiniLM used ~18% more CPU per short chunk at 16 and ~45% more at 8 than at
+        64), so only an answer waiting on one is worth that; shutdown copes instead."""
         if not texts:
             return []
         import numpy as np
 
         model = self.model
-        order = self._longest_first(model, texts)
+        lengths = self._token_lengths(model, texts)
+        sizes = lengths or [len(t) for t in texts]  # characters are the next best guess
+        order = sorted(range(len(texts)), key=lambda i: -sizes[i])
         out: list = [None] * len(texts)
         start = 0
         while start < len(order):
             if should_stop is not None and should_stop():
                 raise Cancelled()
-            batch = order[start : start + self._step()]
+            batch = order[start : start + self._step(lengths[order[start]] if lengths else None)]
             with self._turn(should_stop):
                 vectors = model.encode(
                     [texts[i] for i in batch],
@@ -150,13 +154,19 @@ class Embedder:
         self.embedded_count += len(texts)
         return np.stack(out).tolist()
 
-    def _step(self) -> int:
-        """Chunks in the next batch: batch_size, or at most SMALL_BATCH while questions are coming in,
-        so an answer waits for less of an in-flight batch (it costs some CPU per chunk, see embed())."""
+    def _step(self, longest: int | None) -> int:
+        """Chunks in the next batch, whose longest text has `longest` tokens: batch_size, or at most
+        SMALL_BATCH while questions are coming in, so an answer waits for less of an in-flight batch
+        (it costs some CPU per chunk, see embed()). On the CPU also at most batch_tokens tokens: int8
+        onnxruntime runs 64 long chunks slower per token than a few at a time (its activations stop
+        fitting the caches), and a short batch in flight delays an answer less."""
+        step = self.batch_size
         share = self.cpu_share
         if share is not None and share.yield_to_answers and share.answers_recent():
-            return min(self.batch_size, SMALL_BATCH)
-        return self.batch_size
+            step = min(step, SMALL_BATCH)
+        if longest and self.model.device.type == "cpu":
+            step = min(step, max(1, self.batch_tokens // longest))
+        return step
 
     def _turn(self, should_stop: Callable[[], bool] | None):
         """One batch's turn on the CPU: after any answer being generated (see cpu/share.py)."""
@@ -171,13 +181,14 @@ class Embedder:
         return share.embedding(threads, should_stop)
 
     @staticmethod
-    def _longest_first(model, texts: list[str]) -> list[int]:
+    def _token_lengths(model, texts: list[str]) -> list[int] | None:
+        """Each text's length in the model's tokens (as truncated), or None for a model without a HF
+        tokenizer (batches are then ordered by characters, and not capped by tokens)."""
         try:
             ids = model.tokenizer(texts, truncation=True, max_length=getattr(model, "max_seq_length", None))["input_ids"]
-            lengths = [len(x) for x in ids]
-        except Exception:  # a model without a HF tokenizer: character length is the next best guess
-            lengths = [len(t) for t in texts]
-        return sorted(range(len(texts)), key=lambda i: -lengths[i])
+            return [len(x) for x in ids]
+        except Exception:
+            return None
 
     def embed_query(self, text: str) -> list[float]:
         """One short text: on CPU a single intra-op thread is faster (the ops are too small to split)

@@ -21,7 +21,7 @@ from ..config import BUNDLED, LLMSettings
 from ..errors import UserError
 from .base import ModelStamp
 from .lora import LoadedLora, LoraSlot, adapter_safe_loading, import_llama_cpp, llama_errors, llama_reason, set_threads
-from .merged_copy import ensure_base_copy, ensure_merged, merge_wanted
+from .merged_copy import base_copy_or_model, merged_or_none, served_copies
 
 if TYPE_CHECKING:
     from ..cpu.share import CpuShare
@@ -130,7 +130,6 @@ class LlamaBackend:
     def __init__(self, settings: LLMSettings | None = None, cpu_share: CpuShare | None = None) -> None:
         self.settings = settings or LLMSettings()
         configure_openmp(self.settings)
-        llama_cpp = import_llama_cpp()
         # Shared with the indexer by the daemon: the indexer pauses while we answer, and we
         # decode on the cores that other work leaves free (None: always the configured threads).
         self.cpu_share = cpu_share
@@ -141,23 +140,20 @@ class LlamaBackend:
         self.adapter_version: str | None = None
         self.adapter_path: Path | None = None
         self.generation_lock = threading.Lock()
-        self._llm: Any = _load_llama(llama_cpp, self.settings, self.model_path)
-        self._loras = LoraSlot(self._llm)
+        self._closed = False
+        # Q8_0 copies (merged_copy.py) or the file itself, decided from the GGUF header before any load
+        self.copies = served_copies(self.settings.adapter_serving, self.model_path, self.settings.n_gpu_layers)
+        # what is served with no adapter merged in: model_path, or its Q8_0 copy
+        self.base_weights = base_copy_or_model(self.model_path) if self.copies else self.model_path
+        self._llm, self._loras, fell_back = self._open_or_file(self.base_weights, self.model_path)
+        if fell_back:
+            self.copies, self.base_weights = False, self.model_path
         self.n_params = int(self._llm._model.n_params())
-        # what is served with no adapter merged in: model_path, or its Q8_0 copy (merged_copy.py)
-        self.base_weights = self._base_copy(self.model_path, self.n_params) or self.model_path
         # the GGUF loaded: base_weights, or a copy of the model with the active adapter merged in
-        self.weights_path = self.model_path
+        self.weights_path = self.base_weights
         # llama-cpp-python reuses the KV cache for the longest common token prefix with the previous
         # request; True starts every generation from an empty cache instead (see _generate_locked)
         self.fresh_kv_each_request = self.settings.n_gpu_layers != 0
-        self._closed = False
-        if self.base_weights != self.model_path:
-            try:
-                self._load_weights(self.base_weights)
-            except UserError as e:
-                log.warning("cannot load %s (%s): serving %s itself", self.base_weights.name, e, self.model_path.name)
-                self.base_weights = self.model_path
 
     # --- generation -------------------------------------------------------------------
 
@@ -279,7 +275,7 @@ class LlamaBackend:
         answers waited. A merged copy (merged_copy.py) is built first, while answers go on.
         """
         base = self.model_path
-        merged = self._merged_copy(base, self.n_params, path, scale) if path is not None else None
+        merged = self._merged_copy(base, path, scale)
         with self.generation_lock:
             # a model switch in between: that model's copy, found under the lock
             return self._swap_locked(path, version, scale, merged if self.model_path == base else _FIND)
@@ -296,7 +292,7 @@ class LlamaBackend:
         `path` (None: serve it at run time), so a failed merge is not tried again under the lock."""
         t0 = time.perf_counter()
         if merged is _FIND:
-            merged = self._merged_copy(self.model_path, self.n_params, path, scale) if path is not None else None
+            merged = self._merged_copy(self.model_path, path, scale)
         if merged is not None or self.weights_path != self.base_weights:
             # into a merged copy, or out of one (back to the base, with a runtime LoRA if any): the
             # new weights load beside the old ones, so a failure leaves everything as it was
@@ -321,28 +317,25 @@ class LlamaBackend:
         self.adapter_version = version if new is not None else None
         return (time.perf_counter() - t0) * 1000.0
 
-    def _merged_copy(self, base: Path, n_params: int, adapter: Path, scale: float) -> Path | None:
-        """The merged copy of `base` to serve `adapter` from (built on first use), or None for the
-        runtime LoRA: llm.adapter_serving says so, or the copy cannot be built (logged; the adapter is
-        still served)."""
-        if not merge_wanted(self.settings.adapter_serving, n_params, self.settings.n_gpu_layers):
-            return None
-        try:
-            return ensure_merged(base, Path(adapter), scale)
-        except (UserError, OSError, ValueError) as e:
-            log.warning("no merged copy of %s (%s): trying it as a runtime LoRA", Path(adapter).name, e)
-            return None
+    def _merged_copy(self, base: Path, adapter: Path | None, scale: float) -> Path | None:
+        """The merged copy of `base` (the served model) to serve `adapter` from, built on first use;
+        None for no adapter or a runtime LoRA (llm.adapter_serving says so, or the copy cannot be
+        built: logged, the adapter is still served)."""
+        return merged_or_none(base, adapter, scale) if self.copies and adapter is not None else None
 
-    def _base_copy(self, model: Path, n_params: int) -> Path | None:
-        """The model's Q8_0 copy to serve it from (built on first use), or None for the file itself:
-        llm.adapter_serving says so, or the copy cannot be built (logged)."""
-        if not merge_wanted(self.settings.adapter_serving, n_params, self.settings.n_gpu_layers):
-            return None
+    def _open_or_file(self, weights: Path, model: Path, lora: Path | None = None,
+                      adapter: Path | None = None) -> tuple[Any, LoraSlot, bool]:
+        """`weights` opened with `lora` at run time, where `weights` is `model` or a Q8_0 copy of it
+        (`adapter` merged in or not). A copy llama.cpp refuses is logged and `model` opened instead,
+        with `adapter` at run time: the third value says so. UserError when `model` itself cannot be
+        opened."""
         try:
-            return ensure_base_copy(model)
-        except (UserError, OSError, ValueError) as e:
-            log.warning("no Q8_0 copy of %s (%s): serving the file itself", model.name, e)
-            return None
+            return *self._open_weights(weights, lora), False
+        except UserError as e:
+            if weights == model:
+                raise
+            log.warning("cannot load %s (%s): serving %s itself", weights.name, e, model.name)
+        return *self._open_weights(model, adapter), True
 
     def _open_weights(self, path: Path, lora: Path | None = None, scale: float = 1.0) -> tuple[Any, LoraSlot]:
         """A Llama for `path` (these settings otherwise) with `lora` applied at run time, loaded beside
@@ -380,21 +373,21 @@ class LlamaBackend:
         why. Returns the whole switch's duration in milliseconds."""
         t0 = time.perf_counter()
         self._open()
-        new_llm, new_loras = self._open_weights(Path(path))
+        path = Path(path)
+        copies = served_copies(self.settings.adapter_serving, path, self.settings.n_gpu_layers)
+        # the new model's own copies are built here, while answers go on
+        base = base_copy_or_model(path) if copies else path
+        merged = merged_or_none(path, adapter[0]) if copies and adapter[0] is not None else None
+        new_llm, new_loras, fell_back = self._open_or_file(merged or base, path, None if merged else adapter[0],
+                                                           adapter[0])
+        if fell_back:
+            copies, base, merged = False, path, None
         n_params = int(new_llm._model.n_params())
-        base = self._base_copy(Path(path), n_params) or Path(path)
-        merged = self._merged_copy(Path(path), n_params, adapter[0], 1.0) if adapter[0] is not None else None
-        if merged is not None or base != Path(path):  # the new model's own copies, built while answers went on
-            new_loras.close()
-            new_llm.close()
-            new_llm, new_loras = self._open_weights(merged or base)
-        if merged is None and adapter[0] is not None:
-            _apply_lora(new_llm, new_loras, adapter[0], 1.0)
         with self.generation_lock:
             old_llm, old_loras = self._install(new_llm, new_loras, merged or base)
             self.settings = self.settings.model_copy(update={"model_path": str(path)})
-            self.model_path, self.model_id, self.n_params = Path(path), Path(path).name, n_params
-            self.base_weights = base
+            self.model_path, self.model_id, self.n_params = path, path.name, n_params
+            self.copies, self.base_weights = copies, base
             self.adapter_path = adapter[0]
             self.adapter_version = adapter[1] if adapter[0] is not None else None
         old_loras.close()  # nothing refers to the old model any more: no generation can reach it

@@ -22,8 +22,13 @@ The model's own copy lives in the cache dir's served-models/ (paths.cache_dir), 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from pathlib import Path
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
 
 MERGED_TYPE = "q8_0"
 AUTO_MAX_PARAMS = 1_000_000_000
@@ -35,6 +40,46 @@ def merge_wanted(mode: str, n_params: int, n_gpu_layers: int) -> bool:
     if mode == "merged":
         return True
     return mode == "auto" and n_gpu_layers == 0 and 0 < n_params < AUTO_MAX_PARAMS
+
+
+def model_parameters(model: Path) -> int:
+    """The model's parameter count from its GGUF header (no model load); 0 for a file whose header
+    cannot be read or one part of a split model (a merge reads one file), which are never copied."""
+    from ..models.gguf_header import read_header
+
+    try:
+        header = read_header(model)
+    except (OSError, ValueError):
+        return 0
+    if int(header.metadata.get("split.count", 1) or 1) > 1:
+        return 0
+    return header.parameters
+
+
+def served_copies(mode: str, model: Path, n_gpu_layers: int) -> bool:
+    """Whether `model` is served from Q8_0 copies (its own, and each adapter's merged copy) under
+    llm.adapter_serving = `mode`."""
+    return merge_wanted(mode, model_parameters(model), n_gpu_layers)
+
+
+def base_copy_or_model(model: Path) -> Path:
+    """The model's Q8_0 copy (built now unless it is there), or the model file itself when the copy
+    cannot be built (full disk, a weight type gguf-py cannot read): logged, and served all the same."""
+    try:
+        return ensure_base_copy(model)
+    except (UserError, OSError, ValueError) as e:
+        log.warning("no Q8_0 copy of %s (%s): using the file itself", model.name, e)
+        return model
+
+
+def merged_or_none(base: Path, adapter: Path, scale: float = 1.0) -> Path | None:
+    """The merged copy of `base` with `adapter` (built now unless it is there), or None when it cannot
+    be built: logged, and the adapter is applied at run time instead."""
+    try:
+        return ensure_merged(base, Path(adapter), scale)
+    except (UserError, OSError, ValueError) as e:
+        log.warning("no merged copy of %s (%s): using it as a runtime LoRA", Path(adapter).name, e)
+        return None
 
 
 def _base_key(base: Path, scale: float = 1.0) -> str:

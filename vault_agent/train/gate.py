@@ -19,9 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..llm.merged_copy import ensure_base_copy, ensure_merged, merge_wanted
-from ..models.gguf_header import read_header
+from ..llm.merged_copy import base_copy_or_model, merged_or_none, served_copies
 from . import evidence
 from .answer_check import AnswerCheck
 from .llama_scorer import LlamaScorer, kl_rows, picked
@@ -128,14 +126,8 @@ def open_base(stack: contextlib.ExitStack, gguf_path: Path, n_ctx: int, serving:
               n_gpu_layers: int) -> tuple[LlamaScorer, bool]:
     """(the scorer for the base as the daemon serves it, whether adapters are served merged): the
     model file, or its Q8_0 copy (llm/merged_copy.py) where adapters are merged into Q8_0 copies too."""
-    # the parameter count from the GGUF header: no model load just to decide which file to load
-    merge = merge_wanted(serving, read_header(gguf_path).parameters, n_gpu_layers)
-    served = gguf_path
-    if merge:
-        try:
-            served = ensure_base_copy(gguf_path)
-        except (UserError, OSError, ValueError) as e:
-            log.warning("no Q8_0 copy of %s (%s): gating on the file itself", gguf_path.name, e)
+    merge = served_copies(serving, gguf_path, n_gpu_layers)
+    served = base_copy_or_model(gguf_path) if merge else gguf_path
     return stack.enter_context(LlamaScorer(served, None, n_ctx)), merge
 
 
@@ -146,13 +138,9 @@ def gate_passes(stack: contextlib.ExitStack, scorer: LlamaScorer, gguf_path: Pat
     built is logged and the LoRA scored, as the daemon then serves it."""
     if adapter is None:
         return BASE
-    if merge:
-        try:
-            copy = ensure_merged(gguf_path, Path(adapter))
-        except (UserError, OSError, ValueError) as e:
-            log.warning("no merged copy of %s (%s): gating it as a runtime LoRA", Path(adapter).name, e)
-        else:
-            return GatePass(scorer=stack.enter_context(LlamaScorer(copy, None, scorer.n_ctx)), served_as="merged")
+    copy = merged_or_none(gguf_path, adapter) if merge else None
+    if copy is not None:
+        return GatePass(scorer=stack.enter_context(LlamaScorer(copy, None, scorer.n_ctx)), served_as="merged")
     return GatePass(lora=scorer.load_adapter(adapter))
 
 
