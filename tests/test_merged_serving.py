@@ -50,6 +50,22 @@ def test_auto_merges_small_cpu_models_only():
     assert not merged_copy.merge_wanted("runtime", 135_000_000, 0)
 
 
+def test_whether_a_model_is_copied_is_read_from_its_header_and_odd_files_are_served_as_they_are(tmp_path):
+    from tiny_gguf import write_gguf
+
+    small = write_gguf(tmp_path / "small.gguf", rows=32)
+    assert merged_copy.model_parameters(small) == 32 * 16 + 16  # no model load, the tensor shapes
+    assert merged_copy.served_copies("auto", small, 0)
+    assert not merged_copy.served_copies("auto", small, -1)
+    # a split model's part (a merge reads one file) and a file that is no GGUF are never copied
+    part = write_gguf(tmp_path / "big-00001-of-00002.gguf", split=(0, 2))
+    assert not merged_copy.served_copies("merged", part, 0)
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all, just some bytes")
+    assert not merged_copy.served_copies("merged", junk, 0)
+    assert not merged_copy.served_copies("merged", tmp_path / "missing.gguf", 0)
+
+
 @pytest.mark.slow
 def test_the_bundled_model_serves_its_adapter_from_a_merged_copy_that_predicts_like_the_lora(tmp_path, caplog):
     merged = LlamaBackend(LLMSettings(max_tokens=24, n_ctx=512))

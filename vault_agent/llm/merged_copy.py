@@ -58,8 +58,9 @@ def model_parameters(model: Path) -> int:
 
 def served_copies(mode: str, model: Path, n_gpu_layers: int) -> bool:
     """Whether `model` is served from Q8_0 copies (its own, and each adapter's merged copy) under
-    llm.adapter_serving = `mode`."""
-    return merge_wanted(mode, model_parameters(model), n_gpu_layers)
+    llm.adapter_serving = `mode`; never a file model_parameters cannot count, even when forced."""
+    params = model_parameters(model)
+    return params > 0 and merge_wanted(mode, params, n_gpu_layers)
 
 
 def base_copy_or_model(model: Path) -> Path:
