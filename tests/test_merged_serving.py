@@ -66,6 +66,32 @@ def test_whether_a_model_is_copied_is_read_from_its_header_and_odd_files_are_ser
     assert not merged_copy.served_copies("merged", tmp_path / "missing.gguf", 0)
 
 
+def test_only_the_two_models_used_last_keep_their_own_copy(tmp_path, monkeypatch):
+    """Each model's Q8_0 copy is a whole model: switching through several models must not leave one
+    copy per model ever served in the cache (a rebuild takes seconds)."""
+    import os
+
+    from vault_agent.llm import merge
+
+    def fake_merge(base, lora, out, **_):
+        Path(out).write_bytes(b"copy of " + Path(base).name.encode())
+
+    monkeypatch.setattr(merge, "merge_lora", fake_merge)
+    models = []
+    for name in ("a", "b", "c"):
+        models.append(tmp_path / f"{name}.gguf")
+        models[-1].write_bytes(name.encode())
+    root = tmp_path / "served-models"
+    copies = []
+    for i, model in enumerate(models[:2]):
+        copies.append(merged_copy.ensure_base_copy(model, root))
+        os.utime(copies[-1], ns=(i * 10**9, i * 10**9))  # a used before b
+    merged_copy.ensure_base_copy(models[0], root)  # a used again: now b is the older one
+    merged_copy.ensure_base_copy(models[2], root)  # a third model: b's copy goes
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        merged_copy.base_copy_path(m, root).name for m in (models[0], models[2]))
+
+
 @pytest.mark.slow
 def test_the_bundled_model_serves_its_adapter_from_a_merged_copy_that_predicts_like_the_lora(tmp_path, caplog):
     merged = LlamaBackend(LLMSettings(max_tokens=24, n_ctx=512))

@@ -16,13 +16,15 @@ from its adapted copies by the adapter alone. Both convert every block's matmul 
 
 A merged copy lives beside the adapter (a version's directory), named for the base it was merged
 into. Only the served version and the rollback target keep theirs (`prune_copies`, on each switch).
-The model's own copy lives in the cache dir's served-models/ (paths.cache_dir), one per model file.
+The model's own copy lives in the cache dir's served-models/ (paths.cache_dir), one per model file,
+for the two models used last.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 MERGED_TYPE = "q8_0"
 AUTO_MAX_PARAMS = 1_000_000_000
 COPY_GLOB = "*.merged-*.gguf"
+KEEP_BASE_COPIES = 2  # models whose own Q8_0 copy is kept in the cache
 _build_lock = threading.Lock()  # one merge at a time: each holds a whole model's weights in numpy
 
 
@@ -112,13 +115,27 @@ def ensure_base_copy(base: Path, root: Path | None = None) -> Path:
 
     out = base_copy_path(base, root)
     with _build_lock:
-        if not out.is_file():
+        if out.is_file():
+            os.utime(out)  # last used now: the copies kept are the most recently used (below)
+        else:
             out.parent.mkdir(parents=True, exist_ok=True)
             merge_lora(base, None, out, weight_type=MERGED_TYPE, convert_all=True)
             for old in out.parent.glob(f"{base.stem}.{MERGED_TYPE}-*.gguf"):
                 if old != out:
                     old.unlink(missing_ok=True)
+            _prune_base_copies(out.parent, KEEP_BASE_COPIES)
     return out
+
+
+def _prune_base_copies(folder: Path, keep: int) -> None:
+    """Keep the `keep` most recently used models' copies (the one just built, and the model served
+    before a switch, for a switch back): each is a whole model, and a rebuild takes seconds."""
+    copies = sorted(folder.glob(f"*.{MERGED_TYPE}-*.gguf"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in copies[keep:]:
+        try:
+            old.unlink()
+        except OSError:  # still open where the OS forbids deleting it (Windows): next time
+            pass
 
 
 def ensure_merged(base: Path, adapter: Path, scale: float = 1.0) -> Path:
