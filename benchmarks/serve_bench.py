@@ -94,6 +94,7 @@ def raw_passes(messages: list[list[dict]], warm_messages: list[dict], passes: in
     Settings come from load_settings() (VAULT_AGENT_* in this process's environment)."""
     from vault_agent.config import load_settings
     from vault_agent.llm.backend import llama_args, resolve_model_path
+    from vault_agent.llm.merged_copy import served_copies
 
     llama_cpp = __import__("llama_cpp") if plain_import else import_llama_cpp()
     s = load_settings().llm
@@ -120,6 +121,10 @@ def raw_passes(messages: list[list[dict]], warm_messages: list[dict], passes: in
         llm.close()
     info = {"n_ctx": s.n_ctx, "n_threads": threads, "sampling": sampling(s), "load_s": round(load_s, 2),
             "model": resolve_model_path(s.model_path).name, "llama_cpp_python": llama_cpp.__version__,
+            # raw llama.cpp loads the model file; the daemon may serve its Q8_0 copy (llm/merged_copy.py),
+            # whose faster prompt evaluation then shows in the comparison (a negative added first token)
+            "daemon_serves_q8_0_copy": served_copies(s.adapter_serving, resolve_model_path(s.model_path),
+                                                     s.n_gpu_layers),
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp default, spins)")}
     return out, walls, info
 
