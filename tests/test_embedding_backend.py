@@ -22,6 +22,28 @@ def test_each_backend_has_its_own_vector_identity_and_torch_keeps_the_old_one():
     assert int8._model is None  # nothing exported or loaded until the first embedding
 
 
+def test_the_early_layers_down_projections_stay_float_and_the_later_ones_go_int8():
+    from types import SimpleNamespace
+
+    def node(name, op="MatMul"):
+        return SimpleNamespace(name=name, op_type=op)
+
+    names = [f"/model/encoder/layer.{i}/{part}/MatMul" for i in range(6)
+             for part in ("attention/output/dense", "intermediate/dense", "output/dense")]
+    graph = SimpleNamespace(graph=SimpleNamespace(node=[node(n) for n in names] + [node("Attention_0", "Attention")]))
+    kept = onnx_int8.float_down_projections(graph, layers=6)
+    assert kept == [f"/model/encoder/layer.{i}/output/dense/MatMul" for i in range(3)]
+    # a down-projection whose layer cannot be told stays float: slower, never less accurate
+    odd = SimpleNamespace(graph=SimpleNamespace(node=[node("/encoder/block/output/dense/MatMul")]))
+    assert onnx_int8.float_down_projections(odd, layers=6) == ["/encoder/block/output/dense/MatMul"]
+
+
+def test_a_new_export_recipe_gets_its_own_vector_collection(monkeypatch):
+    before = Embedder(IndexSettings(embedding_backend="onnx-int8")).identity
+    monkeypatch.setattr("vault_agent.index.embedder.RECIPE", "v999")
+    assert Embedder(IndexSettings(embedding_backend="onnx-int8")).identity != before
+
+
 def test_a_failed_export_is_one_line_naming_the_fix_and_leaves_no_partial_model(tmp_path, monkeypatch):
     def broken(model_dir, out):
         (out / "model-f32.onnx").write_bytes(b"half")

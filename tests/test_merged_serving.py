@@ -177,8 +177,42 @@ def test_the_bundled_model_itself_is_served_from_its_q8_0_copy_which_predicts_li
     try:
         assert fallback.weights_path == fallback.base_weights == fallback.model_path
         assert "No space left on device" in caplog.text
+        assert not fallback.copies  # and adapters are then applied at run time, not merged
     finally:
         fallback.close()
+
+
+@pytest.mark.slow
+def test_a_copy_llama_cpp_refuses_or_one_deleted_meanwhile_still_leaves_the_model_served(
+        tmp_path, monkeypatch, caplog):
+    import vault_agent.llm.backend as backend_module
+
+    junk = tmp_path / "junk.q8_0.gguf"
+    junk.write_bytes(b"GGUF" + b"\0" * 64)  # a "copy" llama.cpp cannot load
+    monkeypatch.setattr(backend_module, "base_copy_or_model", lambda model, in_use=(): junk)
+    with caplog.at_level(logging.WARNING, logger="vault_agent.llm.backend"):
+        refused = LlamaBackend(LLMSettings(max_tokens=8, n_ctx=512))
+    try:
+        assert "cannot load junk.q8_0.gguf" in caplog.text
+        assert refused.weights_path == refused.base_weights == refused.model_path and not refused.copies
+        assert refused.chat(QUESTION, temperature=0)
+    finally:
+        refused.close()
+    monkeypatch.undo()
+
+    # the served copy deleted from the cache (which the README calls safe to delete): going back to
+    # the base after an adapter rebuilds it instead of failing
+    backend = LlamaBackend(LLMSettings(max_tokens=8, n_ctx=512))
+    adapter = random_lora(backend.model_path, tmp_path / "adapter.gguf", ("attn_q",), rank=4, scale=0.05)
+    try:
+        backend.set_adapter(adapter, "v0001")
+        assert backend.adapter_served_as == "merged"
+        backend.base_weights.unlink()
+        backend.set_adapter(None, None)
+        assert backend.weights_path == backend.base_weights == merged_copy.base_copy_path(backend.model_path)
+        assert backend.base_weights.is_file() and backend.chat(QUESTION, temperature=0)
+    finally:
+        backend.close()
 
 
 def test_switching_versions_keeps_merged_copies_for_the_served_version_and_the_rollback_target_only(tmp_path):

@@ -10,6 +10,7 @@ from typing import Callable
 
 from ..config import BUNDLED, IndexSettings
 from ..errors import UserError
+from .onnx_int8 import RECIPE
 
 BUNDLED_NAME = "all-MiniLM-L6-v2"
 SMALL_BATCH = 16  # chunks per batch while questions are coming in
@@ -52,8 +53,9 @@ class Embedder:
         self.backend = settings.embedding_backend
         self.label = model_label(self.spec) + ("" if self.backend == "torch" else f" ({self.backend})")
         # torch keeps the identity it always had (existing indexes stay valid); another backend's
-        # vectors differ slightly, so they get their own collection and a switch re-embeds
-        self.identity = model_identity(self.spec) + ("" if self.backend == "torch" else f"|{self.backend}")
+        # vectors differ slightly, so they get their own collection (one per int8 export recipe)
+        # and a switch re-embeds
+        self.identity = model_identity(self.spec) + ("" if self.backend == "torch" else f"|{self.backend}-{RECIPE}")
         self.device = settings.device
         self.cache_dir = cache_dir
         self.batch_size = settings.batch_size

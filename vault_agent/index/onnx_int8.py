@@ -32,6 +32,9 @@ from ..errors import UserError
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model-int8.onnx"
+# the export recipe: part of the vectors' identity (embedder.py), so a new recipe re-embeds the vault
+# instead of mixing its vectors with the old recipe's in one collection
+RECIPE = "v3"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FIX = 'set index.embedding_backend = "torch" to embed with PyTorch instead'
 
@@ -42,7 +45,7 @@ def cache_key(identity: str) -> str:
     import onnxruntime
     import torch
 
-    return hashlib.sha1(f"{identity}|torch {torch.__version__}|ort {onnxruntime.__version__}|v3".encode()).hexdigest()[:16]
+    return hashlib.sha1(f"{identity}|torch {torch.__version__}|ort {onnxruntime.__version__}|{RECIPE}".encode()).hexdigest()[:16]
 
 
 def cached_model(identity: str, model_dir: str, cache_root: Path) -> Path:

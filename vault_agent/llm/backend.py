@@ -130,6 +130,7 @@ class LlamaBackend:
     def __init__(self, settings: LLMSettings | None = None, cpu_share: CpuShare | None = None) -> None:
         self.settings = settings or LLMSettings()
         configure_openmp(self.settings)
+        import_llama_cpp()  # a missing llama-cpp-python is said before any copy is built
         # Shared with the indexer by the daemon: the indexer pauses while we answer, and we
         # decode on the cores that other work leaves free (None: always the configured threads).
         self.cpu_share = cpu_share
@@ -141,14 +142,16 @@ class LlamaBackend:
         self.adapter_path: Path | None = None
         self.generation_lock = threading.Lock()
         self._closed = False
-        # Q8_0 copies (merged_copy.py) or the file itself, decided from the GGUF header before any load
-        self.copies = served_copies(self.settings.adapter_serving, self.model_path, self.settings.n_gpu_layers)
-        # what is served with no adapter merged in: model_path, or its Q8_0 copy
-        self.base_weights = base_copy_or_model(self.model_path) if self.copies else self.model_path
+        # what is served with no adapter merged in: model_path, or its Q8_0 copy (merged_copy.py),
+        # decided from the GGUF header before any load
+        copies = served_copies(self.settings.adapter_serving, self.model_path, self.settings.n_gpu_layers)
+        self.base_weights = base_copy_or_model(self.model_path) if copies else self.model_path
         self._llm, self._loras, fell_back = self._open_or_file(self.base_weights, self.model_path)
         if fell_back:
-            self.copies, self.base_weights = False, self.model_path
-        self.n_params = int(self._llm._model.n_params())
+            self.base_weights = self.model_path
+        # adapters are merged into Q8_0 copies when the model itself is served from one: with no copy
+        # (not wanted, or it could not be built or loaded) they are applied at run time
+        self.copies = self.base_weights != self.model_path
         # the GGUF loaded: base_weights, or a copy of the model with the active adapter merged in
         self.weights_path = self.base_weights
         # llama-cpp-python reuses the KV cache for the longest common token prefix with the previous
@@ -297,7 +300,7 @@ class LlamaBackend:
             # into a merged copy, or out of one (back to the base, with a runtime LoRA if any): the
             # new weights load beside the old ones, so a failure leaves everything as it was
             if merged is None or merged != self.weights_path:
-                self._load_weights(merged or self.base_weights, None if merged is not None else path, scale)
+                self._load_weights(merged or self._base_file(), None if merged is not None else path, scale)
             self.adapter_path = Path(path) if path is not None else None
             self.adapter_version = version if path is not None else None
             return (time.perf_counter() - t0) * 1000.0
@@ -323,19 +326,25 @@ class LlamaBackend:
         built: logged, the adapter is still served)."""
         return merged_or_none(base, adapter, scale) if self.copies and adapter is not None else None
 
-    def _open_or_file(self, weights: Path, model: Path, lora: Path | None = None,
-                      adapter: Path | None = None) -> tuple[Any, LoraSlot, bool]:
-        """`weights` opened with `lora` at run time, where `weights` is `model` or a Q8_0 copy of it
-        (`adapter` merged in or not). A copy llama.cpp refuses is logged and `model` opened instead,
-        with `adapter` at run time: the third value says so. UserError when `model` itself cannot be
-        opened."""
+    def _open_or_file(self, weights: Path, model: Path) -> tuple[Any, LoraSlot, bool]:
+        """`weights` opened, where `weights` is `model` or a Q8_0 copy of it (an adapter merged in or
+        not). A copy llama.cpp refuses is logged and `model` opened instead: the third value says so.
+        UserError when `model` itself cannot be opened."""
         try:
-            return *self._open_weights(weights, lora), False
+            return *self._open_weights(weights), False
         except UserError as e:
             if weights == model:
                 raise
             log.warning("cannot load %s (%s): serving %s itself", weights.name, e, model.name)
-        return *self._open_weights(model, adapter), True
+        return *self._open_weights(model), True
+
+    def _base_file(self) -> Path:
+        """base_weights to load again, rebuilt first if its copy was deleted meanwhile (the cache is
+        safe to delete); the caller holds the lock."""
+        if self.copies and not self.base_weights.is_file():
+            self.base_weights = base_copy_or_model(self.model_path)
+            self.copies = self.base_weights != self.model_path
+        return self.base_weights
 
     def _open_weights(self, path: Path, lora: Path | None = None, scale: float = 1.0) -> tuple[Any, LoraSlot]:
         """A Llama for `path` (these settings otherwise) with `lora` applied at run time, loaded beside
@@ -374,20 +383,24 @@ class LlamaBackend:
         t0 = time.perf_counter()
         self._open()
         path = Path(path)
-        copies = served_copies(self.settings.adapter_serving, path, self.settings.n_gpu_layers)
-        # the new model's own copies are built here, while answers go on
-        base = base_copy_or_model(path) if copies else path
-        merged = merged_or_none(path, adapter[0]) if copies and adapter[0] is not None else None
-        new_llm, new_loras, fell_back = self._open_or_file(merged or base, path, None if merged else adapter[0],
-                                                           adapter[0])
+        # the new model's own copies are built here, while answers go on; the served copy is kept
+        wanted = served_copies(self.settings.adapter_serving, path, self.settings.n_gpu_layers)
+        base = base_copy_or_model(path, in_use=(self.base_weights,)) if wanted else path
+        merged = merged_or_none(path, adapter[0]) if base != path and adapter[0] is not None else None
+        new_llm, new_loras, fell_back = self._open_or_file(merged or base, path)
         if fell_back:
-            copies, base, merged = False, path, None
-        n_params = int(new_llm._model.n_params())
+            base, merged = path, None
+        if merged is None and adapter[0] is not None:
+            _apply_lora(new_llm, new_loras, adapter[0], 1.0)
         with self.generation_lock:
+            if self._closed:  # closed while the new model loaded: nothing may install it now
+                new_loras.close()
+                new_llm.close()
+                raise RuntimeError("the model has been closed")
             old_llm, old_loras = self._install(new_llm, new_loras, merged or base)
             self.settings = self.settings.model_copy(update={"model_path": str(path)})
-            self.model_path, self.model_id, self.n_params = path, path.name, n_params
-            self.copies, self.base_weights = copies, base
+            self.model_path, self.model_id = path, path.name
+            self.copies, self.base_weights = base != path, base
             self.adapter_path = adapter[0]
             self.adapter_version = adapter[1] if adapter[0] is not None else None
         old_loras.close()  # nothing refers to the old model any more: no generation can reach it

@@ -17,11 +17,12 @@ from its adapted copies by the adapter alone. Both convert every block's matmul 
 A merged copy lives beside the adapter (a version's directory), named for the base it was merged
 into. Only the served version and the rollback target keep theirs (`prune_copies`, on each switch).
 The model's own copy lives in the cache dir's served-models/ (paths.cache_dir), one per model file,
-for the two models used last.
+for the two models used last and the one being served.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -62,15 +63,18 @@ def model_parameters(model: Path) -> int:
 def served_copies(mode: str, model: Path, n_gpu_layers: int) -> bool:
     """Whether `model` is served from Q8_0 copies (its own, and each adapter's merged copy) under
     llm.adapter_serving = `mode`; never a file model_parameters cannot count, even when forced."""
+    if mode == "runtime":
+        return False
     params = model_parameters(model)
     return params > 0 and merge_wanted(mode, params, n_gpu_layers)
 
 
-def base_copy_or_model(model: Path) -> Path:
+def base_copy_or_model(model: Path, in_use: tuple[Path, ...] = ()) -> Path:
     """The model's Q8_0 copy (built now unless it is there), or the model file itself when the copy
-    cannot be built (full disk, a weight type gguf-py cannot read): logged, and served all the same."""
+    cannot be built (full disk, a weight type gguf-py cannot read): logged, and served all the same.
+    `in_use`: copies being served, which the cache's pruning must keep."""
     try:
-        return ensure_base_copy(model)
+        return ensure_base_copy(model, in_use=in_use)
     except (UserError, OSError, ValueError) as e:
         log.warning("no Q8_0 copy of %s (%s): using the file itself", model.name, e)
         return model
@@ -107,35 +111,39 @@ def base_copy_path(base: Path, root: Path | None = None) -> Path:
     return (root or base_copies_dir()) / f"{base.stem}.{MERGED_TYPE}-{_base_key(base)}.gguf"
 
 
-def ensure_base_copy(base: Path, root: Path | None = None) -> Path:
-    """The model's own Q8_0 copy, built now (seconds on the bundled model) unless it is there; an
-    older copy of the same file name (the model file changed) is deleted. UserError/OSError when it
-    cannot be built (the caller serves the model file itself)."""
+def ensure_base_copy(base: Path, root: Path | None = None, in_use: tuple[Path, ...] = ()) -> Path:
+    """The model's own Q8_0 copy, built now (seconds on the bundled model) unless it is there.
+    Building one prunes the cache to the copies of the KEEP_BASE_COPIES models used last, plus those
+    `in_use`. UserError/OSError when it cannot be built (the caller serves the model file itself)."""
     from .merge import merge_lora
 
     out = base_copy_path(base, root)
     with _build_lock:
         if out.is_file():
-            os.utime(out)  # last used now: the copies kept are the most recently used (below)
+            with contextlib.suppress(OSError):  # a read-only cache still serves its copy
+                os.utime(out)  # last used now: pruning keeps the copies used last
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             merge_lora(base, None, out, weight_type=MERGED_TYPE, convert_all=True)
-            for old in out.parent.glob(f"{base.stem}.{MERGED_TYPE}-*.gguf"):
-                if old != out:
-                    old.unlink(missing_ok=True)
-            _prune_base_copies(out.parent, KEEP_BASE_COPIES)
+            _prune_base_copies(out.parent, {out, *in_use})
     return out
 
 
-def _prune_base_copies(folder: Path, keep: int) -> None:
-    """Keep the `keep` most recently used models' copies (the one just built, and the model served
-    before a switch, for a switch back): each is a whole model, and a rebuild takes seconds."""
-    copies = sorted(folder.glob(f"*.{MERGED_TYPE}-*.gguf"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    for old in copies[keep:]:
+def _prune_base_copies(folder: Path, keep: set[Path]) -> None:
+    """Delete all but the copies of the KEEP_BASE_COPIES models used last and those in `keep` (the
+    one just built, the one being served): each is a whole model, and a rebuild takes seconds. An
+    older copy of a model file that changed since is one of these and goes in its turn."""
+    def used(p: Path) -> int:
         try:
-            old.unlink()
-        except OSError:  # still open where the OS forbids deleting it (Windows): next time
-            pass
+            return p.stat().st_mtime_ns
+        except OSError:  # deleted meanwhile (another process pruning)
+            return 0
+
+    copies = sorted(folder.glob(f"*.{MERGED_TYPE}-*.gguf"), key=used, reverse=True)
+    for old in copies[KEEP_BASE_COPIES:]:
+        if old not in keep:
+            with contextlib.suppress(OSError):  # gone already, or open where that forbids deleting it (Windows)
+                old.unlink()
 
 
 def ensure_merged(base: Path, adapter: Path, scale: float = 1.0) -> Path:

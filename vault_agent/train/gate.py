@@ -14,7 +14,6 @@ adapter's merged copy, each in its own context: the gate scores what users would
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,6 @@ from .answer_check import AnswerCheck
 from .llama_scorer import LlamaScorer, kl_rows, picked
 from .registry import write_json
 from .score_cache import ScoreCache, pair_key, texts_key
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
