@@ -4,6 +4,7 @@ switching backend re-embeds into another collection instead of mixing vectors.""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -70,11 +71,37 @@ def int8_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("embedders")
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 @pytest.fixture(scope="module")
 def int8_embedder(int8_cache):
     embedder = Embedder(IndexSettings(embedding_backend="onnx-int8"), cache_dir=int8_cache)
-    embedder.embed(["load"])  # the export happens here, once for the module
+    root, seen = logging.getLogger(), _Records()
+    level = root.level
+    root.setLevel(logging.INFO)  # as the daemon logs
+    root.addHandler(seen)
+    try:
+        embedder.embed(["load"])  # the export happens here, once for the module
+    finally:
+        root.removeHandler(seen)
+        root.setLevel(level)
+    embedder.export_log = seen.records
     return embedder
+
+
+@pytest.mark.slow
+def test_the_export_leaves_one_line_in_the_log_not_onnxruntimes_notes(int8_embedder):
+    lines = [r.getMessage() for r in int8_embedder.export_log]
+    assert any("exporting the int8 ONNX embedder" in line for line in lines)
+    noise = [line for r, line in zip(int8_embedder.export_log, lines) if "onnxruntime" in r.pathname]
+    assert noise == [], noise[:3]
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ Choices that matter for quality and speed (measured on the sample vault):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -115,25 +116,47 @@ def export_int8(model_dir: str, out: Path) -> None:
             opset_version=17, dynamo=False,
         )
     fused = out / "model-fused.onnx"
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    optimized = optimize_model(str(f32), model_type="bert", num_heads=int(config.num_attention_heads),
-                               hidden_size=int(config.hidden_size), opt_level=1, use_gpu=False)
-    optimized.save_model_to_file(str(fused))
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
 
     import onnx
 
-    keep_float = float_down_projections(onnx.load(str(fused), load_external_data=False),
-                                        int(config.num_hidden_layers))
-    quantize_dynamic(str(fused), str(out / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True,
-                     nodes_to_exclude=keep_float,
-                     extra_options={"DefaultTensorType": 1, "MatMulConstBOnly": True})  # 1: FLOAT
+    with _onnxruntime_notes_dropped():
+        optimized = optimize_model(str(f32), model_type="bert", num_heads=int(config.num_attention_heads),
+                                   hidden_size=int(config.hidden_size), opt_level=1, use_gpu=False)
+        optimized.save_model_to_file(str(fused))
+        keep_float = float_down_projections(onnx.load(str(fused), load_external_data=False),
+                                            int(config.num_hidden_layers))
+        quantize_dynamic(str(fused), str(out / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=keep_float,
+                         extra_options={"DefaultTensorType": 1, "MatMulConstBOnly": True})  # 1: FLOAT
     f32.unlink()
     fused.unlink()
     st.tokenizer.save_pretrained(str(out / "tokenizer"))
     (out / "settings.json").write_text(json.dumps({"max_seq_length": int(st.max_seq_length),
                                                    "dimension": int(config.hidden_size)}))
+
+
+class _OnnxruntimeNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno < logging.ERROR and "onnxruntime" in record.pathname)
+
+
+@contextlib.contextmanager
+def _onnxruntime_notes_dropped():
+    """onnxruntime's optimizer and quantizer log each fusion and tensor, some on the root logger, plus
+    advice for developers: ~50 lines in the daemon's log on the first start. Only their errors pass
+    (the filter sits on the root logger, for its own records, and on its handlers, for the rest)."""
+    root = logging.getLogger()
+    note = _OnnxruntimeNote()
+    handlers = list(root.handlers)
+    for target in (root, *handlers):
+        target.addFilter(note)
+    try:
+        yield
+    finally:
+        for target in (root, *handlers):
+            target.removeFilter(note)
 
 
 def float_down_projections(graph_model, layers: int) -> list[str]:

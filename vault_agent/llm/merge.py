@@ -11,6 +11,7 @@ gguf and numpy are imported inside the functions: the CLI must start fast.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -18,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+
+# gguf's writer logs each file it writes at INFO ("This GGUF file is for Little Endian only", the
+# tensor count): noise in the daemon's log whenever a copy is built
+logging.getLogger("gguf.gguf_writer").setLevel(logging.WARNING)
 
 _BLOCK_MATMUL = re.compile(r"blk\.\d+\.[a-z_]+\.weight$")  # a layer's matmul weights (norms are 1-D)
 
