@@ -149,9 +149,6 @@ class LlamaBackend:
         self._llm, self._loras, fell_back = self._open_or_file(self.base_weights, self.model_path)
         if fell_back:
             self.base_weights = self.model_path
-        # adapters are merged into Q8_0 copies when the model itself is served from one: with no copy
-        # (not wanted, or it could not be built or loaded) they are applied at run time
-        self.copies = self.base_weights != self.model_path
         # the GGUF loaded: base_weights, or a copy of the model with the active adapter merged in
         self.weights_path = self.base_weights
         # llama-cpp-python reuses the KV cache for the longest common token prefix with the previous
@@ -320,6 +317,12 @@ class LlamaBackend:
         self.adapter_version = version if new is not None else None
         return (time.perf_counter() - t0) * 1000.0
 
+    @property
+    def copies(self) -> bool:
+        """Adapters are merged into Q8_0 copies when the model itself is served from one: with no copy
+        (not wanted, or it could not be built or loaded) they are applied at run time."""
+        return self.base_weights != self.model_path
+
     def _merged_copy(self, base: Path, adapter: Path | None, scale: float) -> Path | None:
         """The merged copy of `base` (the served model) to serve `adapter` from, built on first use;
         None for no adapter or a runtime LoRA (llm.adapter_serving says so, or the copy cannot be
@@ -343,7 +346,6 @@ class LlamaBackend:
         safe to delete); the caller holds the lock."""
         if self.copies and not self.base_weights.is_file():
             self.base_weights = base_copy_or_model(self.model_path)
-            self.copies = self.base_weights != self.model_path
         return self.base_weights
 
     def _open_weights(self, path: Path, lora: Path | None = None, scale: float = 1.0) -> tuple[Any, LoraSlot]:
@@ -400,7 +402,7 @@ class LlamaBackend:
             old_llm, old_loras = self._install(new_llm, new_loras, merged or base)
             self.settings = self.settings.model_copy(update={"model_path": str(path)})
             self.model_path, self.model_id = path, path.name
-            self.copies, self.base_weights = base != path, base
+            self.base_weights = base
             self.adapter_path = adapter[0]
             self.adapter_version = adapter[1] if adapter[0] is not None else None
         old_loras.close()  # nothing refers to the old model any more: no generation can reach it

@@ -123,9 +123,9 @@ def open_base(stack: contextlib.ExitStack, gguf_path: Path, n_ctx: int, serving:
               n_gpu_layers: int) -> tuple[LlamaScorer, bool]:
     """(the scorer for the base as the daemon serves it, whether adapters are served merged): the
     model file, or its Q8_0 copy (llm/merged_copy.py) where adapters are merged into Q8_0 copies too."""
-    merge = served_copies(serving, gguf_path, n_gpu_layers)
-    served = base_copy_or_model(gguf_path) if merge else gguf_path
-    return stack.enter_context(LlamaScorer(served, None, n_ctx)), merge
+    served = base_copy_or_model(gguf_path) if served_copies(serving, gguf_path, n_gpu_layers) else gguf_path
+    # as LlamaBackend.copies: adapters are merged only when the model itself is served from a copy
+    return stack.enter_context(LlamaScorer(served, None, n_ctx)), served != gguf_path
 
 
 def gate_passes(stack: contextlib.ExitStack, scorer: LlamaScorer, gguf_path: Path, adapter: Path | None,

@@ -26,7 +26,6 @@ class LlamaScorer:
         with adapter_safe_loading():
             self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx,
                                        n_threads=n_threads or os.cpu_count() or 1, verbose=False)
-        self.n_params = int(self.llm._model.n_params())
         self._loras = LoraSlot(self.llm)
         self.decoder = BatchDecoder(self.llm)
         self._cached: list[int] = []  # the tokens in the KV cache, position by position (see answers_log_probs)
