@@ -164,10 +164,18 @@ def evaluate_vault(name: str, vault: Path, questions: list[dict], embedder, sett
         out = {"vault": name, "questions": len(questions), "chunks": indexer.catalog.counts()["chunks"]}
         for label, (results, times) in runs.items():
             out[label] = {**score(results, questions), "latency": summary_ms(times),
-                          "by_kind": score_by_kind(results, questions), "misses@5": misses(results, questions)}
+                          "by_kind": score_by_kind(results, questions), "misses@5": misses(results, questions),
+                          "ranks": {q["id"]: first_rank(q, results[q["id"]]) for q in questions}}
         return out
     finally:
         indexer.close()
+
+
+def versus(ours: dict, torch: dict) -> dict:
+    """Another backend against torch: the metrics' differences, and each question whose first
+    answering rank moved (torch's rank, then the backend's; None: not in the results)."""
+    moved = {qid: [rank, ours["ranks"][qid]] for qid, rank in torch["ranks"].items() if ours["ranks"][qid] != rank}
+    return {**{m: round(ours[m] - torch[m], 3) for m in ("hit@1", "recall@5", "mrr")}, "moved": moved}
 
 
 def table(report: dict) -> str:
@@ -221,10 +229,8 @@ def run(parser, args) -> dict:
             report["vaults"][key] = evaluate_vault(name, vault.resolve(), questions, embedder, settings_for,
                                                    args.ablate)
     if "torch" in backends:
-        report["vs_torch"] = {
-            key: {m: round(res["ours"][m] - report["vaults"][key.split(" [")[0]]["ours"][m], 3)
-                  for m in ("hit@1", "recall@5", "mrr")}
-            for key, res in report["vaults"].items() if " [" in key}
+        report["vs_torch"] = {key: versus(res["ours"], report["vaults"][key.split(" [")[0]]["ours"])
+                              for key, res in report["vaults"].items() if " [" in key}
     print(table(report))
     if report.get("vs_torch"):
         print("ours minus torch:", json.dumps(report["vs_torch"]))

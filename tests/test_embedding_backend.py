@@ -116,7 +116,9 @@ def test_int8_vectors_are_close_to_torch_on_the_sample_vault(int8_embedder, real
     a = np.array(real_embedder.embed(texts))
     b = np.array(int8_embedder.embed(texts))
     cosines = (a * b).sum(axis=1)  # both unit length
-    assert cosines.min() > 0.98, f"worst chunk cosine {cosines.min():.4f}"
+    # measured with the smoothed recipe (v4): mean 0.998, worst 0.995 (v3, unsmoothed: 0.996 / 0.992)
+    assert cosines.mean() > 0.997, f"mean chunk cosine {cosines.mean():.4f}"
+    assert cosines.min() > 0.99, f"worst chunk cosine {cosines.min():.4f}"
     query_a = np.array(real_embedder.embed_query("How often do I water the tomatoes?"))
     query_b = np.array(int8_embedder.embed_query("How often do I water the tomatoes?"))
     assert float(query_a @ query_b) > 0.98
