@@ -201,8 +201,11 @@ def load_settings_for_report():
     return load_settings().llm
 
 
+# the daemon before issue 12: sleeping OpenMP threads, fixed threads, no pausing of the indexer, and
+# (before issue 22) PyTorch embedding in batches of 64 chunks whatever their length
 OLD_DAEMON = {"VAULT_AGENT_LLM__OMP_WAIT_POLICY": "passive", "VAULT_AGENT_LLM__THREADS_FOLLOW_LOAD": "false",
-              "VAULT_AGENT_INDEX__YIELD_TO_ANSWERS": "false"}  # the daemon before issue 12
+              "VAULT_AGENT_INDEX__YIELD_TO_ANSWERS": "false", "VAULT_AGENT_INDEX__EMBEDDING_BACKEND": "torch",
+              "VAULT_AGENT_INDEX__BATCH_TOKENS": "1000000"}
 
 
 def daemon_session(root: Path, name: str, questions: list[str], warmup_q: str, args, monitor,

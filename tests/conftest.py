@@ -134,12 +134,22 @@ def embedder():
 
 @pytest.fixture(scope="session")
 def real_embedder():
-    """The bundled sentence-transformers model, loaded once: for tests about retrieval quality or the
-    model itself (mark them slow)."""
+    """The bundled embedding model on the default backend (`auto`: int8 ONNX on this CPU machine, its
+    export made once per session), loaded once: for tests about retrieval quality or the model
+    itself (mark them slow)."""
     from vault_agent.config import IndexSettings
     from vault_agent.index.embedder import Embedder
 
     return Embedder(IndexSettings())
+
+
+@pytest.fixture(scope="session")
+def torch_embedder():
+    """The bundled model on PyTorch: the reference the int8 backend is measured against."""
+    from vault_agent.config import IndexSettings
+    from vault_agent.index.embedder import Embedder
+
+    return Embedder(IndexSettings(embedding_backend="torch"))
 
 
 @pytest.fixture

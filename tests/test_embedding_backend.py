@@ -16,11 +16,29 @@ from vault_agent.index.embedder import Embedder
 
 
 def test_each_backend_has_its_own_vector_identity_and_torch_keeps_the_old_one():
-    torch_id = Embedder(IndexSettings()).identity
+    torch_id = Embedder(IndexSettings(embedding_backend="torch")).identity
     int8 = Embedder(IndexSettings(embedding_backend="onnx-int8"))
     assert torch_id == "bundled:all-MiniLM-L6-v2"  # existing indexes stay valid: no re-embedding on upgrade
     assert int8.identity != torch_id and "onnx-int8" in int8.label
     assert int8._model is None  # nothing exported or loaded until the first embedding
+
+
+def test_auto_is_int8_for_the_bundled_model_on_the_cpu_and_torch_on_a_gpu_or_for_your_own_model(monkeypatch, tmp_path):
+    from vault_agent.index import embedder as embedder_module
+
+    monkeypatch.setattr(embedder_module, "_cuda_available", lambda: False)
+    auto = Embedder(IndexSettings())
+    assert auto.backend == "onnx-int8" and "(onnx-int8)" in auto.label
+    # the same vectors as choosing onnx-int8 by name: setting it explicitly keeps the index
+    assert auto.identity == Embedder(IndexSettings(embedding_backend="onnx-int8")).identity
+    own = tmp_path / "my-embedder"
+    own.mkdir()
+    assert Embedder(IndexSettings(embedding_model=str(own))).backend == "torch"
+    assert Embedder(IndexSettings(device="cuda")).backend == "torch"
+
+    monkeypatch.setattr(embedder_module, "_cuda_available", lambda: True)
+    assert Embedder(IndexSettings()).backend == "torch"  # device auto with a GPU: PyTorch on it
+    assert Embedder(IndexSettings(device="cpu")).backend == "onnx-int8"
 
 
 def test_the_early_layers_down_projections_stay_float_and_the_later_ones_go_int8():
@@ -105,7 +123,7 @@ def test_the_export_leaves_one_line_in_the_log_not_onnxruntimes_notes(int8_embed
 
 
 @pytest.mark.slow
-def test_int8_vectors_are_close_to_torch_on_the_sample_vault(int8_embedder, real_embedder, open_index,
+def test_int8_vectors_are_close_to_torch_on_the_sample_vault(int8_embedder, torch_embedder, open_index,
                                                              sample_vault_copy):
     import numpy as np
 
@@ -113,13 +131,13 @@ def test_int8_vectors_are_close_to_torch_on_the_sample_vault(int8_embedder, real
     ix.reconcile()
     texts = [row[0] for row in ix.catalog.db.execute("SELECT text FROM chunks")]
     assert len(texts) > 50
-    a = np.array(real_embedder.embed(texts))
+    a = np.array(torch_embedder.embed(texts))
     b = np.array(int8_embedder.embed(texts))
     cosines = (a * b).sum(axis=1)  # both unit length
     # measured with the smoothed recipe (v4): mean 0.998, worst 0.995 (v3, unsmoothed: 0.996 / 0.992)
     assert cosines.mean() > 0.997, f"mean chunk cosine {cosines.mean():.4f}"
     assert cosines.min() > 0.99, f"worst chunk cosine {cosines.min():.4f}"
-    query_a = np.array(real_embedder.embed_query("How often do I water the tomatoes?"))
+    query_a = np.array(torch_embedder.embed_query("How often do I water the tomatoes?"))
     query_b = np.array(int8_embedder.embed_query("How often do I water the tomatoes?"))
     assert float(query_a @ query_b) > 0.98
     alone = np.array(int8_embedder.embed(texts[:3]))  # int8 activations are scaled per batch: close, not equal
@@ -142,7 +160,7 @@ def test_the_cached_export_is_reused_on_the_next_start(int8_embedder, int8_cache
 
 
 @pytest.mark.slow
-def test_switching_backend_re_embeds_into_another_collection(int8_embedder, real_embedder, sample_vault_copy,
+def test_switching_backend_re_embeds_into_another_collection(int8_embedder, torch_embedder, sample_vault_copy,
                                                              agent_home):
     from vault_agent.config import load_settings
     from vault_agent.index.indexer import Indexer
@@ -160,16 +178,16 @@ def test_switching_backend_re_embeds_into_another_collection(int8_embedder, real
         finally:
             ix.close()
 
-    torch_name, torch_count, _ = index_with(real_embedder, "torch")
+    torch_name, torch_count, _ = index_with(torch_embedder, "torch")
     int8_name, int8_count, embedded = index_with(int8_embedder, "onnx-int8")
     assert int8_name != torch_name
     assert int8_count == torch_count and embedded == int8_count  # every chunk embedded again, by int8
-    back_name, _, embedded_back = index_with(real_embedder, "torch")
+    back_name, _, embedded_back = index_with(torch_embedder, "torch")
     assert back_name == torch_name and embedded_back == torch_count  # and back: no int8 vector is reused
 
 
 @pytest.mark.slow
-def test_a_query_embeds_on_one_torch_thread_quietly_and_matches_the_indexed_vector(real_embedder, capfd, monkeypatch):
+def test_a_query_embeds_on_one_torch_thread_quietly_and_matches_the_indexed_vector(torch_embedder, capfd, monkeypatch):
     """A question's embedding takes the one-thread path (not stalled by an indexing batch on the
     other threads) and writes no progress bar into the daemon's log. sentence-transformers 5 gave
     every model an `encode_query` that once shadowed that path."""
@@ -181,9 +199,9 @@ def test_a_query_embeds_on_one_torch_thread_quietly_and_matches_the_indexed_vect
     monkeypatch.setattr(torch, "set_num_threads", lambda n: (counts.append(n), real_set(n)))
     text = "How often do I water the tomatoes?"
     capfd.readouterr()
-    query = real_embedder.embed_query(text)
+    query = torch_embedder.embed_query(text)
     err = capfd.readouterr().err
     assert counts and counts[0] == 1  # switched to one thread for the query, then back
     assert "Batches" not in err
     assert isinstance(query, list) and all(isinstance(x, float) for x in query)
-    assert np.allclose(query, real_embedder.embed([text])[0], atol=1e-5)
+    assert np.allclose(query, torch_embedder.embed([text])[0], atol=1e-5)

@@ -73,7 +73,7 @@ def test_one_failing_close_does_not_skip_the_rest(make_vault, agent_home, embedd
 
 
 @pytest.mark.slow  # `serve` loads the real chat model
-def test_ctrl_c_during_first_index_of_2000_notes_exits_fast_and_consistent(tmp_path, agent_home, real_embedder):
+def test_ctrl_c_during_first_index_of_2000_notes_exits_fast_and_consistent(tmp_path, agent_home):
     vault = synthetic_vault(tmp_path / "vault", 2000)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_AGENT_")}
     env.update({"VAULT_AGENT_HOME": str(agent_home), "PYTHONPATH": str(REPO), "VAULT_AGENT_LLM__N_CTX": "512"})
@@ -107,7 +107,7 @@ def test_ctrl_c_during_first_index_of_2000_notes_exits_fast_and_consistent(tmp_p
     from vault_agent.index.indexer import Indexer
     from vault_agent.paths import app_dirs
 
-    ix = Indexer(load_settings(vault=vault), vault.resolve(), app_dirs(), embedder=real_embedder, readonly=True)
+    ix = Indexer(load_settings(vault=vault), vault.resolve(), app_dirs(), readonly=True)  # the daemon's own backend
     try:
         notes = ix.catalog.counts()["notes"]
         assert 0 < notes < 2000  # stopped part-way: the test is about an interrupted index
