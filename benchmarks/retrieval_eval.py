@@ -2,11 +2,13 @@
 baseline measured in the same run (fixed 1,000-character windows of each file, dense only, the
 same embedding model), plus query latency.
 
-Two vaults: sample_vault (personal notes, the questions written alongside it) and
+Two vaults: sample_vault (personal notes, 100 questions; the first 40 written alongside it) and
 benchmarks/eval_vault (product documentation in another voice, with paraphrased questions whose
 words differ from the notes', questions answered by a note's title or alias, hub notes that are
 mostly links, and five sections of one note that differ only by a made-up code name, where the
-right section must be the one returned).
+right section must be the one returned); 106 questions, the first 46 written with it. The sets
+grew from 40 / 46 so that one question is about a point, not 2.5 (`--backends` compares embedders
+question by question: `vs_torch.moved`).
 
 A question is answered at rank r when the r-th distinct note returned is one of its `relevant`
 notes; for a question with `must_contain`, the passage returned for that note must also contain
