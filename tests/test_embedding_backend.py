@@ -68,7 +68,7 @@ def test_a_failed_export_is_one_line_naming_the_fix_and_leaves_no_partial_model(
         (out / "model-f32.onnx").write_bytes(b"half")
         raise RuntimeError("exporter exploded\nwith a long traceback-ish second line")
 
-    monkeypatch.setattr(onnx_int8, "export_int8", broken)
+    monkeypatch.setattr(onnx_int8, "export_in_child", broken)
     embedder = Embedder(IndexSettings(embedding_backend="onnx-int8"), cache_dir=tmp_path / "embedders")
     with pytest.raises(UserError) as e:
         embedder.embed(["a note"])
@@ -76,6 +76,16 @@ def test_a_failed_export_is_one_line_naming_the_fix_and_leaves_no_partial_model(
     assert "\n" not in message and "exporter exploded" in message
     assert 'index.embedding_backend = "torch"' in message
     assert list((tmp_path / "embedders").iterdir()) == []  # the temporary folder is gone, no cache entry
+
+
+@pytest.mark.slow
+def test_a_failing_export_child_is_one_line_from_the_child_and_leaves_no_model(tmp_path):
+    with pytest.raises(UserError) as e:  # the real child process, given a model folder that is not there
+        onnx_int8.cached_model("path:/nowhere", str(tmp_path / "no-such-model"), tmp_path / "embedders")
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("cannot export the int8 ONNX embedder (")
+    assert "Traceback" not in message and 'index.embedding_backend = "torch"' in message
+    assert list((tmp_path / "embedders").iterdir()) == []
 
 
 def test_the_int8_backend_refuses_cuda_with_the_setting_to_change(tmp_path):

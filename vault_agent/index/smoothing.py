@@ -61,8 +61,11 @@ def smooth_layernorm_inputs(model, feeds: list[tuple[dict, np.ndarray]]) -> int:
     for node in targets:
         weight = initializers[node.input[1]]
         w = numpy_helper.to_array(weight)  # (in_channels, out_channels)
-        scale = ranges[node.input[0]] ** ALPHA / np.maximum(np.abs(w).max(axis=1), 1e-5) ** (1 - ALPHA)
-        scale = np.clip(scale, 1e-3, None).astype(np.float32)  # a channel never seen stays ~as it was
+        seen = ranges[node.input[0]]
+        # a channel the calibration barely saw is taken as a tenth of a typical one, not as ~0: its
+        # factor would multiply whatever it carries later and make it the new outlier
+        seen = np.maximum(seen, 0.1 * float(np.median(seen)) + 1e-6)
+        scale = (seen ** ALPHA / np.maximum(np.abs(w).max(axis=1), 1e-5) ** (1 - ALPHA)).astype(np.float32)
         weight.CopyFrom(numpy_helper.from_array((w * scale[:, None]).astype(np.float32), weight.name))
         name = f"{node.name}/smooth"
         model.graph.initializer.append(numpy_helper.from_array(1.0 / scale, f"{name}/inverse_scale"))
