@@ -14,7 +14,8 @@ import sys
 import pytest
 
 # module -> the class whose construction loads a real model
-REAL_MODELS = {"sentence_transformers": "SentenceTransformer", "llama_cpp.llama": "Llama"}
+REAL_MODELS = {"sentence_transformers": "SentenceTransformer", "llama_cpp.llama": "Llama",
+               "vault_agent.index.onnx_int8": "OnnxInt8Model"}  # the default embedder on the CPU
 CURRENT_TEST: dict[str, pytest.Item | None] = {"item": None}  # set by conftest around each test
 LOADS: dict[str, list[str]] = {}  # test node id -> the models it loaded though not marked slow
 

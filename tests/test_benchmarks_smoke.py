@@ -77,3 +77,13 @@ def test_models_list_bench_smoke(tmp_path):
     result = run_smoke("models_list_bench.py", tmp_path)
     assert result["config"]["models"] == 6 and result["cli_models_list_s"] > 0
     assert result["header_read_ms"]["ours"] > 0 and result["header_read_ms"]["gguf.GGUFReader"] > 0
+
+
+@pytest.mark.slow  # two daemons with the real models, one per embedding backend
+def test_serve_backend_ab_smoke(tmp_path):
+    result = run_smoke("serve_backend_ab.py", tmp_path)
+    assert set(result["backends"]) == {"onnx-int8", "torch"}
+    for figures in result["backends"].values():
+        assert figures["exit_code"] in (0, 130)  # stopped by SIGINT, as Ctrl-C: 130 is its usual code
+        assert figures["memory"]["peak_rss_mb"] > 0
+        assert figures["load"]["token_events"] > 0  # it answered while the added notes were being indexed

@@ -18,16 +18,21 @@ from vault_agent.index.embedder import Embedder
 def test_each_backend_has_its_own_vector_identity_and_torch_keeps_the_old_one():
     torch_id = Embedder(IndexSettings(embedding_backend="torch")).identity
     int8 = Embedder(IndexSettings(embedding_backend="onnx-int8"))
-    assert torch_id == "bundled:all-MiniLM-L6-v2"  # existing indexes stay valid: no re-embedding on upgrade
+    assert torch_id == "bundled:all-MiniLM-L6-v2"  # a torch index made by any version stays valid under torch
     assert int8.identity != torch_id and "onnx-int8" in int8.label
     assert int8._model is None  # nothing exported or loaded until the first embedding
+
+
+def finished_export(model_dir, out):
+    (out / onnx_int8.MODEL_FILE).write_bytes(b"int8 model")  # what the identity needs: an export that finished
 
 
 def test_auto_is_int8_for_the_bundled_model_on_the_cpu_and_torch_on_a_gpu_or_for_your_own_model(monkeypatch, tmp_path):
     from vault_agent.index import embedder as embedder_module
 
     monkeypatch.setattr(embedder_module, "_cuda_available", lambda: False)
-    auto = Embedder(IndexSettings())
+    monkeypatch.setattr(onnx_int8, "export_in_child", finished_export)
+    auto = Embedder(IndexSettings(), cache_dir=tmp_path / "embedders")
     assert auto.backend == "onnx-int8" and "(onnx-int8)" in auto.label
     # the same vectors as choosing onnx-int8 by name: setting it explicitly keeps the index
     assert auto.identity == Embedder(IndexSettings(embedding_backend="onnx-int8")).identity
@@ -35,10 +40,38 @@ def test_auto_is_int8_for_the_bundled_model_on_the_cpu_and_torch_on_a_gpu_or_for
     own.mkdir()
     assert Embedder(IndexSettings(embedding_model=str(own))).backend == "torch"
     assert Embedder(IndexSettings(device="cuda")).backend == "torch"
+    assert Embedder(IndexSettings(device="mps")).backend == "torch"
 
     monkeypatch.setattr(embedder_module, "_cuda_available", lambda: True)
     assert Embedder(IndexSettings()).backend == "torch"  # device auto with a GPU: PyTorch on it
     assert Embedder(IndexSettings(device="cpu")).backend == "onnx-int8"
+
+
+def test_auto_keeps_torch_and_its_index_when_the_int8_export_fails(monkeypatch, tmp_path, caplog):
+    from vault_agent.index import embedder as embedder_module
+
+    def broken(model_dir, out):
+        raise onnx_int8.ExportFailed("MemoryError: no room")
+
+    monkeypatch.setattr(embedder_module, "_cuda_available", lambda: False)
+    monkeypatch.setattr(onnx_int8, "export_in_child", broken)
+    auto = Embedder(IndexSettings(), cache_dir=tmp_path / "embedders")
+    with caplog.at_level(logging.WARNING):
+        identity = auto.identity
+    # the identity torch always had: an index made with torch is kept, not dropped for an empty one
+    assert identity == "bundled:all-MiniLM-L6-v2" and auto.backend == "torch" and "onnx" not in auto.label
+    assert any("embedding with PyTorch" in r.getMessage() and "no room" in r.getMessage() for r in caplog.records)
+    explicit = Embedder(IndexSettings(embedding_backend="onnx-int8"), cache_dir=tmp_path / "embedders")
+    with pytest.raises(UserError, match="no room"):  # chosen by name, a failed export stops with the fix
+        explicit.embed(["a note"])
+
+
+def test_weights_go_7_bit_only_on_x86_without_vnni_where_8_bit_products_can_saturate():
+    assert onnx_int8.seven_bit_weights("x86_64", "flags : fpu avx2 fma") is True
+    assert onnx_int8.seven_bit_weights("x86_64", "flags : fpu avx2 avx512f avx512_vnni") is False
+    assert onnx_int8.seven_bit_weights("x86_64", "flags : fpu avx2 avx_vnni") is False
+    assert onnx_int8.seven_bit_weights("aarch64", "") is False
+    assert onnx_int8.seven_bit_weights("AMD64", "") is True  # Windows says AMD64; its flags unknown here
 
 
 def test_the_early_layers_down_projections_stay_float_and_the_later_ones_go_int8():
@@ -85,6 +118,7 @@ def test_a_failing_export_child_is_one_line_from_the_child_and_leaves_no_model(t
     message = str(e.value)
     assert "\n" not in message and message.startswith("cannot export the int8 ONNX embedder (")
     assert "Traceback" not in message and 'index.embedding_backend = "torch"' in message
+    assert "no-such-model" in message  # the child's own account of what went wrong
     assert list((tmp_path / "embedders").iterdir()) == []
 
 

@@ -50,7 +50,7 @@ class TimedEmbedder(Embedder):
 
     def __init__(self, model: BusyModel):
         super().__init__(IndexSettings(batch_size=64))
-        self.identity = "test:busy-model"
+        self._identity = "test:busy-model"  # settled: nothing to export
         self._model = model
         self.calls: list[tuple[int, float]] = []  # (texts, end time)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -11,6 +14,8 @@ from typing import Callable
 from ..config import BUNDLED, IndexSettings
 from ..errors import UserError
 from .onnx_int8 import RECIPE
+
+log = logging.getLogger(__name__)
 
 BUNDLED_NAME = "all-MiniLM-L6-v2"
 SMALL_BATCH = 16  # chunks per batch while questions are coming in
@@ -49,17 +54,20 @@ def resolve_backend(settings: IndexSettings) -> str:
     smoothing and float layers were measured on MiniLM)."""
     if settings.embedding_backend != "auto":
         return settings.embedding_backend
-    if settings.embedding_model != BUNDLED or settings.device == "cuda":
-        return "torch"
+    if settings.embedding_model != BUNDLED or settings.device not in ("auto", "cpu"):
+        return "torch"  # your own model, or a device named ("cuda", "cuda:1", "mps")
     return "torch" if settings.device == "auto" and _cuda_available() else "onnx-int8"
 
 
+@functools.lru_cache(maxsize=1)
 def _cuda_available() -> bool:
-    """Whether PyTorch sees a CUDA GPU. Without the NVIDIA driver's library there is none, and that
-    answer costs no torch import (~2 s, on every start even when nothing is to be embedded)."""
+    """Whether PyTorch sees a CUDA GPU. Without any sign of the NVIDIA driver there is none, and that
+    answer costs no torch import (~2 s, on every start even when nothing is to be embedded). Signs:
+    the kernel module's /proc entry, the driver library (nvcuda on Windows), as ctypes finds it."""
     import ctypes.util
 
-    if ctypes.util.find_library("cuda") is None:
+    driver = "nvcuda" if sys.platform == "win32" else "cuda"
+    if not Path("/proc/driver/nvidia/version").exists() and ctypes.util.find_library(driver) is None:
         return False
     import torch
 
@@ -75,11 +83,8 @@ class Embedder:
         """`cache_dir` holds the int8 ONNX exports (default: the data dir's embedders/)."""
         self.spec = settings.embedding_model
         self.backend = resolve_backend(settings)
-        self.label = model_label(self.spec) + ("" if self.backend == "torch" else f" ({self.backend})")
-        # torch keeps the identity it always had (existing indexes stay valid); another backend's
-        # vectors differ slightly, so they get their own collection (one per int8 export recipe)
-        # and a switch re-embeds
-        self.identity = model_identity(self.spec) + ("" if self.backend == "torch" else f"|{self.backend}-{RECIPE}")
+        self._auto = settings.embedding_backend == "auto"
+        self._identity: str | None = None
         self.device = settings.device
         self.cache_dir = cache_dir
         self.batch_size = settings.batch_size
@@ -89,6 +94,35 @@ class Embedder:
         self._query_lock = threading.Lock()
         self.embedded_count = 0  # chunks embedded since start: a no-op restart keeps this at 0
         self.cpu_share = None  # set by the daemon: batches wait while an answer is generated
+
+    @property
+    def label(self) -> str:
+        return model_label(self.spec) + ("" if self.backend == "torch" else f" ({self.backend})")
+
+    @property
+    def identity(self) -> str:
+        """What the vectors are made by. torch keeps the identity it always had; another backend's
+        vectors differ slightly, so they get their own collection (one per int8 export recipe) and a
+        switch re-embeds. Under `auto` the int8 export is made (once per machine) before this is
+        settled: if it fails, auto embeds with torch, and an index made with torch stays as it was
+        instead of being dropped for an int8 collection that could not be filled."""
+        if self._identity is None:
+            if self._auto and self.backend == "onnx-int8":
+                try:
+                    self._int8_folder()
+                except UserError as e:
+                    log.warning("embedding with PyTorch (index.embedding_backend = \"auto\"): %s", e)
+                    self.backend = "torch"
+            suffix = "" if self.backend == "torch" else f"|{self.backend}-{RECIPE}"
+            self._identity = model_identity(self.spec) + suffix
+        return self._identity
+
+    def _int8_folder(self) -> Path:
+        from ..paths import app_dirs
+        from .onnx_int8 import cached_model
+
+        cache = self.cache_dir or app_dirs().data / "embedders"
+        return cached_model(model_identity(self.spec) + f"|onnx-int8-{RECIPE}", resolve_embedding_model(self.spec), cache)
 
     @property
     def model(self):
@@ -102,6 +136,7 @@ class Embedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        self.identity  # settles the backend `auto` stands for
         if self.backend == "onnx-int8":
             return self._load_onnx_int8()
         from sentence_transformers import SentenceTransformer
@@ -125,14 +160,11 @@ class Embedder:
     def _load_onnx_int8(self):
         import torch
 
-        from ..paths import app_dirs
-        from .onnx_int8 import OnnxInt8Model, cached_model
+        from .onnx_int8 import OnnxInt8Model
 
         if self.device == "cuda":
             raise UserError('index.embedding_backend = "onnx-int8" runs on the CPU; set index.device = "cpu" or "auto"')
-        cache = self.cache_dir or app_dirs().data / "embedders"
-        folder = cached_model(self.identity, resolve_embedding_model(self.spec), cache)
-        return OnnxInt8Model(folder, threads=torch.get_num_threads())
+        return OnnxInt8Model(self._int8_folder(), threads=torch.get_num_threads())
 
     @property
     def dimension(self) -> int:

@@ -58,16 +58,16 @@ def smooth_layernorm_inputs(model, feeds: list[tuple[dict, np.ndarray]]) -> int:
     if not targets:
         return 0
     ranges = _channel_ranges(model, sorted({n.input[0] for n in targets}), feeds)
-    for node in targets:
+    for number, node in enumerate(targets):
         weight = initializers[node.input[1]]
         w = numpy_helper.to_array(weight)  # (in_channels, out_channels)
         seen = ranges[node.input[0]]
         # a channel the calibration barely saw is taken as a tenth of a typical one, not as ~0: its
         # factor would multiply whatever it carries later and make it the new outlier
-        seen = np.maximum(seen, 0.1 * float(np.median(seen)) + 1e-6)
+        seen = np.maximum(seen, 0.1 * max(float(np.median(seen)), float(seen.max()) * 1e-3, 1e-6))
         scale = (seen ** ALPHA / np.maximum(np.abs(w).max(axis=1), 1e-5) ** (1 - ALPHA)).astype(np.float32)
         weight.CopyFrom(numpy_helper.from_array((w * scale[:, None]).astype(np.float32), weight.name))
-        name = f"{node.name}/smooth"
+        name = f"smooth_{number}_{node.name}"  # unique even for ops the exporter left unnamed
         model.graph.initializer.append(numpy_helper.from_array(1.0 / scale, f"{name}/inverse_scale"))
         mul = helper.make_node("Mul", [node.input[0], f"{name}/inverse_scale"], [f"{name}/output"], name=f"{name}/Mul")
         model.graph.node.insert(list(model.graph.node).index(node), mul)  # keeps the graph in topological order
