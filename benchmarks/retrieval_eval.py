@@ -123,8 +123,8 @@ def ours_run(indexer, questions: list[dict], **kwargs) -> tuple[dict, list[float
     return out, times
 
 
-def misses(results, questions, k: int = 5) -> list[str]:
-    return [q["id"] for q in questions if (first_rank(q, results[q["id"]]) or k + 1) > k]
+def misses(ranks: dict[str, int | None], k: int = 5) -> list[str]:
+    return [qid for qid, rank in ranks.items() if (rank or k + 1) > k]
 
 
 def variants() -> dict:
@@ -165,9 +165,9 @@ def evaluate_vault(name: str, vault: Path, questions: list[dict], embedder, sett
                 runs[f"ablate:{label}"] = ours_run(indexer, questions, options=opts)
         out = {"vault": name, "questions": len(questions), "chunks": indexer.catalog.counts()["chunks"]}
         for label, (results, times) in runs.items():
+            ranks = {q["id"]: first_rank(q, results[q["id"]]) for q in questions}
             out[label] = {**score(results, questions), "latency": summary_ms(times),
-                          "by_kind": score_by_kind(results, questions), "misses@5": misses(results, questions),
-                          "ranks": {q["id"]: first_rank(q, results[q["id"]]) for q in questions}}
+                          "by_kind": score_by_kind(results, questions), "misses@5": misses(ranks), "ranks": ranks}
         return out
     finally:
         indexer.close()

@@ -196,7 +196,7 @@ def test_the_cached_export_is_reused_on_the_next_start(int8_embedder, int8_cache
     def no_second_export(*_):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(onnx_int8, "export_int8", no_second_export)
+    monkeypatch.setattr(onnx_int8, "export_in_child", no_second_export)  # where a second export would start
     again = Embedder(IndexSettings(embedding_backend="onnx-int8"), cache_dir=int8_cache)
     assert again.embed(["a second start"])  # loads from the cache
     assert (folder / onnx_int8.MODEL_FILE).stat().st_mtime_ns == stamp

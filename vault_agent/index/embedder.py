@@ -85,6 +85,7 @@ class Embedder:
         self.backend = resolve_backend(settings)
         self._auto = settings.embedding_backend == "auto"
         self._identity: str | None = None
+        self._int8_path: Path | None = None  # the int8 export's folder, once found or made
         self.device = settings.device
         self.cache_dir = cache_dir
         self.batch_size = settings.batch_size
@@ -113,16 +114,22 @@ class Embedder:
                 except UserError as e:
                     log.warning("embedding with PyTorch (index.embedding_backend = \"auto\"): %s", e)
                     self.backend = "torch"
-            suffix = "" if self.backend == "torch" else f"|{self.backend}-{RECIPE}"
-            self._identity = model_identity(self.spec) + suffix
+            self._identity = self._identity_for(self.backend)
         return self._identity
 
-    def _int8_folder(self) -> Path:
-        from ..paths import app_dirs
-        from .onnx_int8 import cached_model
+    def _identity_for(self, backend: str) -> str:
+        return model_identity(self.spec) + ("" if backend == "torch" else f"|{backend}-{RECIPE}")
 
-        cache = self.cache_dir or app_dirs().data / "embedders"
-        return cached_model(model_identity(self.spec) + f"|onnx-int8-{RECIPE}", resolve_embedding_model(self.spec), cache)
+    def _int8_folder(self) -> Path:
+        """The int8 export (made on first use): looked up once, by `identity` under auto, then reused
+        by the model's load rather than hashing versions and reading /proc/cpuinfo again."""
+        if self._int8_path is None:
+            from ..paths import app_dirs
+            from .onnx_int8 import cached_model
+
+            cache = self.cache_dir or app_dirs().data / "embedders"
+            self._int8_path = cached_model(self._identity_for("onnx-int8"), resolve_embedding_model(self.spec), cache)
+        return self._int8_path
 
     @property
     def model(self):

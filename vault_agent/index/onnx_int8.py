@@ -19,7 +19,6 @@ Choices that matter for quality and speed (measured on the sample vault):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -72,12 +71,6 @@ def seven_bit_weights(machine: str | None = None, cpuinfo: str | None = None) ->
         except OSError:
             return True  # not Linux: VNNI cannot be told from here, so the safe choice
     return not {"avx512_vnni", "avx_vnni"} & set(cpuinfo.split())
-
-
-def cached_folder(identity: str, cache_root: Path) -> Path | None:
-    """The finished export's folder for this model, or None before the first export."""
-    folder = cache_root / cache_key(identity)
-    return folder if (folder / MODEL_FILE).exists() else None
 
 
 def cached_model(identity: str, model_dir: str, cache_root: Path) -> Path:
@@ -198,43 +191,22 @@ def export_int8(model_dir: str, out: Path) -> None:
 
     import onnx
 
-    with _onnxruntime_notes_dropped():
-        optimized = optimize_model(str(f32), model_type="bert", num_heads=int(config.num_attention_heads),
-                                   hidden_size=int(config.hidden_size), opt_level=1, use_gpu=False)
-        graph = optimized.model
-        smooth_layernorm_inputs(graph, calibration_feeds(st.tokenizer, int(st.max_seq_length), INPUTS))
-        onnx.save(graph, str(fused))
-        keep_float = float_down_projections(graph, int(config.num_hidden_layers))
-        quantize_dynamic(str(fused), str(out / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=keep_float, reduce_range=seven_bit_weights(),
-                         extra_options={"DefaultTensorType": 1, "MatMulConstBOnly": True})  # 1: FLOAT
+    # onnxruntime's optimizer and quantizer log each fusion and tensor (~50 lines): they go to the
+    # export child's stderr, which export_in_child reads only for a failure's last line
+    optimized = optimize_model(str(f32), model_type="bert", num_heads=int(config.num_attention_heads),
+                               hidden_size=int(config.hidden_size), opt_level=1, use_gpu=False)
+    graph = optimized.model
+    smooth_layernorm_inputs(graph, calibration_feeds(st.tokenizer, int(st.max_seq_length), INPUTS))
+    onnx.save(graph, str(fused))
+    keep_float = float_down_projections(graph, int(config.num_hidden_layers))
+    quantize_dynamic(str(fused), str(out / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True,
+                     nodes_to_exclude=keep_float, reduce_range=seven_bit_weights(),
+                     extra_options={"DefaultTensorType": 1, "MatMulConstBOnly": True})  # 1: FLOAT
     f32.unlink()
     fused.unlink()
     st.tokenizer.save_pretrained(str(out / "tokenizer"))
     (out / "settings.json").write_text(json.dumps({"max_seq_length": int(st.max_seq_length),
                                                    "dimension": int(config.hidden_size)}))
-
-
-class _OnnxruntimeNote(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno < logging.ERROR and "onnxruntime" in record.pathname)
-
-
-@contextlib.contextmanager
-def _onnxruntime_notes_dropped():
-    """onnxruntime's optimizer and quantizer log each fusion and tensor, some on the root logger, plus
-    advice for developers: ~50 lines in the daemon's log on the first start. Only their errors pass
-    (the filter sits on the root logger, for its own records, and on its handlers, for the rest)."""
-    root = logging.getLogger()
-    note = _OnnxruntimeNote()
-    handlers = list(root.handlers)
-    for target in (root, *handlers):
-        target.addFilter(note)
-    try:
-        yield
-    finally:
-        for target in (root, *handlers):
-            target.removeFilter(note)
 
 
 def float_down_projections(graph_model, layers: int) -> list[str]:
